@@ -1,0 +1,40 @@
+# The two commands: `make run` (the local pipeline on the embedded data) and `make test`.
+# Both create .venv (Python 3.10) from requirements.lock on first use.
+SHELL := /bin/bash
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.13/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+# TF and TFX are chatty at import; keep their INFO lines out of the way.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONWARNINGS ?= ignore
+
+.PHONY: run test bench lock clean env
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: set PYTHON=/path/to/python3.10"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$$(grep -m1 '^uv==' requirements.lock | cut -d' ' -f1)"
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) local_runner.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Re-resolve the lock after editing requirements.in or overrides.txt.
+lock: $(STAMP)
+	$(UV) pip compile -q requirements.in --override overrides.txt --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf outputs .pytest_cache

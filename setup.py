@@ -1,0 +1,16 @@
+"""Installs the pipeline's packages, so Dataflow workers get them with `--setup_file`.
+
+The heavy dependencies (TFX, TensorFlow, Beam, the frameworks) are pinned in
+requirements.lock and baked into the worker container; they are not repeated here so that
+`--setup_file` does not re-resolve them at worker start.
+"""
+import setuptools
+
+setuptools.setup(
+    name="tfx-runinference",
+    version="0.1.0",
+    description="A multi-framework BulkInferrer for TFX on Beam RunInference.",
+    packages=setuptools.find_packages(include=["components*", "inference*", "template*"]),
+    package_data={"template": ["data/*.csv", "data/*.md", "configs/*.json"]},
+    python_requires=">=3.9,<3.11",
+)
