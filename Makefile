@@ -19,7 +19,7 @@ $(STAMP): requirements.lock setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$$(grep -m1 '^uv==' requirements.lock | cut -d' ' -f1)"
 	$(UV) pip sync -q --python $(PY) requirements.lock
-	$(UV) pip install -q --python $(PY) --no-deps -e .
+	$(UV) pip install -q --python $(PY) --no-deps --config-settings editable_mode=compat -e .
 	@touch $(STAMP)
 
 run: $(STAMP)

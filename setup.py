@@ -11,6 +11,6 @@ setuptools.setup(
     version="0.1.0",
     description="A multi-framework BulkInferrer for TFX on Beam RunInference.",
     packages=setuptools.find_packages(include=["components*", "inference*", "template*"]),
-    package_data={"template": ["data/*.csv", "data/*.md", "configs/*.json"]},
+    package_data={"template": ["data/*.md", "data/taxi/*.csv", "configs/*.json"]},
     python_requires=">=3.9,<3.11",
 )

@@ -1,0 +1,1 @@
+"""A multi-framework, drop-in superset of TFX's BulkInferrer."""

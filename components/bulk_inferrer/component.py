@@ -1,0 +1,68 @@
+"""The BulkInferrer component: TFX's BulkInferrer arguments, any framework, many models."""
+from typing import Optional, Union
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.orchestration import data_types
+from tfx.proto import bulk_inferrer_pb2
+from tfx.types import standard_artifacts
+
+from components.bulk_inferrer import executor, spec
+from inference.config import InferenceConfig
+
+
+class BulkInferrer(base_beam_component.BaseBeamComponent):
+    """Batch inference on examples with TensorFlow, PyTorch and other frameworks' models.
+
+    A drop-in superset of `tfx.v1.components.BulkInferrer`: the same arguments, outputs and
+    file layouts. Additions:
+      inference_config: an `inference.config.InferenceConfig` (or its JSON): per model, the
+        framework (detected from the model's files when unset), input mapping, batch sizes,
+        `large_model`, `model_copies`, device. Default: one model from the `model` input,
+        framework detected.
+      schema: the examples' Schema, which makes decoding schema-driven.
+
+    Example:
+      inferrer = BulkInferrer(
+          examples=transform.outputs['transformed_examples'],
+          model=trainer.outputs['model'],
+          inference_config=InferenceConfig(models=[ModelConfig(
+              inputs=InputSpec(features=['fare_xf', 'trip_miles_xf']),
+              max_batch_size=1024)]))
+    """
+
+    SPEC_CLASS = spec.BulkInferrerSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(
+            self,
+            examples: types.BaseChannel,
+            model: Optional[types.BaseChannel] = None,
+            model_blessing: Optional[types.BaseChannel] = None,
+            data_spec: Optional[Union[bulk_inferrer_pb2.DataSpec,
+                                      data_types.RuntimeParameter]] = None,
+            model_spec: Optional[Union[bulk_inferrer_pb2.ModelSpec,
+                                       data_types.RuntimeParameter]] = None,
+            output_example_spec: Optional[Union[bulk_inferrer_pb2.OutputExampleSpec,
+                                                data_types.RuntimeParameter]] = None,
+            inference_config: Optional[Union[InferenceConfig, str]] = None,
+            schema: Optional[types.BaseChannel] = None):
+        if isinstance(inference_config, InferenceConfig):
+            inference_config = inference_config.validate().to_json()
+        elif inference_config:
+            inference_config = InferenceConfig.from_json(inference_config).validate().to_json()
+        if output_example_spec:
+            outputs = {spec.OUTPUT_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)}
+        else:
+            outputs = {spec.INFERENCE_RESULT_KEY:
+                       types.Channel(type=standard_artifacts.InferenceResult)}
+        super().__init__(spec=spec.BulkInferrerSpec(
+            examples=examples,
+            model=model,
+            model_blessing=model_blessing,
+            schema=schema,
+            data_spec=data_spec or bulk_inferrer_pb2.DataSpec(),
+            model_spec=model_spec or bulk_inferrer_pb2.ModelSpec(),
+            output_example_spec=output_example_spec,
+            inference_config=inference_config,
+            **outputs))

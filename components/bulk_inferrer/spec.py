@@ -1,0 +1,55 @@
+"""BulkInferrer's parameter, input and output names, and its ComponentSpec.
+
+The names TFX's own BulkInferrer uses keep their meaning, so swapping the import in an
+existing pipeline keeps it working; the rest are this component's additions.
+"""
+from tfx.proto import bulk_inferrer_pb2
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+# Inputs (as in TFX's BulkInferrer).
+EXAMPLES_KEY = "examples"
+MODEL_KEY = "model"
+MODEL_BLESSING_KEY = "model_blessing"
+# Inputs added here.
+SCHEMA_KEY = "schema"
+
+# Parameters (as in TFX's BulkInferrer).
+MODEL_SPEC_KEY = "model_spec"
+DATA_SPEC_KEY = "data_spec"
+OUTPUT_EXAMPLE_SPEC_KEY = "output_example_spec"
+# Parameters added here: the engine's InferenceConfig, as JSON.
+INFERENCE_CONFIG_KEY = "inference_config"
+
+# Outputs (as in TFX's BulkInferrer).
+INFERENCE_RESULT_KEY = "inference_result"
+OUTPUT_EXAMPLES_KEY = "output_examples"
+
+# Output file name prefixes, as TFX's BulkInferrer writes them.
+PREDICTION_LOGS_FILE_NAME = "prediction_logs"
+EXAMPLES_FILE_NAME = "examples"
+
+
+class BulkInferrerSpec(ComponentSpec):
+    """BulkInferrer component spec: TFX's BulkInferrerSpec plus the engine's additions."""
+
+    PARAMETERS = {
+        MODEL_SPEC_KEY: ExecutionParameter(type=bulk_inferrer_pb2.ModelSpec, optional=True),
+        DATA_SPEC_KEY: ExecutionParameter(type=bulk_inferrer_pb2.DataSpec, optional=True),
+        OUTPUT_EXAMPLE_SPEC_KEY: ExecutionParameter(
+            type=bulk_inferrer_pb2.OutputExampleSpec, optional=True),
+        INFERENCE_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+    }
+    INPUTS = {
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
+                                             optional=True),
+        SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+    }
+    OUTPUTS = {
+        INFERENCE_RESULT_KEY: ChannelParameter(type=standard_artifacts.InferenceResult,
+                                               optional=True),
+        OUTPUT_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
+                                              optional=True),
+    }

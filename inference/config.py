@@ -1,0 +1,165 @@
+"""The declarative inference configuration: which models run, on which inputs, how.
+
+One `InferenceConfig` describes everything the engine needs. It is plain data (JSON in,
+JSON out) so that a TFX component can carry it in its execution properties and a
+streaming job can take it from a flag; `validate()` checks it once, before any Beam work.
+"""
+import dataclasses
+import json
+from typing import Any, Dict, List, Optional
+
+# Frameworks the registry knows (see inference/frameworks/). `None` means: detect from the
+# model's files.
+FRAMEWORKS = (
+    "tensorflow",  # SavedModel with a serialized-tf.Example signature (TFX BulkInferrer path)
+    "keras",  # SavedModel / Keras model taking dense tensors
+    "pytorch",
+    "sklearn",
+    "onnx",
+    "xgboost",
+    "huggingface",
+    "tensorrt",
+    "custom",
+)
+DTYPES = ("float32", "float64", "int32", "int64", "bytes")
+LAYOUTS = ("stacked", "dict")
+PADDINGS = ("longest", "max_length")
+ROUTINGS = ("shadow", "ab", "keyed", "sequence")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says what to change."""
+
+
+@dataclasses.dataclass
+class InputSpec:
+    """How decoded features become one model's inputs.
+
+    features: feature names, in the order the model expects them.
+    dtype: the dtype of the model input(s).
+    layout: "stacked" -> one array [batch, n_features * width]; "dict" -> {feature: [batch, width]}.
+    padding: variable-length features are padded to the batch's "longest" value list, or to
+      `max_length` (and truncated beyond it), with `pad_value`.
+    """
+    features: List[str] = dataclasses.field(default_factory=list)
+    dtype: str = "float32"
+    layout: str = "stacked"
+    padding: str = "longest"
+    max_length: Optional[int] = None
+    pad_value: float = 0.0
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """One model: where it is, what runs it, and the controls passed to Beam's handler.
+
+    uri: the model's path. Empty: taken from the component's `model` input (the
+      `model_input`-th Model artifact, by default the first).
+    framework: one of FRAMEWORKS; None detects it from the files at `uri`.
+    options: framework-specific settings (e.g. `model_class` for a PyTorch state dict,
+      `handler` for a custom ModelHandler, `signature_name` for TensorFlow).
+    """
+    name: str = "model"
+    uri: str = ""
+    model_input: int = 0
+    framework: Optional[str] = None
+    inputs: InputSpec = dataclasses.field(default_factory=InputSpec)
+    output_names: List[str] = dataclasses.field(default_factory=list)
+    min_batch_size: Optional[int] = None
+    max_batch_size: Optional[int] = None
+    max_batch_duration_secs: Optional[int] = None
+    large_model: bool = False
+    model_copies: Optional[int] = None
+    device: str = "CPU"
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def batching_kwargs(self) -> Dict[str, Any]:
+        """The batching and memory controls, as Beam ModelHandler constructor kwargs."""
+        kwargs = {
+            "min_batch_size": self.min_batch_size,
+            "max_batch_size": self.max_batch_size,
+            "max_batch_duration_secs": self.max_batch_duration_secs,
+            "model_copies": self.model_copies,
+        }
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if self.large_model:
+            kwargs["large_model"] = True
+        return kwargs
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+    """All models of one inference step and how examples reach them."""
+    models: List[ModelConfig] = dataclasses.field(default_factory=lambda: [ModelConfig()])
+    routing: str = "shadow"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "InferenceConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "InferenceConfig":
+        data = dict(data)
+        models = []
+        for raw in data.pop("models", [{}]):
+            raw = dict(raw)
+            inputs = InputSpec(**_known(InputSpec, raw.pop("inputs", {}), "inputs"))
+            models.append(ModelConfig(inputs=inputs, **_known(ModelConfig, raw, "model")))
+        return cls(models=models, **_known(cls, data, "inference config"))
+
+    def validate(self) -> "InferenceConfig":
+        """Checks the whole configuration; raises ConfigError listing every problem."""
+        problems = []
+        if not self.models:
+            problems.append("no models: give at least one ModelConfig")
+        if self.routing not in ROUTINGS:
+            problems.append(f"routing={self.routing!r}: choose one of {ROUTINGS}")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            problems.append(f"model names must be unique, got {names}")
+        for model in self.models:
+            problems.extend(f"model {model.name!r}: {p}" for p in _model_problems(model))
+        if problems:
+            raise ConfigError("Invalid inference configuration:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def _model_problems(model: ModelConfig) -> List[str]:
+    problems = []
+    if not model.name or not model.name.replace("_", "").replace("-", "").isalnum():
+        problems.append("name must be letters, digits, '-' or '_' (it names output folders)")
+    if model.framework is not None and model.framework not in FRAMEWORKS:
+        problems.append(f"framework={model.framework!r}: choose one of {FRAMEWORKS} or None")
+    spec = model.inputs
+    if spec.dtype not in DTYPES:
+        problems.append(f"inputs.dtype={spec.dtype!r}: choose one of {DTYPES}")
+    if spec.layout not in LAYOUTS:
+        problems.append(f"inputs.layout={spec.layout!r}: choose one of {LAYOUTS}")
+    if spec.padding not in PADDINGS:
+        problems.append(f"inputs.padding={spec.padding!r}: choose one of {PADDINGS}")
+    if spec.padding == "max_length" and not (spec.max_length and spec.max_length > 0):
+        problems.append("inputs.padding='max_length' needs a positive inputs.max_length")
+    for field in ("min_batch_size", "max_batch_size", "max_batch_duration_secs", "model_copies"):
+        value = getattr(model, field)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            problems.append(f"{field}={value!r}: must be a positive integer")
+    if (model.min_batch_size and model.max_batch_size
+            and model.min_batch_size > model.max_batch_size):
+        problems.append(f"min_batch_size={model.min_batch_size} > "
+                        f"max_batch_size={model.max_batch_size}")
+    if model.device not in ("CPU", "GPU"):
+        problems.append(f"device={model.device!r}: choose 'CPU' or 'GPU'")
+    if model.model_input < 0:
+        problems.append("model_input must be >= 0")
+    return problems
+
+
+def _known(cls, data: Dict[str, Any], what: str) -> Dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"Unknown {what} field(s) {unknown}; known: {sorted(fields)}")
+    return data

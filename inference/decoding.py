@@ -1,0 +1,145 @@
+"""One decoding path: a batch of serialized tf.Examples -> columns -> one model's inputs.
+
+Decoding is done once per batch by tfx_bsl's C++ `ExamplesToRecordBatchDecoder` (records
+to an Arrow RecordBatch); columns become NumPy arrays without per-record Python work.
+`InputMapping` then shapes the columns into what one model takes: a stacked array or a
+dict of named arrays, with variable-length features padded so batches always stack.
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.coders import example_coder
+
+from inference.config import InputSpec
+
+ModelInputs = Union[np.ndarray, Dict[str, np.ndarray]]
+
+
+class InputError(ValueError):
+    """A record (or batch) whose features do not fit the model's input mapping."""
+
+
+class Column(NamedTuple):
+    """One feature over a batch: the flat values and each record's value count.
+
+    missing[i] is True when record i does not have the feature at all (as opposed to an
+    empty value list).
+    """
+    values: np.ndarray
+    lengths: np.ndarray
+    missing: np.ndarray
+
+
+Columns = Dict[str, Column]
+
+
+def column_from_arrow(array: pa.Array) -> Column:
+    """A tfx_bsl list column (one value list per record) as a Column, without copies."""
+    offsets = np.asarray(array.offsets)
+    values = array.flatten()
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        values = np.asarray(values.to_pylist(), dtype=object)
+    else:
+        values = values.to_numpy(zero_copy_only=False)
+    return Column(values, np.diff(offsets), np.asarray(array.is_null()))
+
+
+def column_from_dense(array: np.ndarray) -> Column:
+    """A dense [batch, ...] array (e.g. a Transform output) as a Column."""
+    array = np.asarray(array)
+    batch = array.shape[0]
+    width = int(np.prod(array.shape[1:], dtype=np.int64)) if array.ndim > 1 else 1
+    return Column(array.reshape(-1), np.full(batch, width, dtype=np.int64),
+                  np.zeros(batch, dtype=bool))
+
+
+def projected_schema(schema: Optional[schema_pb2.Schema],
+                     features: Sequence[str]) -> Optional[schema_pb2.Schema]:
+    """The schema restricted to `features`, so the decoder skips every other feature."""
+    if schema is None or not features:
+        return schema
+    wanted = set(features)
+    projected = schema_pb2.Schema()
+    projected.CopyFrom(schema)
+    del projected.feature[:]
+    projected.feature.extend(f for f in schema.feature if f.name in wanted)
+    projected.ClearField("sparse_feature")
+    projected.ClearField("tensor_representation_group")
+    return projected
+
+
+class ExampleDecoder:
+    """Decodes batches of serialized tf.Examples into Columns, schema-driven when given one."""
+
+    def __init__(self, schema: Optional[schema_pb2.Schema] = None,
+                 features: Sequence[str] = ()):
+        schema = projected_schema(schema, features)
+        self._serialized_schema = schema.SerializeToString() if schema is not None else None
+        self._decoder = None
+
+    def __call__(self, records: Sequence[bytes]) -> Columns:
+        if self._decoder is None:  # Built lazily: the C++ decoder does not pickle.
+            self._decoder = example_coder.ExamplesToRecordBatchDecoder(self._serialized_schema)
+        batch = self._decoder.DecodeBatch(list(records))
+        return {name: column_from_arrow(batch.column(i))
+                for i, name in enumerate(batch.schema.names)}
+
+    def __getstate__(self):
+        return {"_serialized_schema": self._serialized_schema, "_decoder": None}
+
+
+class InputMapping:
+    """Shapes decoded columns into one model's inputs, as its InputSpec says."""
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+        self._dtype = object if spec.dtype == "bytes" else np.dtype(spec.dtype)
+
+    def __call__(self, columns: Columns) -> ModelInputs:
+        arrays = {name: self._dense(name, columns) for name in self.spec.features}
+        if self.spec.layout == "dict":
+            return arrays
+        if len(arrays) == 1:
+            return next(iter(arrays.values()))
+        return np.concatenate(list(arrays.values()), axis=1)
+
+    def _dense(self, name: str, columns: Columns) -> np.ndarray:
+        column = columns.get(name)
+        if column is None:
+            raise InputError(
+                f"feature {name!r} is not in the examples (decoded features: "
+                f"{sorted(columns)}); check the model's inputs.features")
+        if column.missing.any():
+            rows = np.flatnonzero(column.missing)
+            raise InputError(f"feature {name!r} is missing in {len(rows)} record(s) "
+                             f"(batch rows {rows[:5].tolist()}...)")
+        values = column.values
+        if self._dtype is not object:
+            if values.dtype == object:
+                raise InputError(f"feature {name!r} holds bytes; the model wants "
+                                 f"{self.spec.dtype}")
+            values = values.astype(self._dtype, copy=False)
+        return pad(values, column.lengths, self.spec)
+
+
+def pad(values: np.ndarray, lengths: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Flat values + per-record lengths -> [batch, width], padded/truncated as configured."""
+    batch = len(lengths)
+    longest = int(lengths.max()) if batch else 0
+    width = spec.max_length if spec.padding == "max_length" else longest
+    if batch and (lengths == width).all():
+        return values.reshape(batch, width)
+    out = np.full((batch, max(longest, width)), spec.pad_value,
+                  dtype=values.dtype if values.dtype != object else object)
+    out[np.arange(out.shape[1]) < lengths[:, None]] = values
+    return out[:, :width]
+
+
+def decoded_features(spec_list: List[InputSpec]) -> List[str]:
+    """Every feature some model reads, in first-seen order (what the decoder must keep)."""
+    seen: Dict[str, None] = {}
+    for spec in spec_list:
+        seen.update(dict.fromkeys(spec.features))
+    return list(seen)

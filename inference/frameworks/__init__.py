@@ -1,0 +1,56 @@
+"""The handler registry: one module per framework, imported only when a model needs it.
+
+Each framework module defines `build(model: ModelConfig, path: str) -> FrameworkHandler`.
+Adding a framework is one module here plus a line in `_MODULES` (and a rule in
+`detection` if its files are recognisable).
+"""
+import importlib
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+from apache_beam.ml.inference.base import ModelHandler
+
+from inference.config import ConfigError, ModelConfig
+
+_MODULES = {
+    "tensorflow": "inference.frameworks.tensorflow",
+    "keras": "inference.frameworks.keras",
+    "pytorch": "inference.frameworks.pytorch",
+    "sklearn": "inference.frameworks.sklearn",
+    "onnx": "inference.frameworks.onnx",
+    "xgboost": "inference.frameworks.xgboost",
+    "huggingface": "inference.frameworks.huggingface",
+    "tensorrt": "inference.frameworks.tensorrt",
+    "custom": "inference.frameworks.custom",
+}
+
+
+class FrameworkHandler(NamedTuple):
+    """A framework's Beam ModelHandler and how a decoded batch becomes its examples.
+
+    handler: Beam's own handler for the framework (loading, device, forward pass).
+    to_examples: turns the batch's model inputs (a stacked array or dict of arrays) into
+      the per-example sequence `handler.run_inference` takes. None: the handler takes the
+      serialized records themselves (no decoding), as TensorFlow's Example signatures do.
+    """
+    handler: ModelHandler
+    to_examples: Optional[Callable[[Any], Sequence[Any]]]
+
+
+def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    """The FrameworkHandler for `model` (whose framework is resolved) at `path`."""
+    if model.framework not in _MODULES:
+        raise ConfigError(f"model {model.name!r}: no handler for framework "
+                          f"{model.framework!r}; known: {sorted(_MODULES)}")
+    module = importlib.import_module(_MODULES[model.framework])
+    return module.build(model, path)
+
+
+def import_object(path: str) -> Any:
+    """`package.module.Name` (or `package.module:Name`) -> the object it names."""
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise ConfigError(f"{path!r} is not an import path like 'package.module.Name'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot import {path!r}: {e}") from e

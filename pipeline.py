@@ -1,0 +1,73 @@
+"""The pipeline: ExampleGen -> statistics, schema, validation -> Transform -> Trainers ->
+BulkInferrers, one per trained model. Runners (local_runner.py, vertex_runner.py) decide
+where it runs; Beam-based components run wherever `beam_pipeline_args` say.
+"""
+from typing import List, Optional, Sequence
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.proto import bulk_inferrer_pb2
+
+from components import BulkInferrer
+from template import config
+
+
+def create_pipeline(
+        pipeline_name: str,
+        pipeline_root: str,
+        data_path: str,
+        frameworks: Sequence[str] = ("keras", "pytorch"),
+        train_num_steps: int = 1000,
+        eval_num_steps: int = 100,
+        inference_splits: Sequence[str] = ("eval",),
+        beam_pipeline_args: Optional[List[str]] = None,
+        metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+        enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """The TFX pipeline that trains one model per framework and runs bulk inference."""
+    unknown = sorted(set(frameworks) - set(config.TRAINER_MODULES))
+    if unknown:
+        raise ValueError(f"no trainer for framework(s) {unknown}; "
+                         f"known: {sorted(config.TRAINER_MODULES)}")
+    example_gen = tfx.components.CsvExampleGen(input_base=data_path)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="template.preprocessing.preprocessing_fn")
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+
+    data_spec = bulk_inferrer_pb2.DataSpec(example_splits=list(inference_splits))
+    for framework in frameworks:
+        trainer = tfx.components.Trainer(
+            run_fn=config.TRAINER_MODULES[framework],
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(num_steps=train_num_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=eval_num_steps),
+        ).with_id(f"Trainer.{framework}")
+        # A model whose signature parses raw examples reads ExampleGen's output, as TFX's
+        # BulkInferrer does; the others read Transform's transformed examples.
+        raw = framework == "keras"
+        inferrer = BulkInferrer(
+            examples=example_gen.outputs["examples"] if raw
+            else transform.outputs["transformed_examples"],
+            model=trainer.outputs["model"],
+            data_spec=data_spec,
+            inference_config=config.inference_config(framework),
+        ).with_id(f"BulkInferrer.{framework}")
+        components += [trainer, inferrer]
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+    )

@@ -1,0 +1,1 @@
+"""User-editable part of the pipeline: features, preprocessing and trainers."""

@@ -1,0 +1,1 @@
+"""TFX Trainer `run_fn` modules, one per framework."""
