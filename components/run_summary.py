@@ -1,6 +1,73 @@
 """A short, readable summary of a pipeline's latest run, read back from ML Metadata."""
+from typing import List
+
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-def render(metadata_path, pipeline_name):
-    return ""
+_STATES = metadata_store_pb2.Execution.State
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_run(store: metadata_store.MetadataStore, pipeline_name: str):
+    """The latest pipeline_run context of the pipeline, or None."""
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if c.name and any(p.name == pipeline_name
+                              for p in store.get_parent_contexts_by_context(c.id))]
+    if not runs:  # Older MLMD layouts have no parent links: take the newest run.
+        runs = store.get_contexts_by_type("pipeline_run")
+    return max(runs, key=lambda c: c.create_time_since_epoch) if runs else None
+
+
+def node_states(store, run) -> List[tuple]:
+    """[(component id, state name, execution)] for the run's executions, in run order."""
+    rows = []
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        nodes = [c.name.split(".", 1)[-1]
+                 for c in store.get_contexts_by_execution(execution.id)
+                 if c.type == "node"]
+        rows.append((nodes[0] if nodes else execution.type,
+                     _STATES.Name(execution.last_known_state), execution))
+    return rows
+
+
+def render(metadata_path: str, pipeline_name: str) -> str:
+    """The summary text: component states, then per inference output its figures."""
+    store = _store(metadata_path)
+    run = latest_run(store, pipeline_name)
+    if run is None:
+        return f"No run of {pipeline_name!r} in {metadata_path}"
+    lines = [f"Pipeline {pipeline_name!r}, run {run.name}", "", "Components:"]
+    inference_outputs = []
+    for node, state, execution in node_states(store, run):
+        lines.append(f"  {node:<28} {state}")
+        events = store.get_events_by_execution_ids([execution.id])
+        outputs = [e.artifact_id for e in events
+                   if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                 metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        for artifact in store.get_artifacts_by_id(outputs):
+            if "models" in artifact.custom_properties:
+                inference_outputs.append((node, state, artifact))
+    lines += ["", "Inference (per model):"]
+    for node, state, artifact in inference_outputs:
+        props = artifact.custom_properties
+        cached = " (cached: figures from the run that made it)" if state == "CACHED" else ""
+        lines.append(f"  {node}{cached}")
+        for model in props["models"].string_value.split(","):
+            def value(field, props=props, model=model):
+                prop = props.get(f"{model}.{field}")
+                return (prop.int_value or prop.double_value) if prop else 0
+            lines.append(
+                f"    {model}: {value('predictions')} of {value('examples_in')} examples "
+                f"inferred, {value('failures'):.0f} failures, "
+                f"{value('examples_per_sec'):.0f} examples/s, "
+                f"mean batch {value('mean_batch_size'):.0f}, "
+                f"model load {value('model_load_ms'):.0f} ms")
+        lines.append(f"    outputs: {artifact.uri}")
+    lines += ["", f"ML Metadata store: {metadata_path}"]
+    return "\n".join(lines)

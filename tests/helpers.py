@@ -1,0 +1,110 @@
+"""Builders for real test inputs: tf.Examples, Examples/Model artifacts, small models."""
+import gzip
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils, standard_artifacts
+
+
+def example(features: Dict[str, Sequence]) -> bytes:
+    """A serialized tf.Example; floats, ints and bytes by the values' type."""
+    feature = {}
+    for name, values in features.items():
+        values = list(np.asarray(values).reshape(-1)) if not isinstance(values, list) else values
+        if values and isinstance(values[0], (bytes, str)):
+            f = tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[v.encode() if isinstance(v, str) else v for v in values]))
+        elif values and np.issubdtype(type(values[0]), np.integer):
+            f = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            f = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        feature[name] = f
+    return tf.train.Example(
+        features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def float_examples(matrix: np.ndarray, names: Sequence[str]) -> List[bytes]:
+    return [example({n: [float(v)] for n, v in zip(names, row)}) for row in matrix]
+
+
+def write_tfrecords(path: str, records: Sequence[bytes], gzipped: bool = True):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    options = "GZIP" if gzipped else None
+    with tf.io.TFRecordWriter(path, options=options) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def examples_artifact(root: str, splits: Dict[str, Sequence[bytes]]):
+    """An Examples artifact laid out as ExampleGen writes it (Split-*/data_tfrecord-*.gz)."""
+    artifact = standard_artifacts.Examples()
+    artifact.uri = root
+    artifact.split_names = artifact_utils.encode_split_names(sorted(splits))
+    for split, records in splits.items():
+        write_tfrecords(os.path.join(root, f"Split-{split}", "data_tfrecord-00000-of-00001.gz"),
+                        records)
+    return artifact
+
+
+def model_artifact(uri: str):
+    """A Model artifact whose serving model lives at <uri>/Format-Serving."""
+    artifact = standard_artifacts.Model()
+    artifact.uri = uri
+    return artifact
+
+
+def serving_dir(model_artifact_) -> str:
+    path = os.path.join(model_artifact_.uri, "Format-Serving")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def output_artifact(kind, uri: str):
+    artifact = kind()
+    artifact.uri = uri
+    os.makedirs(uri, exist_ok=True)
+    return artifact
+
+
+def beam_context(tmp_path) -> base_beam_executor.BaseBeamExecutor.Context:
+    return base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_num_workers=1"], tmp_dir=str(tmp_path / "tmp"))
+
+
+def read_prediction_logs(pattern: str) -> List[prediction_log_pb2.PredictionLog]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    assert files, f"no files match {pattern}"
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def read_examples(pattern: str) -> List[tf.train.Example]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    assert files, f"no files match {pattern}"
+    return [tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def save_example_parsing_model(path: str, feature_names: Sequence[str], weights, bias=0.0):
+    """A TF SavedModel whose serving signature parses serialized tf.Examples.
+
+    outputs = sigmoid(x @ weights + bias) with x the float features in order, as a
+    TFX Trainer's serving signature would compute from raw examples.
+    """
+    spec = {n: tf.io.FixedLenFeature([1], tf.float32) for n in feature_names}
+    w = tf.constant(np.asarray(weights, np.float32).reshape(-1, 1))
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(examples, spec)
+            x = tf.concat([parsed[n] for n in feature_names], axis=1)
+            return {"outputs": tf.sigmoid(tf.matmul(x, w) + bias)}
+
+    module = Model()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
