@@ -23,7 +23,7 @@ FRAMEWORKS = (
 )
 DTYPES = ("float32", "float64", "int32", "int64", "bytes")
 LAYOUTS = ("stacked", "dict")
-PADDINGS = ("longest", "max_length")
+PADDINGS = ("none", "longest", "max_length")
 ROUTINGS = ("shadow", "ab", "keyed", "sequence")
 
 
@@ -38,15 +38,20 @@ class InputSpec:
     features: feature names, in the order the model expects them.
     dtype: the dtype of the model input(s).
     layout: "stacked" -> one array [batch, n_features * width]; "dict" -> {feature: [batch, width]}.
-    padding: variable-length features are padded to the batch's "longest" value list, or to
-      `max_length` (and truncated beyond it), with `pad_value`.
+    padding: "none" (default): every record must hold exactly `width` values of each
+      feature, any other count is a bad record; "longest": variable-length features are
+      padded to the batch's longest value list; "max_length": padded (and truncated) to
+      `max_length`. Padding uses `pad_value`.
+    allow_non_finite: NaN and +-inf values are bad records unless this is set.
     """
     features: List[str] = dataclasses.field(default_factory=list)
     dtype: str = "float32"
     layout: str = "stacked"
-    padding: str = "longest"
+    padding: str = "none"
+    width: int = 1
     max_length: Optional[int] = None
     pad_value: float = 0.0
+    allow_non_finite: bool = False
 
 
 @dataclasses.dataclass
@@ -92,6 +97,9 @@ class InferenceConfig:
     """All models of one inference step and how examples reach them."""
     models: List[ModelConfig] = dataclasses.field(default_factory=lambda: [ModelConfig()])
     routing: str = "shadow"
+    # Per-batch inference timeout: a batch that takes longer is abandoned (the model is
+    # reloaded) and its records are retried one by one; those still too slow fail.
+    timeout_secs: Optional[float] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -117,6 +125,8 @@ class InferenceConfig:
             problems.append("no models: give at least one ModelConfig")
         if self.routing not in ROUTINGS:
             problems.append(f"routing={self.routing!r}: choose one of {ROUTINGS}")
+        if self.timeout_secs is not None and self.timeout_secs <= 0:
+            problems.append(f"timeout_secs={self.timeout_secs}: must be positive")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             problems.append(f"model names must be unique, got {names}")
@@ -140,6 +150,8 @@ def _model_problems(model: ModelConfig) -> List[str]:
         problems.append(f"inputs.layout={spec.layout!r}: choose one of {LAYOUTS}")
     if spec.padding not in PADDINGS:
         problems.append(f"inputs.padding={spec.padding!r}: choose one of {PADDINGS}")
+    if spec.width < 1:
+        problems.append(f"inputs.width={spec.width}: must be >= 1")
     if spec.padding == "max_length" and not (spec.max_length and spec.max_length > 0):
         problems.append("inputs.padding='max_length' needs a positive inputs.max_length")
     for field in ("min_batch_size", "max_batch_size", "max_batch_duration_secs", "model_copies"):

@@ -18,7 +18,14 @@ ModelInputs = Union[np.ndarray, Dict[str, np.ndarray]]
 
 
 class InputError(ValueError):
-    """A record (or batch) whose features do not fit the model's input mapping."""
+    """Records whose features do not fit the model's input mapping.
+
+    rows: the batch positions of the bad records (all of them when None).
+    """
+
+    def __init__(self, message: str, rows: Optional[np.ndarray] = None):
+        super().__init__(message)
+        self.rows = rows
 
 
 class Column(NamedTuple):
@@ -91,7 +98,11 @@ class ExampleDecoder:
 
 
 class InputMapping:
-    """Shapes decoded columns into one model's inputs, as its InputSpec says."""
+    """Shapes decoded columns into one model's inputs, as its InputSpec says.
+
+    Raises InputError naming the bad rows (missing feature, wrong value count, wrong type,
+    NaN/inf) so that only those records fail.
+    """
 
     def __init__(self, spec: InputSpec):
         self.spec = spec
@@ -108,27 +119,38 @@ class InputMapping:
     def _dense(self, name: str, columns: Columns) -> np.ndarray:
         column = columns.get(name)
         if column is None:
-            raise InputError(
-                f"feature {name!r} is not in the examples (decoded features: "
-                f"{sorted(columns)}); check the model's inputs.features")
-        if column.missing.any():
-            rows = np.flatnonzero(column.missing)
-            raise InputError(f"feature {name!r} is missing in {len(rows)} record(s) "
-                             f"(batch rows {rows[:5].tolist()}...)")
+            raise InputError(f"feature {name!r} is not in the examples (decoded features: "
+                             f"{sorted(columns)}); check the model's inputs.features")
+        _check_rows(column.missing, f"feature {name!r} is missing")
+        if self.spec.padding == "none":
+            _check_rows(column.lengths != self.spec.width,
+                        f"feature {name!r} must hold exactly {self.spec.width} value(s)")
         values = column.values
         if self._dtype is not object:
             if values.dtype == object:
                 raise InputError(f"feature {name!r} holds bytes; the model wants "
                                  f"{self.spec.dtype}")
             values = values.astype(self._dtype, copy=False)
+            if not self.spec.allow_non_finite and values.dtype.kind == "f":
+                finite = np.isfinite(values)
+                if not finite.all():
+                    owner = np.repeat(np.arange(len(column.lengths)), column.lengths)
+                    _check_rows(np.isin(np.arange(len(column.lengths)), owner[~finite]),
+                                f"feature {name!r} holds NaN or infinite values")
         return pad(values, column.lengths, self.spec)
+
+
+def _check_rows(bad: np.ndarray, problem: str):
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(f"{problem} (in {len(rows)} of {len(bad)} records)", rows)
 
 
 def pad(values: np.ndarray, lengths: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Flat values + per-record lengths -> [batch, width], padded/truncated as configured."""
     batch = len(lengths)
     longest = int(lengths.max()) if batch else 0
-    width = spec.max_length if spec.padding == "max_length" else longest
+    width = {"none": spec.width, "max_length": spec.max_length}.get(spec.padding, longest)
     if batch and (lengths == width).all():
         return values.reshape(batch, width)
     out = np.full((batch, max(longest, width)), spec.pad_value,

@@ -6,13 +6,16 @@ It owns the Beam-level controls (batch sizes, `large_model`, `model_copies`) and
 loading and the forward pass to the framework's own Beam handler. Each batch is decoded
 once, so no per-record parsing happens in Python.
 """
+import copy
 import dataclasses
-from typing import Any, Dict, Optional, Sequence
+import logging
+from typing import Any, Dict, List, Optional, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from inference import decoding, detection, frameworks
 from inference.config import ConfigError, ModelConfig
+from inference.failures import Failure
 from inference.frameworks import FrameworkHandler
 
 
@@ -46,7 +49,12 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
         return self._to_examples is not None
 
     def load_model(self) -> Any:
-        return self._inner.load_model()
+        try:
+            return self._inner.load_model()
+        except Exception as e:
+            raise RuntimeError(
+                f"model {self.model_name!r} ({self._model.framework}) could not be loaded "
+                f"from {self._model.uri}: {type(e).__name__}: {e}") from e
 
     def model_inputs(self, records: Sequence[bytes]) -> Any:
         """The batch's inputs as the framework's handler takes them."""
@@ -56,13 +64,68 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
     def run_inference(self, batch: Sequence[bytes], model: Any,
                       inference_args: Optional[Dict[str, Any]] = None):
-        results = self._inner.run_inference(self.model_inputs(batch), model, inference_args)
-        results = list(results)
-        if len(results) != len(batch):
-            raise RuntimeError(f"model {self.model_name!r} returned {len(results)} results "
-                               f"for a batch of {len(batch)} records")
-        return [PredictionResult(record, _inference(result), self.model_name)
-                for record, result in zip(batch, results)]
+        """One result per record: a prediction, or a `Failure` for a record that failed.
+
+        A batch that fails is split until only the records that fail on their own are
+        left, so one bad record never costs its neighbours their predictions.
+        """
+        records = list(batch)
+        results: List[Optional[PredictionResult]] = [None] * len(records)
+        self._infer(records, list(range(len(records))), model, inference_args, results)
+        failed = [r.inference for r in results if isinstance(r.inference, Failure)]
+        if failed:
+            logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
+                            self.model_name, len(failed), len(records),
+                            failed[0].error_type, failed[0].stage, failed[0].message)
+        return results
+
+    def _infer(self, records, positions, model, inference_args, out):
+        batch = [records[i] for i in positions]
+        try:
+            inputs = self.model_inputs(batch)
+        except decoding.InputError as e:
+            bad = set(range(len(positions)) if e.rows is None else e.rows.tolist())
+            for i in bad:
+                out[positions[i]] = self._failure("preprocess", e, records[positions[i]])
+            rest = [p for i, p in enumerate(positions) if i not in bad]
+            if rest:
+                self._infer(records, rest, model, inference_args, out)
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            self._split_or_fail("decode", e, records, positions, model, inference_args, out)
+            return
+        try:
+            inferred = list(self._inner.run_inference(inputs, model, inference_args))
+            if len(inferred) != len(batch):
+                raise RuntimeError(f"model {self.model_name!r} returned {len(inferred)} "
+                                   f"results for a batch of {len(batch)} records")
+        except Exception as e:  # pylint: disable=broad-except
+            self._split_or_fail("inference", e, records, positions, model, inference_args,
+                                out)
+            return
+        for position, result in zip(positions, inferred):
+            out[position] = PredictionResult(records[position], _inference(result),
+                                             self.model_name)
+
+    def _split_or_fail(self, stage, error, records, positions, model, inference_args, out):
+        if len(positions) == 1:
+            out[positions[0]] = self._failure(stage, error, records[positions[0]])
+            return
+        middle = len(positions) // 2
+        for half in (positions[:middle], positions[middle:]):
+            self._infer(records, half, model, inference_args, out)
+
+    def _failure(self, stage: str, error: Exception, record: bytes) -> PredictionResult:
+        return PredictionResult(
+            record, Failure.from_exception(stage, error, record, self.model_name),
+            self.model_name)
+
+    def with_batch_size(self, size: int) -> "ExampleModelHandler":
+        """A copy of this handler that runs batches of exactly `size` records."""
+        clone = copy.copy(self)
+        clone._batching_kwargs = {**self._batching_kwargs, "min_batch_size": size,
+                                  "max_batch_size": size}
+        return clone
 
     def get_num_bytes(self, batch: Sequence[bytes]) -> int:
         return sum(len(record) for record in batch)

@@ -1,76 +1,97 @@
 """Per-model figures from a finished Beam pipeline's metrics.
 
-RunInference reports, per model handler namespace, `num_inferences`,
-`inference_request_batch_size`, `load_model_latency_milli_secs`, `failed_batches_counter`;
-the engine's own counters (see `transforms`) count examples in and predictions out.
+RunInference reports, per model handler namespace, `inference_request_batch_size` and
+`load_model_latency_milli_secs`; the engine's own counters (see `transforms`) count examples
+in per split, predictions per model and split, and failures per model, split and stage.
 """
 import dataclasses
 from typing import Dict, Iterable
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from inference.transforms import COUNTERS_NAMESPACE, examples_counter, predictions_counter
+from inference.transforms import COUNTERS_NAMESPACE
 
 
 @dataclasses.dataclass
 class ModelFigures:
-    """What one model did in one run."""
+    """What one model did in one run. inputs = predictions + failures, per split."""
     examples_in: int = 0
     predictions: int = 0
     failures: int = 0
+    failures_by_stage: Dict[str, int] = dataclasses.field(default_factory=dict)
+    by_split: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
     model_load_ms: float = 0.0
     mean_batch_size: float = 0.0
     batches: int = 0
     examples_per_sec: float = 0.0
+
+    @property
+    def unaccounted(self) -> int:
+        return self.examples_in - self.predictions - self.failures
+
+
+@dataclasses.dataclass
+class RunFigures:
+    models: Dict[str, ModelFigures]
+    examples_in: Dict[str, int]  # per split
+    read_failures: Dict[str, int]  # per split: damaged files
+    seconds: float
 
 
 def _committed(result):
     return result.committed if result.committed is not None else result.attempted
 
 
-def _counter_totals(metrics) -> Dict[tuple, int]:
+def _engine_counters(metrics) -> Dict[tuple, int]:
+    """Our counters, keyed by the parts of their '|'-separated names."""
     totals: Dict[tuple, int] = {}
     for result in metrics["counters"]:
-        key = (result.key.metric.namespace, result.key.metric.name)
+        if result.key.metric.namespace != COUNTERS_NAMESPACE:
+            continue
+        key = tuple(result.key.metric.name.split("|"))
         totals[key] = totals.get(key, 0) + (_committed(result) or 0)
     return totals
 
 
-def _distributions(metrics) -> Dict[tuple, tuple]:
-    """(namespace, name) -> (sum, count) over all steps."""
-    totals: Dict[tuple, tuple] = {}
+def _distribution(metrics, namespace: str, name: str) -> tuple:
+    total = count = 0
     for result in metrics["distributions"]:
         value = _committed(result)
-        if value is None:
-            continue
-        key = (result.key.metric.namespace, result.key.metric.name)
-        total, count = totals.get(key, (0, 0))
-        totals[key] = (total + value.sum, count + value.count)
-    return totals
+        if (value is not None and result.key.metric.namespace == namespace
+                and result.key.metric.name == name):
+            total, count = total + value.sum, count + value.count
+    return total, count
 
 
-def model_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[str],
-                  seconds: float) -> Dict[str, ModelFigures]:
-    """Figures per model name. Every model saw every split's examples."""
+def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[str],
+                seconds: float) -> RunFigures:
+    """Figures per model and split. Every model saw every split's examples."""
     metrics = pipeline_result.metrics().query(MetricsFilter())
-    counters = _counter_totals(metrics)
-    distributions = _distributions(metrics)
-    examples_in = sum(counters.get((COUNTERS_NAMESPACE, examples_counter(s)), 0)
-                      for s in splits)
-    figures = {}
+    counters = _engine_counters(metrics)
+    splits = list(splits)
+    examples_in = {s: counters.get(("examples_in", s), 0) for s in splits}
+    models = {}
     for name in model_names:
+        figures = ModelFigures(examples_in=sum(examples_in.values()))
+        for key, value in counters.items():
+            if key[0] == "failures" and key[1] == name:
+                figures.failures_by_stage[key[3]] = (
+                    figures.failures_by_stage.get(key[3], 0) + value)
+        for split in splits:
+            predicted = counters.get(("predictions", name, split), 0)
+            failed = sum(v for k, v in counters.items()
+                         if k[0] == "failures" and k[1] == name and k[2] == split)
+            figures.by_split[split] = {"examples_in": examples_in[split],
+                                       "predictions": predicted, "failures": failed}
+            figures.predictions += predicted
+            figures.failures += failed
         namespace = f"RunInference[{name}]"
-        batch_total, batches = distributions.get(
-            (namespace, "inference_request_batch_size"), (0, 0))
-        load_total, loads = distributions.get(
-            (namespace, "load_model_latency_milli_secs"), (0, 0))
-        predictions = counters.get((COUNTERS_NAMESPACE, predictions_counter(name)), 0)
-        figures[name] = ModelFigures(
-            examples_in=examples_in,
-            predictions=predictions,
-            failures=examples_in - predictions,
-            model_load_ms=load_total / loads if loads else 0.0,
-            mean_batch_size=batch_total / batches if batches else 0.0,
-            batches=batches,
-            examples_per_sec=predictions / seconds if seconds > 0 else 0.0)
-    return figures
+        batch_total, figures.batches = _distribution(
+            metrics, namespace, "inference_request_batch_size")
+        load_total, loads = _distribution(metrics, namespace, "load_model_latency_milli_secs")
+        figures.mean_batch_size = batch_total / figures.batches if figures.batches else 0.0
+        figures.model_load_ms = load_total / loads if loads else 0.0
+        figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
+        models[name] = figures
+    read_failures = {s: counters.get(("failures", "", s, "read"), 0) for s in splits}
+    return RunFigures(models, examples_in, read_failures, seconds)

@@ -20,7 +20,13 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         framework (detected from the model's files when unset), input mapping, batch sizes,
         `large_model`, `model_copies`, device. Default: one model from the `model` input,
         framework detected.
-      schema: the examples' Schema, which makes decoding schema-driven.
+      schema: the examples' Schema, which makes decoding schema-driven and lets the
+        model inputs be checked against the features before any work starts.
+      max_failure_fraction: records that cannot be inferred go to the `failures` output
+        (dead letters, always written); if more than this share of any model's inputs
+        fail, the component fails, saying how many failed, where, and why.
+
+    Outputs: `inference_result` or `output_examples` as TFX's, plus `failures`.
 
     Example:
       inferrer = BulkInferrer(
@@ -46,11 +52,14 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             output_example_spec: Optional[Union[bulk_inferrer_pb2.OutputExampleSpec,
                                                 data_types.RuntimeParameter]] = None,
             inference_config: Optional[Union[InferenceConfig, str]] = None,
-            schema: Optional[types.BaseChannel] = None):
+            schema: Optional[types.BaseChannel] = None,
+            max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION):
         if isinstance(inference_config, InferenceConfig):
             inference_config = inference_config.validate().to_json()
         elif inference_config:
             inference_config = InferenceConfig.from_json(inference_config).validate().to_json()
+        if not 0.0 <= max_failure_fraction <= 1.0:
+            raise ValueError(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
         if output_example_spec:
             outputs = {spec.OUTPUT_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)}
         else:
@@ -65,4 +74,6 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             model_spec=model_spec or bulk_inferrer_pb2.ModelSpec(),
             output_example_spec=output_example_spec,
             inference_config=inference_config,
+            max_failure_fraction=float(max_failure_fraction),
+            failures=types.Channel(type=spec.InferenceFailures),
             **outputs))

@@ -11,19 +11,18 @@ from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
 from tfx.components.util import model_utils, tfxio_utils
 from tfx.dsl.components.base import base_beam_executor
-from tfx.proto import bulk_inferrer_pb2
+from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import spec
 from inference import metrics
 from inference.config import InferenceConfig
-from inference.encoding import to_prediction_log
-from inference.handler import ExampleModelHandler
-from inference.transforms import Count, EncodePredictionLogs, InferExamples, \
-    create_handlers, examples_counter
+from inference.io import ReadRecords, WriteFailures
+from inference.transforms import FAILURES_TAG, Encode, InferExamples, create_handlers, \
+    prediction_log_encoder
 
-_TELEMETRY_DESCRIPTORS = ["BulkInferrer"]
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -41,9 +40,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         config = _inference_config(exec_properties)
         model_uris = _model_uris(config, input_dict.get(spec.MODEL_KEY, []))
-        handlers = create_handlers(config, model_uris, _schema(input_dict))
+        schema = _schema(input_dict)
+        if schema is not None:
+            _check_features(config, schema)
+        handlers = create_handlers(config, model_uris, schema)
         data_spec = _proto(exec_properties, spec.DATA_SPEC_KEY, bulk_inferrer_pb2.DataSpec())
         examples = input_dict[spec.EXAMPLES_KEY]
+        payload_format, _ = tfxio_utils.resolve_payload_format_and_data_view_uri(examples)
+        if payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE:
+            raise ValueError(f"BulkInferrer reads tf.Example records; the examples are "
+                             f"{example_gen_pb2.PayloadFormat.Name(payload_format)}")
         split_uris = _split_uris(examples, data_spec)
         if not split_uris:
             raise ValueError(f"no example splits to infer: data_spec asks for "
@@ -52,42 +58,55 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         output_examples = _single(output_dict, spec.OUTPUT_EXAMPLES_KEY)
+        failures = _single(output_dict, spec.FAILURES_KEY)
+        failures_uri = failures.uri if failures else os.path.join(self._get_tmp_dir(),
+                                                                  spec.FAILURES_KEY)
         output_example_spec = _proto(exec_properties, spec.OUTPUT_EXAMPLE_SPEC_KEY,
                                      bulk_inferrer_pb2.OutputExampleSpec())
         if output_examples:
             output_examples.split_names = artifact_utils.encode_split_names(sorted(split_uris))
 
-        tfxio_factory = tfxio_utils.get_tfxio_factory_from_artifact(
-            examples, _TELEMETRY_DESCRIPTORS, schema=None, read_as_raw_records=True,
-            raw_record_column_name="unused")
         pipeline = self._make_beam_pipeline()
-        per_model: Dict[str, list] = {name: [] for name in handlers}
+        logs: Dict[str, list] = {name: [] for name in handlers} if inference_result else {}
+        dead_letters = []
         for split, uri in sorted(split_uris.items()):
-            tfxio = tfxio_factory([io_utils.all_files_pattern(uri)])
-            records = (pipeline
-                       | f"ReadData[{split}]" >> tfxio.RawRecordBeamSource()
-                       | f"CountExamples[{split}]" >> Count(examples_counter(split)))
-            results = records | f"Infer[{split}]" >> InferExamples(handlers)
-            for name, pcoll in results.items():
-                per_model[name].append(pcoll)
+            read = pipeline | f"ReadData[{split}]" >> ReadRecords(
+                [io_utils.all_files_pattern(uri)], split)
+            inferred = read.main | f"Infer[{split}]" >> InferExamples(
+                handlers, split, config.timeout_secs)
+            dead_letters += [read[FAILURES_TAG], inferred.failures]
+            for name, results in inferred.predictions.items():
+                if inference_result:
+                    encoded = results | f"EncodeLogs[{name}][{split}]" >> Encode(
+                        prediction_log_encoder(handlers[name].output_names), split)
+                    logs[name].append(encoded.main)
+                    dead_letters.append(encoded[FAILURES_TAG])
             if output_examples:
-                _write_examples(results, handlers, config, output_example_spec,
-                                artifact_utils.get_split_uri([output_examples], split), split)
-        if inference_result:
-            for name, pcolls in per_model.items():
-                _write_prediction_logs(pcolls, handlers[name],
-                                       _logs_dir(inference_result.uri, name, len(handlers)))
+                dead_letters.append(_write_examples(
+                    inferred.predictions, handlers, config, output_example_spec,
+                    artifact_utils.get_split_uri([output_examples], split), split))
+        for name, pcolls in logs.items():
+            _ = (pcolls
+                 | f"Flatten[{name}]" >> beam.Flatten(pipeline=pipeline)
+                 | f"WritePredictionLogs[{name}]" >> beam.io.WriteToTFRecord(
+                     os.path.join(_logs_dir(inference_result.uri, name, len(handlers)),
+                                  spec.PREDICTION_LOGS_FILE_NAME), file_name_suffix=".gz"))
+        _ = (dead_letters
+             | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
+             | "WriteFailures" >> WriteFailures(
+                 os.path.join(failures_uri, spec.FAILURES_FILE_NAME)))
 
         started = time.time()
         result = pipeline.run()
         result.wait_until_finish()
-        seconds = time.time() - started
-        figures = metrics.model_figures(result, handlers, split_uris, seconds)
-        for artifact in (inference_result, output_examples):
+        figures = metrics.run_figures(result, handlers, split_uris, time.time() - started)
+        for artifact in (inference_result, output_examples, failures):
             if artifact:
-                _record_figures(artifact, figures, seconds)
-        for name, f in figures.items():
+                _record_figures(artifact, figures)
+        for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
+        _check_outcome(figures, split_uris, failures_uri, _max_failure_fraction(
+            exec_properties))
 
 
 def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
@@ -127,6 +146,16 @@ def _schema(input_dict) -> Optional[Any]:
         io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema)))
 
 
+def _check_features(config: InferenceConfig, schema):
+    """Model inputs must be features of the examples: say which are not, up front."""
+    available = {f.name for f in schema.feature}
+    problems = [f"model {m.name!r} reads {sorted(set(m.inputs.features) - available)}"
+                for m in config.models if set(m.inputs.features) - available]
+    if problems:
+        raise ValueError("model inputs do not match the examples' schema: "
+                         + "; ".join(problems) + f". The schema has {sorted(available)}")
+
+
 def _split_uris(examples: List[types.Artifact], data_spec) -> Dict[str, str]:
     uris = {}
     for artifact in examples:
@@ -152,43 +181,71 @@ def _logs_dir(uri: str, model_name: str, model_count: int) -> str:
     return uri if model_count == 1 else os.path.join(uri, model_name)
 
 
-def _write_prediction_logs(pcolls, handler: ExampleModelHandler, folder: str):
-    name = handler.model_name
-    _ = (pcolls
-         | f"Flatten[{name}]" >> beam.Flatten()
-         | f"EncodePredictionLogs[{name}]" >> EncodePredictionLogs(
-             handler.output_names)
-         | f"WritePredictionLogs[{name}]" >> beam.io.WriteToTFRecord(
-             os.path.join(folder, spec.PREDICTION_LOGS_FILE_NAME), file_name_suffix=".gz"))
-
-
-def _write_examples(results, handlers, config: InferenceConfig, output_example_spec,
+def _write_examples(predictions, handlers, config: InferenceConfig, output_example_spec,
                     split_uri: str, split: str):
-    """Examples with prediction columns, as TFX's BulkInferrer writes them (first model)."""
+    """Examples with prediction columns, as TFX's BulkInferrer writes them (first model).
+
+    Returns the encoding failures."""
     name = config.models[0].name
-    output_names = handlers[name].output_names
-    _ = (results[name]
-         | f"ToExamples[{split}]" >> beam.Map(
-             lambda r: prediction_to_example_utils.convert(
-                 to_prediction_log(r, output_names), output_example_spec).SerializeToString())
-         | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
-             os.path.join(split_uri, spec.EXAMPLES_FILE_NAME), file_name_suffix=".gz"))
+    to_log = prediction_log_encoder(handlers[name].output_names)
+
+    def to_example(result) -> bytes:
+        log = prediction_log_pb2.PredictionLog.FromString(to_log(result))
+        return prediction_to_example_utils.convert(log, output_example_spec).SerializeToString()
+
+    encoded = predictions[name] | f"ToExamples[{split}]" >> Encode(to_example, split)
+    _ = encoded.main | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
+        os.path.join(split_uri, spec.EXAMPLES_FILE_NAME), file_name_suffix=".gz")
+    return encoded[FAILURES_TAG]
 
 
-def _record_figures(artifact: types.Artifact, figures, seconds: float):
+def _max_failure_fraction(exec_properties) -> float:
+    value = exec_properties.get(spec.MAX_FAILURE_FRACTION_KEY)
+    return spec.DEFAULT_MAX_FAILURE_FRACTION if value is None else float(value)
+
+
+def _check_outcome(figures: metrics.RunFigures, split_uris, failures_uri: str,
+                   max_failure_fraction: float):
+    """Fails the run when nothing was read, records went missing, or too many failed."""
+    problems = []
+    read_failures = sum(figures.read_failures.values())
+    if not sum(figures.examples_in.values()) and not read_failures:
+        raise ValueError(f"no examples to infer: the splits {sorted(split_uris)} are empty "
+                         f"({', '.join(sorted(split_uris.values()))})")
+    for name, f in figures.models.items():
+        if f.unaccounted:
+            problems.append(f"model {name!r}: {f.unaccounted} record(s) unaccounted for "
+                            f"({f.examples_in} in, {f.predictions} predicted, "
+                            f"{f.failures} failed); this is a bug, please report it")
+        if f.examples_in and f.failures / f.examples_in > max_failure_fraction:
+            stages = ", ".join(f"{n} at {s}" for s, n in sorted(f.failures_by_stage.items()))
+            problems.append(f"model {name!r}: {f.failures} of {f.examples_in} records failed "
+                            f"({f.failures / f.examples_in:.1%} > max_failure_fraction "
+                            f"{max_failure_fraction:.1%}): {stages}")
+    if read_failures:
+        problems.append(f"{read_failures} input file(s) were damaged and only partly read "
+                        f"(stage read)")
+    if problems:
+        raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)
+                           + f"\nDead letters (record, stage, error) are in {failures_uri}")
+
+
+def _record_figures(artifact: types.Artifact, figures: metrics.RunFigures):
     """Per-run figures as custom properties, visible in ML Metadata."""
-    total_in = max((f.examples_in for f in figures.values()), default=0)
-    artifact.set_int_custom_property("examples_in", total_in)
-    artifact.set_int_custom_property("predictions", sum(f.predictions for f in figures.values()))
-    artifact.set_int_custom_property("failures", sum(f.failures for f in figures.values()))
-    artifact.set_float_custom_property("pipeline_seconds", round(seconds, 3))
-    artifact.set_string_custom_property("models", ",".join(figures))
-    for name, f in figures.items():
+    models = figures.models.values()
+    artifact.set_int_custom_property("examples_in", sum(figures.examples_in.values()))
+    artifact.set_int_custom_property("predictions", sum(f.predictions for f in models))
+    artifact.set_int_custom_property(
+        "failures", sum(f.failures for f in models) + sum(figures.read_failures.values()))
+    artifact.set_float_custom_property("pipeline_seconds", round(figures.seconds, 3))
+    artifact.set_string_custom_property("models", ",".join(figures.models))
+    for name, f in figures.models.items():
         for field, value in dataclasses.asdict(f).items():
             key = f"{name}.{field}"
             if isinstance(value, int):
                 artifact.set_int_custom_property(key, value)
-            else:
+            elif isinstance(value, float):
                 artifact.set_float_custom_property(key, round(value, 3))
-    artifact.set_string_custom_property(
-        "figures", json.dumps({n: dataclasses.asdict(f) for n, f in figures.items()}))
+    artifact.set_string_custom_property("figures", json.dumps({
+        "models": {n: dataclasses.asdict(f) for n, f in figures.models.items()},
+        "examples_in": figures.examples_in, "read_failures": figures.read_failures}))

@@ -4,7 +4,7 @@ The names TFX's own BulkInferrer uses keep their meaning, so swapping the import
 existing pipeline keeps it working; the rest are this component's additions.
 """
 from tfx.proto import bulk_inferrer_pb2
-from tfx.types import standard_artifacts
+from tfx.types import artifact, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 # Inputs (as in TFX's BulkInferrer).
@@ -18,16 +18,31 @@ SCHEMA_KEY = "schema"
 MODEL_SPEC_KEY = "model_spec"
 DATA_SPEC_KEY = "data_spec"
 OUTPUT_EXAMPLE_SPEC_KEY = "output_example_spec"
-# Parameters added here: the engine's InferenceConfig, as JSON.
+# Parameters added here: the engine's InferenceConfig, as JSON; the share of failed records
+# above which the component fails (after writing its dead letters).
 INFERENCE_CONFIG_KEY = "inference_config"
+MAX_FAILURE_FRACTION_KEY = "max_failure_fraction"
+DEFAULT_MAX_FAILURE_FRACTION = 0.01
 
 # Outputs (as in TFX's BulkInferrer).
 INFERENCE_RESULT_KEY = "inference_result"
 OUTPUT_EXAMPLES_KEY = "output_examples"
+# Outputs added here.
+FAILURES_KEY = "failures"
 
 # Output file name prefixes, as TFX's BulkInferrer writes them.
 PREDICTION_LOGS_FILE_NAME = "prediction_logs"
 EXAMPLES_FILE_NAME = "examples"
+FAILURES_FILE_NAME = "failures"
+
+
+class InferenceFailures(artifact.Artifact):
+    """Dead letters of a BulkInferrer run: one tf.train.Example per record not inferred.
+
+    Features: stage, model, split, error_type, message, source, and `record`, the original
+    serialized input (replayable). Files: `<uri>/failures-*.gz`.
+    """
+    TYPE_NAME = "InferenceFailures"
 
 
 class BulkInferrerSpec(ComponentSpec):
@@ -39,6 +54,7 @@ class BulkInferrerSpec(ComponentSpec):
         OUTPUT_EXAMPLE_SPEC_KEY: ExecutionParameter(
             type=bulk_inferrer_pb2.OutputExampleSpec, optional=True),
         INFERENCE_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+        MAX_FAILURE_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -52,4 +68,5 @@ class BulkInferrerSpec(ComponentSpec):
                                                optional=True),
         OUTPUT_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
                                               optional=True),
+        FAILURES_KEY: ChannelParameter(type=InferenceFailures),
     }

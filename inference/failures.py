@@ -1,0 +1,62 @@
+"""Dead letters: a record that could not be inferred, why, where, and its original bytes.
+
+A `Failure` travels through Beam like any element and is written as a tf.train.Example
+(one per failed record), so dead letters can be read with the usual tools and replayed:
+the `record` feature holds the original serialized input.
+"""
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+# Where a record can fail, in the order of its path.
+STAGES = ("read", "decode", "preprocess", "inference", "timeout", "postprocess", "encoding")
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One dead letter."""
+    stage: str
+    error_type: str
+    message: str
+    record: bytes = b""
+    model: str = ""
+    split: str = ""
+    source: str = ""  # for read failures: the file and record position
+
+    @classmethod
+    def from_exception(cls, stage: str, error: BaseException, record: bytes = b"",
+                       model: str = "", split: str = "", source: str = "") -> "Failure":
+        return cls(stage, type(error).__name__, _first_line(str(error)) or repr(error),
+                   record, model, split, source)
+
+    def with_split(self, split: str) -> "Failure":
+        return dataclasses.replace(self, split=split)
+
+    def to_example(self) -> bytes:
+        def text(value: str):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        features = {f.name: text(getattr(self, f.name)) for f in dataclasses.fields(self)
+                    if f.name != "record"}
+        features["record"] = tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[self.record]))
+        return tf.train.Example(
+            features=tf.train.Features(feature=features)).SerializeToString()
+
+    @classmethod
+    def from_example(cls, serialized: bytes) -> "Failure":
+        feature = tf.train.Example.FromString(serialized).features.feature
+        values = {f.name: feature[f.name].bytes_list.value[0]
+                  for f in dataclasses.fields(cls) if f.name in feature}
+        return cls(**{k: v if k == "record" else v.decode() for k, v in values.items()})
+
+
+def _first_line(text: str, limit: int = 500) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def timeout_or_inference(exception_type: Optional[type]) -> str:
+    """The stage of a batch that Beam's exception handling caught."""
+    return "timeout" if exception_type is not None and issubclass(
+        exception_type, TimeoutError) else "inference"
