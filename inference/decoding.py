@@ -119,8 +119,9 @@ class InputMapping:
     def _dense(self, name: str, columns: Columns) -> np.ndarray:
         column = columns.get(name)
         if column is None:
-            raise InputError(f"feature {name!r} is not in the examples (decoded features: "
-                             f"{sorted(columns)}); check the model's inputs.features")
+            raise InputError(f"feature {name!r} is missing in every record of the batch "
+                             f"(features present: {sorted(columns)}); check the model's "
+                             f"inputs.features")
         _check_rows(column.missing, f"feature {name!r} is missing")
         if self.spec.padding == "none":
             _check_rows(column.lengths != self.spec.width,

@@ -4,6 +4,7 @@ A `Failure` travels through Beam like any element and is written as a tf.train.E
 (one per failed record), so dead letters can be read with the usual tools and replayed:
 the `record` feature holds the original serialized input.
 """
+import concurrent.futures
 import dataclasses
 from typing import Optional
 
@@ -58,5 +59,6 @@ def _first_line(text: str, limit: int = 500) -> str:
 
 def timeout_or_inference(exception_type: Optional[type]) -> str:
     """The stage of a batch that Beam's exception handling caught."""
-    return "timeout" if exception_type is not None and issubclass(
-        exception_type, TimeoutError) else "inference"
+    timeouts = (TimeoutError, concurrent.futures.TimeoutError)  # distinct before Python 3.11
+    return "timeout" if isinstance(exception_type, type) and issubclass(
+        exception_type, timeouts) else "inference"

@@ -217,14 +217,15 @@ def _check_outcome(figures: metrics.RunFigures, split_uris, failures_uri: str,
             problems.append(f"model {name!r}: {f.unaccounted} record(s) unaccounted for "
                             f"({f.examples_in} in, {f.predictions} predicted, "
                             f"{f.failures} failed); this is a bug, please report it")
-        if f.examples_in and f.failures / f.examples_in > max_failure_fraction:
-            stages = ", ".join(f"{n} at {s}" for s, n in sorted(f.failures_by_stage.items()))
-            problems.append(f"model {name!r}: {f.failures} of {f.examples_in} records failed "
-                            f"({f.failures / f.examples_in:.1%} > max_failure_fraction "
-                            f"{max_failure_fraction:.1%}): {stages}")
-    if read_failures:
-        problems.append(f"{read_failures} input file(s) were damaged and only partly read "
-                        f"(stage read)")
+        # A damaged file counts as one failure: how many records it lost is unknowable.
+        failed, total = f.failures + read_failures, f.examples_in + read_failures
+        if total and failed / total > max_failure_fraction:
+            stages = dict(f.failures_by_stage, **({"read": read_failures}
+                                                  if read_failures else {}))
+            detail = ", ".join(f"{n} at {s}" for s, n in sorted(stages.items()))
+            problems.append(f"model {name!r}: {failed} of {total} records failed "
+                            f"({failed / total:.1%} > max_failure_fraction "
+                            f"{max_failure_fraction:.1%}): {detail}")
     if problems:
         raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)
                            + f"\nDead letters (record, stage, error) are in {failures_uri}")
