@@ -6,7 +6,7 @@ streaming job can take it from a flag; `validate()` checks it once, before any B
 """
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 # Frameworks the registry knows (see inference/frameworks/). `None` means: detect from the
 # model's files.
@@ -58,15 +58,16 @@ class InputSpec:
 class ModelConfig:
     """One model: where it is, what runs it, and the controls passed to Beam's handler.
 
-    uri: the model's path. Empty: taken from the component's `model` input (the
-      `model_input`-th Model artifact, by default the first).
+    uri: the model's path. Empty: taken from the component's `model` input: the Model
+      artifact made by the component named `model_input` (e.g. "Trainer.pytorch"), or the
+      `model_input`-th one (by default the first).
     framework: one of FRAMEWORKS; None detects it from the files at `uri`.
     options: framework-specific settings (e.g. `model_class` for a PyTorch state dict,
       `handler` for a custom ModelHandler, `signature_name` for TensorFlow).
     """
     name: str = "model"
     uri: str = ""
-    model_input: int = 0
+    model_input: Union[int, str] = 0
     framework: Optional[str] = None
     inputs: InputSpec = dataclasses.field(default_factory=InputSpec)
     output_names: List[str] = dataclasses.field(default_factory=list)
@@ -77,6 +78,8 @@ class ModelConfig:
     model_copies: Optional[int] = None
     device: str = "CPU"
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Keyed routing: the values of InferenceConfig.routing_feature this model serves.
+    keys: List[str] = dataclasses.field(default_factory=list)
 
     def batching_kwargs(self) -> Dict[str, Any]:
         """The batching and memory controls, as Beam ModelHandler constructor kwargs."""
@@ -96,7 +99,20 @@ class ModelConfig:
 class InferenceConfig:
     """All models of one inference step and how examples reach them."""
     models: List[ModelConfig] = dataclasses.field(default_factory=lambda: [ModelConfig()])
+    # How records reach the models:
+    #   shadow: every record goes to every model;
+    #   ab: each record goes to one model, picked by a deterministic hash of the record's
+    #     `routing_feature` value (of the whole record if unset), in `fractions`;
+    #   keyed: each record goes to the model whose `keys` hold its `routing_feature` value
+    #     (Beam's KeyedModelHandler; `max_models_per_worker_hint` caps models in memory,
+    #     `group_by_key` groups records by key first to avoid model thrashing);
+    #   sequence: models run in order; each next model reads the record enriched with the
+    #     previous models' outputs as features named `<model>_<output>`.
     routing: str = "shadow"
+    routing_feature: str = ""
+    fractions: List[float] = dataclasses.field(default_factory=list)
+    max_models_per_worker_hint: Optional[int] = None
+    group_by_key: bool = False
     # Per-batch inference timeout: a batch that takes longer is abandoned (the model is
     # reloaded) and its records are retried one by one; those still too slow fail.
     timeout_secs: Optional[float] = None
@@ -127,6 +143,7 @@ class InferenceConfig:
             problems.append(f"routing={self.routing!r}: choose one of {ROUTINGS}")
         if self.timeout_secs is not None and self.timeout_secs <= 0:
             problems.append(f"timeout_secs={self.timeout_secs}: must be positive")
+        problems.extend(self._routing_problems())
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             problems.append(f"model names must be unique, got {names}")
@@ -135,6 +152,32 @@ class InferenceConfig:
         if problems:
             raise ConfigError("Invalid inference configuration:\n  - " + "\n  - ".join(problems))
         return self
+
+
+    def _routing_problems(self) -> List[str]:
+        problems = []
+        if self.routing == "ab":
+            if self.fractions and (len(self.fractions) != len(self.models)
+                                   or any(f < 0 for f in self.fractions)
+                                   or abs(sum(self.fractions) - 1.0) > 1e-6):
+                problems.append(f"fractions={self.fractions}: give one non-negative share "
+                                f"per model, summing to 1")
+        elif self.fractions:
+            problems.append("fractions apply to routing='ab' only")
+        if self.routing == "keyed":
+            if not self.routing_feature:
+                problems.append("routing='keyed' needs routing_feature: the feature whose "
+                                "value picks the model")
+            keys = [k for m in self.models for k in m.keys]
+            if any(not m.keys for m in self.models):
+                problems.append("routing='keyed': every model needs its keys")
+            if len(keys) != len(set(keys)):
+                problems.append("routing='keyed': a key may belong to one model only")
+        elif any(m.keys for m in self.models):
+            problems.append("model keys apply to routing='keyed' only")
+        if self.max_models_per_worker_hint is not None and self.max_models_per_worker_hint < 1:
+            problems.append("max_models_per_worker_hint must be a positive integer")
+        return problems
 
 
 def _model_problems(model: ModelConfig) -> List[str]:
@@ -164,8 +207,8 @@ def _model_problems(model: ModelConfig) -> List[str]:
                         f"max_batch_size={model.max_batch_size}")
     if model.device not in ("CPU", "GPU"):
         problems.append(f"device={model.device!r}: choose 'CPU' or 'GPU'")
-    if model.model_input < 0:
-        problems.append("model_input must be >= 0")
+    if isinstance(model.model_input, int) and model.model_input < 0:
+        problems.append("model_input must be >= 0 or a component id")
     return problems
 
 

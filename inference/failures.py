@@ -10,8 +10,12 @@ from typing import Optional
 
 import tensorflow as tf
 
+# The tagged output that carries Failures out of a DoFn.
+FAILURES_TAG = "failures"
+
 # Where a record can fail, in the order of its path.
-STAGES = ("read", "decode", "preprocess", "inference", "timeout", "postprocess", "encoding")
+STAGES = ("read", "routing", "decode", "preprocess", "inference", "timeout", "postprocess",
+          "encoding")
 
 
 @dataclasses.dataclass(frozen=True)

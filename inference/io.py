@@ -11,9 +11,8 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io import fileio
 
-from inference.failures import Failure
-from inference.transforms import COUNTERS_NAMESPACE, FAILURES_TAG, examples_counter, \
-    failures_counter
+from inference.failures import FAILURES_TAG, Failure
+from inference.transforms import COUNTERS_NAMESPACE, examples_counter, failures_counter
 
 _COMPRESSION = {".gz": "GZIP", ".gzip": "GZIP", ".zlib": "ZLIB"}
 

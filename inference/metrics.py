@@ -14,7 +14,8 @@ from inference.transforms import COUNTERS_NAMESPACE
 
 @dataclasses.dataclass
 class ModelFigures:
-    """What one model did in one run. inputs = predictions + failures, per split."""
+    """What one model did in one run: examples_in (the records routed to it) =
+    predictions + failures, per split too."""
     examples_in: int = 0
     predictions: int = 0
     failures: int = 0
@@ -25,9 +26,6 @@ class ModelFigures:
     batches: int = 0
     examples_per_sec: float = 0.0
 
-    @property
-    def unaccounted(self) -> int:
-        return self.examples_in - self.predictions - self.failures
 
 
 @dataclasses.dataclass
@@ -35,7 +33,24 @@ class RunFigures:
     models: Dict[str, ModelFigures]
     examples_in: Dict[str, int]  # per split
     read_failures: Dict[str, int]  # per split: damaged files
+    routing_failures: Dict[str, int]  # per split: records no model could take
     seconds: float
+
+    def unaccounted(self, routing: str) -> Dict[str, int]:
+        """Per split, input records neither predicted nor failed (0 when all is well)."""
+        models = list(self.models.values())
+        result = {}
+        for split, examples_in in self.examples_in.items():
+            routed = [m.by_split[split]["examples_in"] for m in models]
+            if routing in ("ab", "keyed"):
+                expected = [examples_in - self.routing_failures[split] - sum(routed)]
+            elif routing == "sequence":
+                fed = [examples_in] + [m.by_split[split]["predictions"] for m in models[:-1]]
+                expected = [f - r for f, r in zip(fed, routed)]
+            else:
+                expected = [examples_in - r for r in routed]
+            result[split] = sum(abs(e) for e in expected)
+        return result
 
 
 def _committed(result):
@@ -72,7 +87,7 @@ def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[st
     examples_in = {s: counters.get(("examples_in", s), 0) for s in splits}
     models = {}
     for name in model_names:
-        figures = ModelFigures(examples_in=sum(examples_in.values()))
+        figures = ModelFigures()
         for key, value in counters.items():
             if key[0] == "failures" and key[1] == name:
                 figures.failures_by_stage[key[3]] = (
@@ -81,10 +96,11 @@ def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[st
             predicted = counters.get(("predictions", name, split), 0)
             failed = sum(v for k, v in counters.items()
                          if k[0] == "failures" and k[1] == name and k[2] == split)
-            figures.by_split[split] = {"examples_in": examples_in[split],
+            figures.by_split[split] = {"examples_in": predicted + failed,
                                        "predictions": predicted, "failures": failed}
             figures.predictions += predicted
             figures.failures += failed
+        figures.examples_in = figures.predictions + figures.failures
         namespace = f"RunInference[{name}]"
         batch_total, figures.batches = _distribution(
             metrics, namespace, "inference_request_batch_size")
@@ -94,4 +110,7 @@ def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[st
         figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
         models[name] = figures
     read_failures = {s: counters.get(("failures", "", s, "read"), 0) for s in splits}
-    return RunFigures(models, examples_in, read_failures, seconds)
+    routing_failures = {s: sum(v for k, v in counters.items() if k[0] == "failures"
+                               and k[1] == "" and k[2] == s and k[3] != "read")
+                        for s in splits}
+    return RunFigures(models, examples_in, read_failures, routing_failures, seconds)

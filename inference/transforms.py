@@ -3,23 +3,20 @@ letters out, everything counted."""
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, \
+    PredictionResult, RunInference
 
-from inference.config import InferenceConfig
+from inference import routing as routing_lib
+from inference.config import InferenceConfig, ModelConfig
 from inference.encoding import to_prediction_log
-from inference.failures import Failure, timeout_or_inference
+from inference.failures import FAILURES_TAG, Failure, timeout_or_inference
 from inference.handler import ExampleModelHandler, create_handler
 
 COUNTERS_NAMESPACE = "tfx_runinference"
-FAILURES_TAG = "failures"
 
 
 def examples_counter(split: str) -> str:
     return f"examples_in|{split}"
-
-
-def predictions_counter(model_name: str, split: str) -> str:
-    return f"predictions|{model_name}|{split}"
 
 
 def failures_counter(model_name: str, split: str, stage: str) -> str:
@@ -37,50 +34,29 @@ def create_handlers(config: InferenceConfig, model_uris: Mapping[str, str],
             for m in config.models}
 
 
-class Count(beam.PTransform):
-    """Passes elements through, counting them in a Beam counter."""
-
-    def __init__(self, name: str, namespace: str = COUNTERS_NAMESPACE):
-        super().__init__()
-        self._name, self._namespace = name, namespace
-
-    def expand(self, pcoll):
-        counter = beam.metrics.Metrics.counter(self._namespace, self._name)
-
-        def count(element):
-            counter.inc()
-            return element
-
-        return pcoll | beam.Map(count)
-
-
 class _SplitFailures(beam.DoFn):
-    """Routes results holding a Failure to the failures output, counting both kinds."""
+    """Routes outcomes holding a Failure to the failures output; counts both, per model."""
 
-    def __init__(self, model_name: str, split: str):
-        self._model_name, self._split = model_name, split
-        self._counters = {}
+    def __init__(self, split: str):
+        self._split = split
 
     def setup(self):
-        self._predictions = beam.metrics.Metrics.counter(
-            COUNTERS_NAMESPACE, predictions_counter(self._model_name, self._split))
+        self._counters = {}
 
-    def _count_failure(self, stage: str):
-        if stage not in self._counters:
-            self._counters[stage] = beam.metrics.Metrics.counter(
-                COUNTERS_NAMESPACE, failures_counter(self._model_name, self._split, stage))
-        self._counters[stage].inc()
+    def _count(self, *name_parts: str):
+        if name_parts not in self._counters:
+            self._counters[name_parts] = beam.metrics.Metrics.counter(
+                COUNTERS_NAMESPACE, "|".join(name_parts))
+        self._counters[name_parts].inc()
 
-    def process(self, result):
-        if isinstance(result, Failure):
-            failure = result.with_split(self._split)
-        elif isinstance(result.inference, Failure):
-            failure = result.inference.with_split(self._split)
-        else:
-            self._predictions.inc()
-            yield result
+    def process(self, outcome):
+        failure = outcome if isinstance(outcome, Failure) else outcome.inference
+        if not isinstance(failure, Failure):
+            self._count("predictions", outcome.model_id or "", self._split)
+            yield outcome
             return
-        self._count_failure(failure.stage)
+        failure = failure.with_split(self._split)
+        self._count("failures", failure.model, self._split, failure.stage)
         yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
 
 
@@ -91,6 +67,8 @@ def _failed_batch_records(dead_letter, model_name: str):
     message = error_repr if stage == "inference" else (
         "inference on the batch holding this record exceeded the timeout")
     for record in batch:
+        if isinstance(record, tuple):  # keyed: (key, record)
+            record = record[1]
         yield Failure(stage, getattr(error_type, "__name__", str(error_type)), message,
                       record, model_name)
 
@@ -103,44 +81,72 @@ class InferenceOutputs(NamedTuple):
 class InferExamples(beam.PTransform):
     """PCollection[bytes] -> InferenceOutputs: per model predictions, and dead letters.
 
-    Every model sees every record. A record that fails (decode, input mapping, inference)
-    becomes a Failure; none is dropped. With `timeout_secs`, a batch that runs longer is
-    abandoned (Beam discards and reloads the model), and its records are retried one by
-    one, so only the records that are slow on their own fail, at stage "timeout".
+    `config.routing` says which records reach which model (see InferenceConfig). A record
+    that fails (routing, decode, input mapping, inference) becomes a Failure; none is
+    dropped. With `config.timeout_secs`, a batch that runs longer is abandoned (Beam
+    discards and reloads the model) and its records are retried one by one, so only the
+    records that are slow on their own fail, at stage "timeout".
     """
 
-    def __init__(self, handlers: Mapping[str, ExampleModelHandler], split: str = "",
-                 timeout_secs: Optional[float] = None,
+    def __init__(self, handlers: Mapping[str, ExampleModelHandler],
+                 config: Optional[InferenceConfig] = None, split: str = "",
                  inference_args: Optional[dict] = None):
         super().__init__()
         self._handlers = handlers
+        self._config = config or InferenceConfig(
+            models=[ModelConfig(name=name) for name in handlers])
         self._split = split
-        self._timeout = timeout_secs
         self._inference_args = inference_args
 
     def expand(self, records):
-        predictions, failures = {}, []
-        for name, handler in self._handlers.items():
-            results, failed = self._run(records, handler, f"RunInference[{name}]")
-            outcomes = [results, failed]
-            if self._timeout:
-                outcomes[1:] = self._retry_one_by_one(failed, handler, name)
-            split = (outcomes
-                     | f"Outcomes[{name}]" >> beam.Flatten()
-                     | f"SplitFailures[{name}]" >> beam.ParDo(
-                         _SplitFailures(name, self._split)).with_outputs(
-                             FAILURES_TAG, main="main"))
+        routing = self._config.routing
+        failures = []
+        if routing == "keyed":
+            outcomes, unrouted = self._keyed(records)
+            failures.append(self._split_failures(unrouted, "SplitFailures[routing]")[
+                FAILURES_TAG])
+        elif routing == "ab":
+            parts = records | "SplitAB" >> beam.Partition(
+                routing_lib.ab_partition, len(self._handlers),
+                routing_lib.cumulative(self._config), self._config.routing_feature)
+            outcomes = {name: self._infer(parts[i], handler, name)
+                        for i, (name, handler) in enumerate(self._handlers.items())}
+        elif routing == "sequence":
+            outcomes = {}
+            for name, handler in self._handlers.items():
+                outcomes[name] = self._infer(records, handler, name)
+                records = (self._split_failures(outcomes[name], f"Next[{name}]").main
+                           | f"Enrich[{name}]" >> beam.Map(routing_lib.enrich,
+                                                           handler.output_names))
+        else:
+            outcomes = {name: self._infer(records, handler, name)
+                        for name, handler in self._handlers.items()}
+        predictions = {}
+        for name, pcoll in outcomes.items():
+            split = self._split_failures(pcoll, f"SplitFailures[{name}]")
             predictions[name] = split.main
             failures.append(split[FAILURES_TAG])
         return InferenceOutputs(predictions, failures | "FlattenFailures" >> beam.Flatten(
             pipeline=records.pipeline))
 
-    def _run(self, records, handler, label):
+    def _split_failures(self, outcomes, label):
+        return outcomes | label >> beam.ParDo(_SplitFailures(self._split)).with_outputs(
+            FAILURES_TAG, main="main")
+
+    def _infer(self, records, handler, name):
+        """One model's outcomes: PredictionResults (maybe holding Failures) and Failures."""
+        results, failed = self._run(records, handler, name, f"RunInference[{name}]")
+        outcomes = [results, failed]
+        if self._config.timeout_secs:
+            outcomes[1:] = self._retry_one_by_one(failed, handler, name)
+        return outcomes | f"Outcomes[{name}]" >> beam.Flatten()
+
+    def _run(self, records, handler, name, label):
         results, dead = (records | label >> RunInference(
             handler, inference_args=self._inference_args).with_exception_handling(
-                timeout=self._timeout))
+                timeout=self._config.timeout_secs))
         failed = dead.failed_inferences | f"{label}.Failed" >> beam.FlatMap(
-            _failed_batch_records, handler.model_name)
+            _failed_batch_records, name)
         return results, failed
 
     def _retry_one_by_one(self, failed, handler, name):
@@ -149,8 +155,32 @@ class InferExamples(beam.PTransform):
             lambda f, _: int(f.stage == "timeout"), 2)
         retried, still_failed = self._run(
             is_timeout[1] | f"Records[{name}]" >> beam.Map(lambda f: f.record),
-            handler.with_batch_size(1), f"RetryOneByOne[{name}]")
+            handler.with_batch_size(1), name, f"RetryOneByOne[{name}]")
         return [retried, is_timeout[0], still_failed]
+
+    def _keyed(self, records):
+        """Beam's KeyedModelHandler: one RunInference, each key's records to its model."""
+        config = self._config
+        keyed = records | "KeyRecords" >> beam.ParDo(
+            routing_lib.KeyRecords(config)).with_outputs(FAILURES_TAG, main="main")
+        main = keyed.main
+        if config.group_by_key:
+            main = (main | "GroupByKey" >> beam.GroupByKey()
+                    | "Ungroup" >> beam.FlatMap(lambda kv: [(kv[0], r) for r in kv[1]]))
+        handler = KeyedModelHandler(
+            [KeyModelMapping(m.keys, self._handlers[m.name]) for m in config.models],
+            max_models_per_worker_hint=config.max_models_per_worker_hint)
+        results, failed = self._run(main, handler, "keyed", "RunInference[keyed]")
+        outcomes = ((results | "DropKeys" >> beam.Map(lambda kv: kv[1]), failed)
+                    | "Outcomes[keyed]" >> beam.Flatten())
+        names = list(self._handlers)
+        parts = outcomes | "ByModel" >> beam.Partition(
+            lambda outcome, _: names.index(_model_of(outcome)), len(names))
+        return dict(zip(names, parts)), keyed[FAILURES_TAG]
+
+
+def _model_of(outcome) -> str:
+    return outcome.model if isinstance(outcome, Failure) else outcome.model_id
 
 
 class Encode(beam.PTransform):

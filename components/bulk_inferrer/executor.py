@@ -72,8 +72,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for split, uri in sorted(split_uris.items()):
             read = pipeline | f"ReadData[{split}]" >> ReadRecords(
                 [io_utils.all_files_pattern(uri)], split)
-            inferred = read.main | f"Infer[{split}]" >> InferExamples(
-                handlers, split, config.timeout_secs)
+            inferred = read.main | f"Infer[{split}]" >> InferExamples(handlers, config, split)
             dead_letters += [read[FAILURES_TAG], inferred.failures]
             for name, results in inferred.predictions.items():
                 if inference_result:
@@ -105,7 +104,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
-        _check_outcome(figures, split_uris, failures_uri, _max_failure_fraction(
+        _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
             exec_properties))
 
 
@@ -127,15 +126,27 @@ def _model_uris(config: InferenceConfig, models: List[types.Artifact]) -> Dict[s
     for model in config.models:
         if model.uri:
             continue
-        if model.model_input >= len(models):
+        artifact = _pick_model(models, model.model_input)
+        if artifact is None:
             raise ValueError(
-                f"model {model.name!r} has no uri and wants Model input #{model.model_input}, "
-                f"but the component got {len(models)} Model artifact(s); connect `model` or "
-                f"set the uri in the inference config")
-        artifact = models[model.model_input]
+                f"model {model.name!r} has no uri and wants Model input {model.model_input!r},"
+                f" but the component got {len(models)} Model artifact(s) "
+                f"({[m.uri for m in models]}); connect `model` (a union of channels for "
+                f"several) or set the uri in the inference config")
         uris[model.name] = path_utils.serving_model_path(
             artifact.uri, path_utils.is_old_model_artifact(artifact))
     return uris
+
+
+def _pick_model(models: List[types.Artifact], wanted) -> Optional[types.Artifact]:
+    """The Model artifact at index `wanted`, or the one a component named `wanted` made."""
+    if isinstance(wanted, int):
+        ordered = sorted(models, key=lambda m: (m.id, m.uri))
+        return ordered[wanted] if wanted < len(ordered) else None
+    for artifact in models:
+        if artifact.producer_component == wanted or f"/{wanted}/" in artifact.uri:
+            return artifact
+    return None
 
 
 def _schema(input_dict) -> Optional[Any]:
@@ -183,17 +194,22 @@ def _logs_dir(uri: str, model_name: str, model_count: int) -> str:
 
 def _write_examples(predictions, handlers, config: InferenceConfig, output_example_spec,
                     split_uri: str, split: str):
-    """Examples with prediction columns, as TFX's BulkInferrer writes them (first model).
+    """Examples with prediction columns, as TFX's BulkInferrer writes them.
 
-    Returns the encoding failures."""
-    name = config.models[0].name
-    to_log = prediction_log_encoder(handlers[name].output_names)
+    One example per input record: the first model's predictions (shadow), the last
+    model's (sequence), or each record's own model's (ab, keyed). Returns encoding failures.
+    """
+    names = {"shadow": list(handlers)[:1], "sequence": list(handlers)[-1:]}.get(
+        config.routing, list(handlers))
+    encoders = {name: prediction_log_encoder(handlers[name].output_names) for name in names}
 
     def to_example(result) -> bytes:
-        log = prediction_log_pb2.PredictionLog.FromString(to_log(result))
+        log = prediction_log_pb2.PredictionLog.FromString(encoders[result.model_id](result))
         return prediction_to_example_utils.convert(log, output_example_spec).SerializeToString()
 
-    encoded = predictions[name] | f"ToExamples[{split}]" >> Encode(to_example, split)
+    encoded = ([predictions[name] for name in names]
+               | f"ExampleSources[{split}]" >> beam.Flatten()
+               | f"ToExamples[{split}]" >> Encode(to_example, split))
     _ = encoded.main | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
         os.path.join(split_uri, spec.EXAMPLES_FILE_NAME), file_name_suffix=".gz")
     return encoded[FAILURES_TAG]
@@ -204,19 +220,20 @@ def _max_failure_fraction(exec_properties) -> float:
     return spec.DEFAULT_MAX_FAILURE_FRACTION if value is None else float(value)
 
 
-def _check_outcome(figures: metrics.RunFigures, split_uris, failures_uri: str,
-                   max_failure_fraction: float):
+def _check_outcome(figures: metrics.RunFigures, config: InferenceConfig, split_uris,
+                   failures_uri: str, max_failure_fraction: float):
     """Fails the run when nothing was read, records went missing, or too many failed."""
     problems = []
     read_failures = sum(figures.read_failures.values())
     if not sum(figures.examples_in.values()) and not read_failures:
         raise ValueError(f"no examples to infer: the splits {sorted(split_uris)} are empty "
                          f"({', '.join(sorted(split_uris.values()))})")
+    for split, missing in figures.unaccounted(config.routing).items():
+        if missing:
+            problems.append(f"split {split!r}: {missing} record(s) neither predicted nor "
+                            f"dead-lettered ({figures.examples_in[split]} read); this is a "
+                            f"bug, please report it")
     for name, f in figures.models.items():
-        if f.unaccounted:
-            problems.append(f"model {name!r}: {f.unaccounted} record(s) unaccounted for "
-                            f"({f.examples_in} in, {f.predictions} predicted, "
-                            f"{f.failures} failed); this is a bug, please report it")
         # A damaged file counts as one failure: how many records it lost is unknowable.
         failed, total = f.failures + read_failures, f.examples_in + read_failures
         if total and failed / total > max_failure_fraction:
@@ -226,6 +243,10 @@ def _check_outcome(figures: metrics.RunFigures, split_uris, failures_uri: str,
             problems.append(f"model {name!r}: {failed} of {total} records failed "
                             f"({failed / total:.1%} > max_failure_fraction "
                             f"{max_failure_fraction:.1%}): {detail}")
+    unrouted, total_in = sum(figures.routing_failures.values()), sum(figures.examples_in.values())
+    if total_in and unrouted / total_in > max_failure_fraction:
+        problems.append(f"{unrouted} of {total_in} records could not be routed to a model "
+                        f"(stage routing; > max_failure_fraction {max_failure_fraction:.1%})")
     if problems:
         raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)
                            + f"\nDead letters (record, stage, error) are in {failures_uri}")
@@ -237,7 +258,8 @@ def _record_figures(artifact: types.Artifact, figures: metrics.RunFigures):
     artifact.set_int_custom_property("examples_in", sum(figures.examples_in.values()))
     artifact.set_int_custom_property("predictions", sum(f.predictions for f in models))
     artifact.set_int_custom_property(
-        "failures", sum(f.failures for f in models) + sum(figures.read_failures.values()))
+        "failures", sum(f.failures for f in models) + sum(figures.read_failures.values())
+        + sum(figures.routing_failures.values()))
     artifact.set_float_custom_property("pipeline_seconds", round(figures.seconds, 3))
     artifact.set_string_custom_property("models", ",".join(figures.models))
     for name, f in figures.models.items():

@@ -140,7 +140,7 @@ def test_pytorch_predictions_equal_torchscript_forward(tmp_path, data, torch_mod
         got = tf.make_ndarray(log.predict_log.response.outputs["output_0"])
         assert got.shape == (1, 2)
         np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-6)
-    figures = json.loads(output.get_string_custom_property("figures"))["mlp"]
+    figures = json.loads(output.get_string_custom_property("figures"))["models"]["mlp"]
     assert figures["examples_in"] == figures["predictions"] == len(x)
     assert figures["failures"] == 0
     assert 0 < figures["mean_batch_size"] <= 32

@@ -1,0 +1,84 @@
+"""Record-level routing for multi-model inference: A/B shares, keys, model chaining.
+
+Each function here looks at one serialized record; parsing happens only when routing
+needs a feature value.
+"""
+import bisect
+import hashlib
+from typing import List, Optional
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+
+from inference.config import InferenceConfig
+from inference.encoding import named_outputs
+from inference.failures import FAILURES_TAG, Failure
+
+
+def feature_value(record: bytes, feature: str) -> Optional[str]:
+    """The first value of `feature` in a serialized tf.Example, as text; None if absent."""
+    values = tf.train.Example.FromString(record).features.feature.get(feature)
+    if values is None:
+        return None
+    kind = values.WhichOneof("kind")
+    items = getattr(values, kind).value if kind else []
+    if not items:
+        return None
+    first = items[0]
+    return first.decode() if isinstance(first, bytes) else str(first)
+
+
+def cumulative(config: InferenceConfig) -> List[float]:
+    """Upper bounds of each model's share of [0, 1), for A/B routing."""
+    shares = config.fractions or [1.0 / len(config.models)] * len(config.models)
+    return list(np.cumsum(shares))[:-1]
+
+
+def ab_partition(record: bytes, num_models: int, bounds: List[float], feature: str) -> int:
+    """The model index for `record`: a stable hash of its key into [0, 1), then the share."""
+    key = record
+    if feature:
+        value = feature_value(record, feature)
+        key = (value if value is not None else "").encode()
+    point = int.from_bytes(hashlib.md5(key).digest()[:8], "big") / 2.0**64
+    return min(bisect.bisect_right(bounds, point), num_models - 1)
+
+
+class KeyRecords(beam.DoFn):
+    """record -> (routing value, record); records with no model for their key fail."""
+
+    def __init__(self, config: InferenceConfig):
+        self._feature = config.routing_feature
+        self._keys = {key for model in config.models for key in model.keys}
+
+    def process(self, record: bytes):
+        try:
+            value = feature_value(record, self._feature)
+        except Exception as e:  # pylint: disable=broad-except
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+                "decode", e, record))
+            return
+        if value in self._keys:
+            yield value, record
+            return
+        problem = (f"feature {self._feature!r} is missing" if value is None else
+                   f"no model serves {self._feature}={value!r}")
+        yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+            "routing", "KeyError", f"{problem}; keys served: {sorted(self._keys)}", record))
+
+
+def enrich(result, output_names=()) -> bytes:
+    """The result's record with the model's outputs added as `<model>_<output>` features."""
+    example = tf.train.Example.FromString(result.example)
+    for name, value in named_outputs(result.inference, output_names).items():
+        feature = example.features.feature[f"{result.model_id}_{name}"]
+        values = np.asarray(value).reshape(-1)
+        if values.dtype.kind in "iub":
+            feature.int64_list.value.extend(values.astype(np.int64).tolist())
+        elif values.dtype.kind == "f":
+            feature.float_list.value.extend(values.astype(np.float32).tolist())
+        else:
+            feature.bytes_list.value.extend(
+                v if isinstance(v, bytes) else str(v).encode() for v in values)
+    return example.SerializeToString()
