@@ -28,6 +28,8 @@ _SUFFIXES = {
     ".pt": "pytorch",
     ".pth": "pytorch",
     ".torchscript": "pytorch",
+    ".keras": "keras",  # Keras 3 files (zip archives: checked before the zip rule)
+    ".h5": "keras",
 }
 _FRAMEWORK_SUFFIXES = {
     "onnx": (".onnx",),
@@ -35,6 +37,7 @@ _FRAMEWORK_SUFFIXES = {
     "sklearn": (".joblib", ".pkl", ".pickle", ".skops"),
     "tensorrt": (".engine", ".plan", ".trt", ".onnx"),
     "pytorch": (".pt", ".pth", ".torchscript"),
+    "keras": (".keras", ".h5"),
 }
 # Frameworks whose model is a whole folder.
 _FOLDER_FRAMEWORKS = ("tensorflow", "keras", "huggingface")
@@ -46,6 +49,10 @@ def resolve(uri: str, framework: Optional[str] = None) -> Tuple[str, str]:
         raise ConfigError(f"model not found: {uri!r} does not exist")
     if not tf.io.gfile.isdir(uri):
         return framework or _detect_file(uri), uri
+    if framework == "keras" and not tf.io.gfile.exists(posixpath.join(uri, "saved_model.pb")):
+        files = _model_files(uri, framework)  # a folder holding one .keras file
+        if len(files) == 1:
+            return framework, files[0]
     if framework in _FOLDER_FRAMEWORKS or framework == "custom":
         return framework, uri
     if tf.io.gfile.exists(posixpath.join(uri, "saved_model.pb")):
@@ -69,8 +76,20 @@ def _model_files(folder: str, framework: Optional[str]) -> List[str]:
     suffixes = _FRAMEWORK_SUFFIXES.get(framework) if framework else tuple(_SUFFIXES)
     if suffixes is None:
         return []
-    return sorted(posixpath.join(folder, name) for name in tf.io.gfile.listdir(folder)
-                  if name.endswith(suffixes) and not name.endswith("/"))
+    paths = sorted(posixpath.join(folder, name) for name in tf.io.gfile.listdir(folder)
+                   if name.endswith(suffixes) and not name.endswith("/"))
+    if framework is None:  # JSON files count when they are XGBoost models
+        paths += sorted(posixpath.join(folder, name) for name in tf.io.gfile.listdir(folder)
+                        if name.endswith(".json") and _is_xgboost_json(
+                            posixpath.join(folder, name)))
+    return paths
+
+
+def _is_xgboost_json(path: str) -> bool:
+    """From the file's head: XGBoost's JSON models start with their "learner" object."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(256)
+    return head.lstrip()[:1] == b"{" and b'"learner"' in head
 
 
 def _detect_file(path: str) -> str:

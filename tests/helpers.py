@@ -108,3 +108,33 @@ def save_example_parsing_model(path: str, feature_names: Sequence[str], weights,
     module = Model()
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
+
+
+def run_bulk_inferrer(tmp_path, inputs, inference_config=None, **props):
+    """Runs the BulkInferrer executor in-process; returns its InferenceResult artifact.
+
+    inputs: the executor's input dict ({"examples": [...], "model": [...], ...}).
+    inference_config: an InferenceConfig (or its JSON); props: other execution properties
+    (protos, or JSON strings). Each call writes under its own folder of `tmp_path`.
+    """
+    import tempfile
+    from tfx.utils import proto_utils
+
+    from components.bulk_inferrer import executor, spec
+    exec_properties = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}"}
+    if inference_config is not None:
+        props[spec.INFERENCE_CONFIG_KEY] = inference_config
+    for key, value in props.items():
+        exec_properties[key] = value if isinstance(value, str) else (
+            value.to_json() if hasattr(value, "to_json") else proto_utils.proto_to_json(value))
+    run_dir = tempfile.mkdtemp(prefix="bulk_inferrer-", dir=str(tmp_path))
+    output = output_artifact(standard_artifacts.InferenceResult,
+                             os.path.join(run_dir, spec.INFERENCE_RESULT_KEY))
+    # In-process runs need no packaged dependencies: naming an SDK image stops TFX from
+    # building its ephemeral sdist for workers (seconds per executor).
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
+        tmp_dir=str(tmp_path / "tmp"), unique_id=os.path.basename(run_dir))
+    executor.Executor(context).Do(inputs, {spec.INFERENCE_RESULT_KEY: [output]},
+                                  exec_properties)
+    return output

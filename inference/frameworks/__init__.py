@@ -5,8 +5,9 @@ Adding a framework is one module here plus a line in `_MODULES` (and a rule in
 `detection` if its files are recognisable).
 """
 import importlib
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
+import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from inference.config import ConfigError, ModelConfig
@@ -54,3 +55,21 @@ def import_object(path: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"cannot import {path!r}: {e}") from e
+
+
+def numpy_rows(inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> List[Any]:
+    """A batch's model inputs as per-example items for a NumPy handler's `run_inference`.
+
+    A stacked [batch, width] array gives its rows; a dict layout {feature: [batch, width]}
+    gives one {feature: row} dict per example.
+    """
+    if isinstance(inputs, Mapping):
+        return [dict(zip(inputs, row)) for row in zip(*inputs.values())]
+    return list(inputs)
+
+
+def stack_rows(batch: Sequence[Any]) -> Union[np.ndarray, Dict[str, np.ndarray]]:
+    """The inverse of `numpy_rows`: per-example items back to one array, or a dict of them."""
+    if len(batch) and isinstance(batch[0], Mapping):
+        return {name: np.stack([example[name] for example in batch]) for name in batch[0]}
+    return np.stack(batch)

@@ -1,0 +1,134 @@
+"""Keras / TensorFlow models on dense tensors, via Beam's TFModelHandlerNumpy.
+
+Two formats:
+  - a `.keras` (or legacy `.h5`) file: Beam's handler loads it with keras' load_model and
+    calls the model on the stacked batch (a dict layout feeds a dict of named inputs);
+  - a SavedModel folder (e.g. `model.export(dir)`): its serving signature is called.
+    options: signature_name (default "serving_default"), tag (default: the SavedModel's).
+    A stacked layout feeds the signature's single input; a dict layout feeds each feature
+    to the signature input of the same name. Outputs keep the signature's output names.
+"""
+import dataclasses
+import functools
+import posixpath
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+from apache_beam.ml.inference import tensorflow_inference, utils
+
+from inference.config import ConfigError, ModelConfig
+from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+
+DEFAULT_SIGNATURE = "serving_default"
+_KERAS_FILES = (".keras", ".h5")
+
+
+def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    device = "/GPU:0" if model.device == "GPU" else "/CPU:0"
+    if posixpath.splitext(path)[1].lower() in _KERAS_FILES:
+        handler = tensorflow_inference.TFModelHandlerNumpy(
+            path, inference_fn=functools.partial(_call_keras_model, device=device))
+    else:  # A subclass of Beam's handler: Keras 3's load_model refuses SavedModel folders.
+        handler = SavedModelSignatureHandler(
+            path, signature_name=_one(model, "signature_name") or DEFAULT_SIGNATURE,
+            tag=_one(model, "tag"), features=model.inputs.features,
+            layout=model.inputs.layout,
+            inference_fn=functools.partial(_call_signature, device=device))
+    return FrameworkHandler(handler, numpy_rows)
+
+
+@dataclasses.dataclass
+class Signature:
+    """A loaded SavedModel's serving function; `module` keeps its variables alive.
+
+    (A plain class: Beam's shared-model cache keeps a weak reference to what load_model
+    returns, which tuples do not allow.)
+    """
+    module: Any
+    function: Any
+    inputs: Mapping[str, tf.TensorSpec]
+
+
+class SavedModelSignatureHandler(tensorflow_inference.TFModelHandlerNumpy):
+    """Beam's TFModelHandlerNumpy loading with tf.saved_model.load.
+
+    Beam loads with tf.keras.models.load_model, which Keras 3 (tf.keras in TF >= 2.16)
+    refuses for SavedModel folders, and load_model_args cannot change the loader: so this
+    thin subclass overrides load_model only, and checks the signature against the inputs.
+    """
+
+    def __init__(self, model_uri: str, *, signature_name: str, tag=None, features=(),
+                 layout: str = "stacked", **kwargs):
+        super().__init__(model_uri, **kwargs)
+        self._signature_name = signature_name
+        self._tag = tag
+        self._features = list(features)
+        self._layout = layout
+
+    def load_model(self) -> Signature:
+        module = tf.saved_model.load(self._model_uri, tags=self._tag)
+        if self._signature_name not in module.signatures:
+            raise ConfigError(f"{self._model_uri!r} has no signature {self._signature_name!r}"
+                              f"; it has {sorted(module.signatures)}: set "
+                              f"options.signature_name")
+        function = module.signatures[self._signature_name]
+        inputs = dict(function.structured_input_signature[1])
+        if self._layout == "dict":
+            unknown = sorted(set(self._features) - set(inputs))
+            if unknown:
+                raise ConfigError(f"features {unknown} are not inputs of signature "
+                                  f"{self._signature_name!r}, whose inputs are "
+                                  f"{sorted(inputs)}: name the features after them")
+        elif len(inputs) != 1:
+            raise ConfigError(f"signature {self._signature_name!r} takes {sorted(inputs)}: "
+                              f"use inputs.layout='dict' with features named after them")
+        return Signature(module, function, inputs)
+
+
+def _call_keras_model(model, batch, inference_args, model_id=None, *, device: str):
+    with tf.device(device):
+        outputs = model(stack_rows(batch), **inference_args)
+    return _results(batch, outputs, model_id)
+
+
+def _call_signature(signature: Signature, batch, inference_args, model_id=None, *,
+                    device: str):
+    stacked = stack_rows(batch)
+    if not isinstance(stacked, dict):
+        stacked = {next(iter(signature.inputs)): stacked}
+    feeds = {name: tf.convert_to_tensor(_as_dtype(value, signature.inputs[name].dtype))
+             for name, value in stacked.items()}
+    with tf.device(device):
+        outputs = signature.function(**feeds, **inference_args)
+    return _results(batch, outputs, model_id)
+
+
+def _results(batch, outputs, model_id):
+    """Per-example results; Beam's default would pair a list of outputs with examples."""
+    if isinstance(outputs, Mapping):
+        outputs = {str(name): _numpy(value) for name, value in outputs.items()}
+    elif isinstance(outputs, (list, tuple)):
+        outputs = list(zip(*[_numpy(value) for value in outputs]))
+    else:
+        outputs = _numpy(outputs)
+    return utils._convert_to_result(batch, outputs, model_id)
+
+
+def _as_dtype(value: np.ndarray, dtype: tf.DType) -> np.ndarray:
+    return value if dtype == tf.string else value.astype(dtype.as_numpy_dtype, copy=False)
+
+
+def _numpy(value) -> np.ndarray:
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def _one(model: ModelConfig, option: str):
+    """An option given as a string or a list of at most one (as TFX's ModelSpec has it)."""
+    value = model.options.get(option)
+    if isinstance(value, (list, tuple)):
+        if len(value) > 1:
+            raise ConfigError(f"model {model.name!r}: options.{option}={value!r}: a Keras "
+                              f"model runs one; give one")
+        value = value[0] if value else None
+    return value or None

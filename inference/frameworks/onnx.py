@@ -1,0 +1,62 @@
+"""ONNX models via Beam's OnnxModelHandlerNumpy (ONNX Runtime).
+
+A stacked layout feeds the model's first input; a dict layout feeds each feature to the
+model input of the same name. Every model output comes back under its ONNX name.
+"""
+import numpy as np
+from apache_beam.ml.inference import onnx_inference
+
+from inference.config import ModelConfig
+from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+
+# ONNX Runtime's input type names -> the NumPy dtype it accepts for them.
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": object,
+}
+
+
+def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if model.device == "GPU"
+                 else ["CPUExecutionProvider"])
+    handler = onnx_inference.OnnxModelHandlerNumpy(path, providers=providers,
+                                                   inference_fn=_run_session)
+    return FrameworkHandler(handler, numpy_rows)
+
+
+def _run_session(session, batch, inference_args=None):
+    """Beam's default feeds the first input and keeps the first output only: this feeds
+    inputs by name and returns {output name: [batch, ...]}, which Beam splits per example."""
+    inputs = {meta.name: meta for meta in session.get_inputs()}
+    stacked = stack_rows(batch)
+    if isinstance(stacked, dict):
+        unknown = sorted(set(stacked) - set(inputs))
+        if unknown:
+            raise ValueError(f"features {unknown} are not inputs of the ONNX model, whose "
+                             f"inputs are {sorted(inputs)}: name the features after them")
+    else:
+        stacked = {next(iter(inputs)): stacked}
+    feeds = {name: _as_input(value, inputs[name].type) for name, value in stacked.items()}
+    feeds.update(inference_args or {})
+    names = [meta.name for meta in session.get_outputs()]
+    return {name: _dense(value) for name, value in zip(names, session.run(names, feeds))}
+
+
+def _as_input(value: np.ndarray, ort_type: str) -> np.ndarray:
+    dtype = _ORT_DTYPES.get(ort_type)
+    return value if dtype is None else value.astype(dtype, copy=False)
+
+
+def _dense(value):
+    """skl2onnx classifiers' default ZipMap output (one {class: probability} dict per
+    example) as a [batch, classes] array; other outputs as they are."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return np.asarray([list(row.values()) for row in value], dtype=np.float32)
+    return value

@@ -1,0 +1,69 @@
+"""TensorRT engines (.engine / .plan / .trt), or ONNX files built into one at load time,
+via Beam's TensorRTEngineHandlerNumPy. Needs an NVIDIA GPU, CUDA and the `tensorrt` and
+`cuda-python` packages on the workers; everything is imported only when a model uses it.
+
+An engine has a fixed input shape: min_batch_size / max_batch_size must fit it (batches
+smaller than the engine's are padded, see `_padded_inference`).
+"""
+import posixpath
+
+import numpy as np
+
+from inference.config import ConfigError, ModelConfig
+from inference.frameworks import FrameworkHandler, numpy_rows
+
+
+def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    tensorrt_inference = _import_tensorrt(model)
+    if not model.max_batch_size:
+        raise ConfigError(f"model {model.name!r}: a TensorRT engine takes batches up to a "
+                          f"fixed size: set max_batch_size to the engine's batch size")
+    batching = dict(min_batch_size=model.min_batch_size or 1,
+                    max_batch_size=model.max_batch_size)
+    if posixpath.splitext(path)[1].lower() == ".onnx":
+        handler = _onnx_handler_class(tensorrt_inference)(
+            onnx_path=path, inference_fn=_padded_inference, **batching)
+    else:
+        handler = tensorrt_inference.TensorRTEngineHandlerNumPy(
+            engine_path=path, inference_fn=_padded_inference, **batching)
+    return FrameworkHandler(handler, numpy_rows)
+
+
+def _import_tensorrt(model: ModelConfig):
+    try:
+        import tensorrt  # noqa: F401
+        from cuda import cuda  # noqa: F401
+        from apache_beam.ml.inference import tensorrt_inference
+    except ImportError as e:
+        raise ConfigError(
+            f"model {model.name!r}: TensorRT needs an NVIDIA GPU with the `tensorrt` package "
+            f"and CUDA (`cuda-python`); this machine lacks them ({e}). Run it on a GPU "
+            f"worker with TensorRT, or run the model's ONNX file with framework='onnx'.") from e
+    return tensorrt_inference
+
+
+def _onnx_handler_class(tensorrt_inference):
+    """Beam's load_model reads `engine_path` only (an ONNX file needs load_onnx +
+    build_engine called by hand): this thin subclass builds the engine at load time."""
+
+    class OnnxTensorRTHandlerNumPy(tensorrt_inference.TensorRTEngineHandlerNumPy):
+        def load_model(self):
+            return self.build_engine(*self.load_onnx())
+
+    return OnnxTensorRTHandlerNumPy
+
+
+def _padded_inference(batch, engine, inference_args=None):
+    """Beam's default copies the engine's whole input buffer from the batch, so a batch
+    smaller than the engine's would be read past its end: pad it, keep the real rows."""
+    from apache_beam.ml.inference import tensorrt_inference
+    binding = engine.inputs[0]
+    full = np.zeros(binding["shape"], binding["dtype"])
+    stacked = np.stack(batch).astype(binding["dtype"], copy=False)
+    if len(stacked) > len(full):
+        raise ValueError(f"a batch of {len(stacked)} exceeds the engine's batch size "
+                         f"{len(full)}: lower max_batch_size")
+    full[:len(stacked)] = stacked.reshape((len(stacked),) + full.shape[1:])
+    results = tensorrt_inference._default_tensorRT_inference_fn(
+        full, engine, inference_args)
+    return list(results)[:len(batch)]

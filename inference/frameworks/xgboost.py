@@ -1,0 +1,57 @@
+"""XGBoost models saved as JSON or UBJ (no pickle), via Beam's XGBoostModelHandlerNumpy.
+
+options:
+  model_class: "classifier" (default, XGBClassifier), "regressor" (XGBRegressor) or
+    "booster" (the raw xgboost.Booster).
+  method: "predict" (default) or "predict_proba" (classifiers).
+"""
+import functools
+
+import numpy as np
+import xgboost
+from apache_beam.ml.inference import xgboost_inference
+from apache_beam.ml.inference.base import PredictionResult
+
+from inference.config import ConfigError, ModelConfig
+from inference.frameworks import FrameworkHandler, numpy_rows
+
+MODEL_CLASSES = {
+    "classifier": xgboost.XGBClassifier,
+    "regressor": xgboost.XGBRegressor,
+    "booster": xgboost.Booster,
+}
+METHODS = ("predict", "predict_proba")
+
+
+def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    options = model.options
+    kind = options.get("model_class", "classifier")
+    method = options.get("method", "predict")
+    if kind not in MODEL_CLASSES:
+        raise ConfigError(f"model {model.name!r}: options.model_class={kind!r}: choose one "
+                          f"of {sorted(MODEL_CLASSES)}")
+    if method not in METHODS or (method == "predict_proba" and kind != "classifier"):
+        raise ConfigError(f"model {model.name!r}: options.method={method!r}: choose "
+                          f"'predict', or 'predict_proba' with model_class='classifier'")
+    if model.inputs.layout != "stacked":
+        raise ConfigError(f"model {model.name!r}: XGBoost models take one array; use "
+                          f"inputs.layout='stacked'")
+    model_class = MODEL_CLASSES[kind]
+    if model.device == "GPU":
+        model_class = (functools.partial(model_class, params={"device": "cuda"})
+                       if kind == "booster" else functools.partial(model_class, device="cuda"))
+    handler = xgboost_inference.XGBoostModelHandlerNumpy(
+        model_class=model_class, model_state=path,
+        inference_fn=functools.partial(_predict, method=method))
+    return FrameworkHandler(handler, numpy_rows)
+
+
+def _predict(batch, model, inference_args=None, *, method: str):
+    """Beam's default calls predict once per element, each a 2-D array; our elements are
+    single rows, so this stacks the batch into one 2-D array and predicts once."""
+    features = np.stack(batch)
+    if isinstance(model, xgboost.Booster):
+        predictions = model.predict(xgboost.DMatrix(features), **(inference_args or {}))
+    else:
+        predictions = getattr(model, method)(features, **(inference_args or {}))
+    return [PredictionResult(x, y) for x, y in zip(batch, predictions)]
