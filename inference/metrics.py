@@ -9,7 +9,10 @@ from typing import Dict, Iterable
 
 from apache_beam.metrics.metric import MetricsFilter
 
+from inference.config import ModelConfig
 from inference.transforms import COUNTERS_NAMESPACE
+
+KEYED_NAMESPACE = "BeamML_KeyedModels"  # Beam's KeyedModelHandler metrics namespace
 
 
 @dataclasses.dataclass
@@ -22,6 +25,7 @@ class ModelFigures:
     failures_by_stage: Dict[str, int] = dataclasses.field(default_factory=dict)
     by_split: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
     model_load_ms: float = 0.0
+    model_loads: int = 0
     mean_batch_size: float = 0.0
     batches: int = 0
     examples_per_sec: float = 0.0
@@ -68,25 +72,34 @@ def _engine_counters(metrics) -> Dict[tuple, int]:
     return totals
 
 
-def _distribution(metrics, namespace: str, name: str) -> tuple:
+def _distribution(metrics, model: ModelConfig, name: str) -> tuple:
+    """(sum, count) of one of RunInference's distributions for `model`.
+
+    A model's own RunInference reports under its handler's namespace; Beam's
+    KeyedModelHandler reports under its own, each name prefixed by the model's first key.
+    """
+    wanted = {(f"RunInference[{model.name}]", name)}
+    if model.keys:
+        wanted.add((KEYED_NAMESPACE, f"{model.keys[0]}-_{name}"))
     total = count = 0
     for result in metrics["distributions"]:
         value = _committed(result)
-        if (value is not None and result.key.metric.namespace == namespace
-                and result.key.metric.name == name):
+        if value is not None and (result.key.metric.namespace,
+                                  result.key.metric.name) in wanted:
             total, count = total + value.sum, count + value.count
     return total, count
 
 
-def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[str],
+def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable[str],
                 seconds: float) -> RunFigures:
-    """Figures per model and split. Every model saw every split's examples."""
+    """Figures per model and split."""
     metrics = pipeline_result.metrics().query(MetricsFilter())
     counters = _engine_counters(metrics)
     splits = list(splits)
     examples_in = {s: counters.get(("examples_in", s), 0) for s in splits}
-    models = {}
-    for name in model_names:
+    figures_by_model = {}
+    for model in models:
+        name = model.name
         figures = ModelFigures()
         for key, value in counters.items():
             if key[0] == "failures" and key[1] == name:
@@ -101,16 +114,16 @@ def run_figures(pipeline_result, model_names: Iterable[str], splits: Iterable[st
             figures.predictions += predicted
             figures.failures += failed
         figures.examples_in = figures.predictions + figures.failures
-        namespace = f"RunInference[{name}]"
         batch_total, figures.batches = _distribution(
-            metrics, namespace, "inference_request_batch_size")
-        load_total, loads = _distribution(metrics, namespace, "load_model_latency_milli_secs")
+            metrics, model, "inference_request_batch_size")
+        load_total, figures.model_loads = _distribution(
+            metrics, model, "load_model_latency_milli_secs")
         figures.mean_batch_size = batch_total / figures.batches if figures.batches else 0.0
-        figures.model_load_ms = load_total / loads if loads else 0.0
+        figures.model_load_ms = load_total / figures.model_loads if figures.model_loads else 0.0
         figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
-        models[name] = figures
+        figures_by_model[name] = figures
     read_failures = {s: counters.get(("failures", "", s, "read"), 0) for s in splits}
     routing_failures = {s: sum(v for k, v in counters.items() if k[0] == "failures"
                                and k[1] == "" and k[2] == s and k[3] != "read")
                         for s in splits}
-    return RunFigures(models, examples_in, read_failures, routing_failures, seconds)
+    return RunFigures(figures_by_model, examples_in, read_failures, routing_failures, seconds)

@@ -100,7 +100,7 @@ class InferExamples(beam.PTransform):
 
     def expand(self, records):
         routing = self._config.routing
-        failures = []
+        outcomes, splits, failures = {}, {}, []
         if routing == "keyed":
             outcomes, unrouted = self._keyed(records)
             failures.append(self._split_failures(unrouted, "SplitFailures[routing]")[
@@ -112,22 +112,20 @@ class InferExamples(beam.PTransform):
             outcomes = {name: self._infer(parts[i], handler, name)
                         for i, (name, handler) in enumerate(self._handlers.items())}
         elif routing == "sequence":
-            outcomes = {}
             for name, handler in self._handlers.items():
-                outcomes[name] = self._infer(records, handler, name)
-                records = (self._split_failures(outcomes[name], f"Next[{name}]").main
-                           | f"Enrich[{name}]" >> beam.Map(routing_lib.enrich,
-                                                           handler.output_names))
+                splits[name] = self._split_failures(self._infer(records, handler, name),
+                                                    f"SplitFailures[{name}]")
+                records = splits[name].main | f"Enrich[{name}]" >> beam.Map(
+                    routing_lib.enrich, handler.output_names)
         else:
             outcomes = {name: self._infer(records, handler, name)
                         for name, handler in self._handlers.items()}
-        predictions = {}
         for name, pcoll in outcomes.items():
-            split = self._split_failures(pcoll, f"SplitFailures[{name}]")
-            predictions[name] = split.main
-            failures.append(split[FAILURES_TAG])
-        return InferenceOutputs(predictions, failures | "FlattenFailures" >> beam.Flatten(
-            pipeline=records.pipeline))
+            splits[name] = self._split_failures(pcoll, f"SplitFailures[{name}]")
+        failures += [split[FAILURES_TAG] for split in splits.values()]
+        return InferenceOutputs({name: split.main for name, split in splits.items()},
+                                failures | "FlattenFailures" >> beam.Flatten(
+                                    pipeline=records.pipeline))
 
     def _split_failures(self, outcomes, label):
         return outcomes | label >> beam.ParDo(_SplitFailures(self._split)).with_outputs(

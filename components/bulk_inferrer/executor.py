@@ -98,7 +98,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         started = time.time()
         result = pipeline.run()
         result.wait_until_finish()
-        figures = metrics.run_figures(result, handlers, split_uris, time.time() - started)
+        figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
             if artifact:
                 _record_figures(artifact, figures)
