@@ -72,7 +72,8 @@ def output_artifact(kind, uri: str):
 
 def beam_context(tmp_path) -> base_beam_executor.BaseBeamExecutor.Context:
     return base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1"], tmp_dir=str(tmp_path / "tmp"))
+        beam_pipeline_args=["--direct_num_workers=1"], tmp_dir=str(tmp_path / "tmp"),
+        unique_id="test")
 
 
 def read_prediction_logs(pattern: str) -> List[prediction_log_pb2.PredictionLog]:
