@@ -67,8 +67,12 @@ def preprocessing_fn(inputs):
     outputs[features.transformed_name(key)] = tf.cast(ids, tf.float32)
 
   # A big tipper tips more than 20% of the fare; no fare means no big tipper.
-  fare = _fill_in_missing(_to_float(inputs[features.FARE_KEY]), 0.0)
-  tips = _fill_in_missing(_to_float(inputs[features.LABEL_KEY]), 0.0)
+  # Compared in whole cents, so float32 rounding cannot decide a tip of exactly
+  # 20%.
+  fare = tf.round(
+      100.0 * _fill_in_missing(_to_float(inputs[features.FARE_KEY]), 0.0))
+  tips = tf.round(
+      100.0 * _fill_in_missing(_to_float(inputs[features.LABEL_KEY]), 0.0))
   outputs[features.TRANSFORMED_LABEL_KEY] = tf.cast(
-      tf.logical_and(fare > 0.0, tips > 0.2 * fare), tf.int64)
+      tf.logical_and(fare > 0.0, 5.0 * tips > fare), tf.int64)
   return outputs

@@ -11,6 +11,8 @@ import os
 import types
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.runners.portability.fn_api_runner import fn_runner
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -58,6 +60,13 @@ def _instance(row, dtypes):
   }
 
 
+def _big_tipper(row):
+  """The label, computed from a raw CSV row without tf.Transform."""
+  fare_cents = round(100 * float(row['fare'] or 0))
+  tips_cents = round(100 * float(row['tips'] or 0))
+  return int(fare_cents > 0 and 5 * tips_cents > fare_cents)
+
+
 def _serialize(instance, dtypes):
   """Serializes a tf.Transform instance dict as a raw tf.Example."""
   feature = {}
@@ -78,8 +87,8 @@ def transformed(tmp_path_factory):
 
   Returns a namespace with `transform_output` (the TFTransformOutput
   directory), `train_files` / `eval_files` (lists of glob patterns like
-  `FnArgs`'), `raw_examples` (serialized raw tf.Examples of the training rows)
-  and `num_train` / `num_eval`.
+  `FnArgs`'), `raw_examples` (serialized raw tf.Examples of the training rows),
+  `raw_labels` (their big-tipper labels) and `num_train` / `num_eval`.
   """
   root = tmp_path_factory.mktemp('transform')
   rows, dtypes = _read_rows(NUM_TRAIN + NUM_EVAL)
@@ -93,7 +102,8 @@ def transformed(tmp_path_factory):
   metadata_io.write_metadata(
       raw_metadata,
       os.path.join(transform_output, tft.TFTransformOutput.RAW_METADATA_DIR))
-  with beam.Pipeline(runner='DirectRunner') as pipeline:
+  # FnApiRunner directly: DirectRunner would first try to download Prism.
+  with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
     with tft_beam.Context(temp_dir=str(root / 'tmp')):
       train = pipeline | 'Train' >> beam.Create(instances[:NUM_TRAIN])
       evaluation = pipeline | 'Eval' >> beam.Create(instances[NUM_TRAIN:])
@@ -119,5 +129,6 @@ def transformed(tmp_path_factory):
       train_files=[str(root / 'Split-train' / '*')],
       eval_files=[str(root / 'Split-eval' / '*')],
       raw_examples=[_serialize(i, dtypes) for i in instances[:NUM_TRAIN]],
+      raw_labels=np.array([_big_tipper(row) for row in rows[:NUM_TRAIN]]),
       num_train=NUM_TRAIN,
       num_eval=NUM_EVAL)
