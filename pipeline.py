@@ -51,13 +51,14 @@ def create_pipeline(
             train_args=tfx.proto.TrainArgs(num_steps=train_num_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=eval_num_steps),
         ).with_id(f"Trainer.{framework}")
-        # A model whose signature parses raw examples reads ExampleGen's output, as TFX's
-        # BulkInferrer does; the others read Transform's transformed examples.
-        raw = framework == "keras"
+        # Every inferrer scores raw examples. The Keras SavedModel applies the Transform
+        # graph inside its signature (TFX's BulkInferrer path); for the other frameworks
+        # the component applies the same graph (`transform_graph`) before the model.
         inferrer = BulkInferrer(
-            examples=example_gen.outputs["examples"] if raw
-            else transform.outputs["transformed_examples"],
+            examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
+            transform_graph=None if framework == "keras"
+            else transform.outputs["transform_graph"],
             data_spec=data_spec,
             inference_config=config.inference_config(framework),
         ).with_id(f"BulkInferrer.{framework}")

@@ -50,11 +50,16 @@ def render(metadata_path: str, pipeline_name: str) -> str:
         outputs = [e.artifact_id for e in events
                    if e.type in (metadata_store_pb2.Event.OUTPUT,
                                  metadata_store_pb2.Event.DECLARED_OUTPUT)]
-        for artifact in store.get_artifacts_by_id(outputs):
-            if "models" in artifact.custom_properties:
-                inference_outputs.append((node, state, artifact))
+        artifacts = store.get_artifacts_by_id(outputs)
+        types = {t.id: t.name for t in store.get_artifact_types_by_id(
+            list({a.type_id for a in artifacts}))}
+        dead_letters = [a.uri for a in artifacts if types[a.type_id] == "InferenceFailures"]
+        for artifact in artifacts:
+            if "models" in artifact.custom_properties and types[
+                    artifact.type_id] != "InferenceFailures":
+                inference_outputs.append((node, state, artifact, dead_letters))
     lines += ["", "Inference (per model):"]
-    for node, state, artifact in inference_outputs:
+    for node, state, artifact, dead_letters in inference_outputs:
         props = artifact.custom_properties
         cached = " (cached: figures from the run that made it)" if state == "CACHED" else ""
         lines.append(f"  {node}{cached}")
@@ -69,5 +74,7 @@ def render(metadata_path: str, pipeline_name: str) -> str:
                 f"mean batch {value('mean_batch_size'):.0f}, "
                 f"model load {value('model_load_ms'):.0f} ms")
         lines.append(f"    outputs: {artifact.uri}")
+        for uri in dead_letters:
+            lines.append(f"    dead letters: {uri}")
     lines += ["", f"ML Metadata store: {metadata_path}"]
     return "\n".join(lines)

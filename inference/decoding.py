@@ -166,3 +166,50 @@ def decoded_features(spec_list: List[InputSpec]) -> List[str]:
     for spec in spec_list:
         seen.update(dict.fromkeys(spec.features))
     return list(seen)
+
+
+class TransformDecoder:
+    """Decodes raw serialized tf.Examples and applies a tf.Transform graph, per batch.
+
+    Scores raw data with exactly the training transform: the records are parsed with the
+    transform's raw feature spec and go through `TFTransformOutput.transform_raw_features`
+    in one traced TensorFlow call per batch. Columns are the transformed features.
+    """
+
+    def __init__(self, transform_output_dir: str, features: Sequence[str] = ()):
+        self._dir = transform_output_dir
+        self._features = list(features)
+        self._fn = None
+
+    def _build(self):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+
+        output = tft.TFTransformOutput(self._dir)
+        spec = output.raw_feature_spec()
+        wanted = self._features
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def transform(records):
+            raw = tf.io.parse_example(records, spec)
+            transformed = output.transform_raw_features(raw, drop_unused_features=True)
+            return {k: v for k, v in transformed.items() if not wanted or k in wanted}
+
+        return transform
+
+    def __call__(self, records: Sequence[bytes]) -> Columns:
+        if self._fn is None:
+            self._fn = self._build()
+        columns = {}
+        for name, tensor in self._fn(list(records)).items():
+            if hasattr(tensor, "indices"):  # SparseTensor: values and per-row counts
+                rows = tensor.indices.numpy()[:, 0]
+                lengths = np.bincount(rows, minlength=int(tensor.dense_shape[0]))
+                columns[name] = Column(tensor.values.numpy(), lengths,
+                                       np.zeros(len(lengths), dtype=bool))
+            else:
+                columns[name] = column_from_dense(tensor.numpy())
+        return columns
+
+    def __getstate__(self):
+        return {"_dir": self._dir, "_features": self._features, "_fn": None}

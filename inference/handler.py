@@ -151,12 +151,14 @@ def _inference(result: Any) -> Any:
     return result.inference if isinstance(result, PredictionResult) else result
 
 
-def create_handler(model: ModelConfig, uri: Optional[str] = None,
-                   schema=None) -> ExampleModelHandler:
+def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
+                   transform_output_dir: Optional[str] = None) -> ExampleModelHandler:
     """The handler for `model`, with its framework detected from `uri` when not set.
 
     schema: the examples' tensorflow_metadata Schema, when known; decoding then follows it
       (and skips features no model reads). Without one, types come from the data.
+    transform_output_dir: a tf.Transform output; the records are then raw examples, and
+      the model reads their transformed features.
     """
     framework, path = detection.resolve(uri or model.uri, model.framework)
     model = dataclasses.replace(model, framework=framework, uri=path)
@@ -164,6 +166,9 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None,
     if built.to_examples is not None and not model.inputs.features:
         raise ConfigError(f"model {model.name!r} ({framework}) needs inputs.features: the "
                           f"features it takes, in order")
-    decoder = (decoding.ExampleDecoder(schema, model.inputs.features)
-               if built.to_examples is not None else None)
+    decoder = None
+    if built.to_examples is not None:
+        decoder = (decoding.TransformDecoder(transform_output_dir, model.inputs.features)
+                   if transform_output_dir else
+                   decoding.ExampleDecoder(schema, model.inputs.features))
     return ExampleModelHandler(model, built, decoder)

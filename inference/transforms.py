@@ -24,13 +24,16 @@ def failures_counter(model_name: str, split: str, stage: str) -> str:
 
 
 def create_handlers(config: InferenceConfig, model_uris: Mapping[str, str],
-                    schema=None) -> Dict[str, ExampleModelHandler]:
+                    schema=None, transform_output_dir: Optional[str] = None
+                    ) -> Dict[str, ExampleModelHandler]:
     """One ExampleModelHandler per configured model, frameworks detected, by model name.
 
     model_uris: model name -> path, for models whose configuration leaves `uri` empty.
+    schema, transform_output_dir: how records are decoded (see `create_handler`).
     """
     config.validate()
-    return {m.name: create_handler(m, model_uris.get(m.name) or m.uri, schema)
+    return {m.name: create_handler(m, model_uris.get(m.name) or m.uri, schema,
+                                   transform_output_dir)
             for m in config.models}
 
 

@@ -22,6 +22,8 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         framework detected.
       schema: the examples' Schema, which makes decoding schema-driven and lets the
         model inputs be checked against the features before any work starts.
+      transform_graph: Transform's output: the examples are then raw, and every
+        non-TensorFlow model reads them transformed by exactly the training transform.
       max_failure_fraction: records that cannot be inferred go to the `failures` output
         (dead letters, always written); if more than this share of any model's inputs
         fail, the component fails, saying how many failed, where, and why.
@@ -53,6 +55,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
                                                 data_types.RuntimeParameter]] = None,
             inference_config: Optional[Union[InferenceConfig, str]] = None,
             schema: Optional[types.BaseChannel] = None,
+            transform_graph: Optional[types.BaseChannel] = None,
             max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION):
         if isinstance(inference_config, InferenceConfig):
             inference_config = inference_config.validate().to_json()
@@ -70,6 +73,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             model=model,
             model_blessing=model_blessing,
             schema=schema,
+            transform_graph=transform_graph,
             data_spec=data_spec or bulk_inferrer_pb2.DataSpec(),
             model_spec=model_spec or bulk_inferrer_pb2.ModelSpec(),
             output_example_spec=output_example_spec,

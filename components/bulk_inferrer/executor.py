@@ -6,6 +6,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
+import tensorflow_transform as tft
 from absl import logging
 from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
@@ -41,9 +42,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = _inference_config(exec_properties)
         model_uris = _model_uris(config, input_dict.get(spec.MODEL_KEY, []))
         schema = _schema(input_dict)
-        if schema is not None:
-            _check_features(config, schema)
-        handlers = create_handlers(config, model_uris, schema)
+        transform_graph = input_dict.get(spec.TRANSFORM_GRAPH_KEY)
+        transform_dir = artifact_utils.get_single_uri(transform_graph) if transform_graph else None
+        if transform_dir:
+            _check_features(config, tft.TFTransformOutput(transform_dir)
+                            .transformed_feature_spec(), "Transform's outputs")
+        elif schema is not None:
+            _check_features(config, [f.name for f in schema.feature], "the examples' schema")
+        handlers = create_handlers(config, model_uris, schema, transform_dir)
         data_spec = _proto(exec_properties, spec.DATA_SPEC_KEY, bulk_inferrer_pb2.DataSpec())
         examples = input_dict[spec.EXAMPLES_KEY]
         payload_format, _ = tfxio_utils.resolve_payload_format_and_data_view_uri(examples)
@@ -157,14 +163,14 @@ def _schema(input_dict) -> Optional[Any]:
         io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema)))
 
 
-def _check_features(config: InferenceConfig, schema):
-    """Model inputs must be features of the examples: say which are not, up front."""
-    available = {f.name for f in schema.feature}
+def _check_features(config: InferenceConfig, available, source: str):
+    """Model inputs must be available features: say which are not, up front."""
+    available = set(available)
     problems = [f"model {m.name!r} reads {sorted(set(m.inputs.features) - available)}"
                 for m in config.models if set(m.inputs.features) - available]
     if problems:
-        raise ValueError("model inputs do not match the examples' schema: "
-                         + "; ".join(problems) + f". The schema has {sorted(available)}")
+        raise ValueError(f"model inputs do not match {source}: " + "; ".join(problems)
+                         + f". Available: {sorted(available)}")
 
 
 def _split_uris(examples: List[types.Artifact], data_spec) -> Dict[str, str]:

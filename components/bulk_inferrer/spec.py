@@ -13,6 +13,7 @@ MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
 # Inputs added here.
 SCHEMA_KEY = "schema"
+TRANSFORM_GRAPH_KEY = "transform_graph"
 
 # Parameters (as in TFX's BulkInferrer).
 MODEL_SPEC_KEY = "model_spec"
@@ -62,6 +63,8 @@ class BulkInferrerSpec(ComponentSpec):
         MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
                                              optional=True),
         SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
+                                              optional=True),
     }
     OUTPUTS = {
         INFERENCE_RESULT_KEY: ChannelParameter(type=standard_artifacts.InferenceResult,

@@ -1,0 +1,115 @@
+"""The whole pipeline under LocalDagRunner on a sample of the taxi data, run twice."""
+import os
+
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+
+import pipeline
+from components import run_summary
+from template import config
+from tests import helpers
+
+SAMPLE_ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = root / "data"
+    data.mkdir()
+    with open(os.path.join(config.DATA_PATH, "data.csv")) as src:
+        lines = [line for _, line in zip(range(SAMPLE_ROWS + 1), src)]
+    (data / "data.csv").write_text("".join(lines))
+    metadata_path = str(root / "metadata.db")
+
+    def run():
+        tfx.orchestration.LocalDagRunner().run(pipeline.create_pipeline(
+            pipeline_name="test-pipeline",
+            pipeline_root=str(root / "pipeline_root"),
+            data_path=str(data),
+            frameworks=("keras", "pytorch"),
+            train_num_steps=20,
+            eval_num_steps=5,
+            beam_pipeline_args=config.LOCAL_BEAM_PIPELINE_ARGS,
+            metadata_connection_config=(
+                tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))))
+        return run_summary.render(metadata_path, "test-pipeline")
+
+    first = run()
+    return metadata_path, first, run()
+
+
+def _states(metadata_path):
+    store = run_summary._store(metadata_path)
+    return {node: (state, execution) for node, state, execution in
+            run_summary.node_states(store, run_summary.latest_run(store, "test-pipeline"))}, store
+
+
+def test_every_component_completes_and_summary_reports_models(local_run):
+    metadata_path, first_summary, _ = local_run
+    for model in ("keras", "pytorch"):
+        assert f"BulkInferrer.{model}" in first_summary
+        assert f"{model}: " in first_summary and " 0 failures" in first_summary
+    assert metadata_path in first_summary
+
+
+def test_second_run_reuses_the_store_and_shows_cached_steps(local_run):
+    metadata_path, _, second_summary = local_run
+    states, _ = _states(metadata_path)
+    expected = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+                "Trainer.keras", "Trainer.pytorch", "BulkInferrer.keras",
+                "BulkInferrer.pytorch"}
+    assert set(states) == expected
+    assert all(state in ("COMPLETE", "CACHED") for state, _ in states.values())
+    assert "CACHED" in second_summary
+
+
+def test_one_prediction_per_eval_example_for_each_model(local_run):
+    metadata_path, _, _ = local_run
+    store = run_summary._store(metadata_path)
+    by_type = {t.id: t.name for t in store.get_artifact_types()}
+    examples = [a for a in store.get_artifacts() if by_type[a.type_id] == "Examples"
+                and "CsvExampleGen" in a.uri]
+    eval_count = sum(1 for _ in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(f"{examples[0].uri}/Split-eval/*"), compression_type="GZIP"))
+    results = [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"]
+    assert {a.custom_properties["models"].string_value for a in results} == {"keras",
+                                                                             "pytorch"}
+    for artifact in results:
+        logs = helpers.read_prediction_logs(f"{artifact.uri}/prediction_logs-*.gz")
+        assert len(logs) == eval_count
+        assert artifact.custom_properties["predictions"].int_value == eval_count
+        assert artifact.custom_properties["failures"].int_value == 0
+
+
+def test_raw_examples_through_transform_graph_match_transformed_examples(local_run):
+    """BulkInferrer.pytorch scores raw examples with the Transform graph; the same model on
+    Transform's own transformed examples gives the same predictions."""
+    import numpy as np
+    import torch
+
+    from template import features
+
+    metadata_path, _, _ = local_run
+    store = run_summary._store(metadata_path)
+    by_type = {t.id: t.name for t in store.get_artifact_types()}
+    artifacts = store.get_artifacts()
+    transformed = [a for a in artifacts if by_type[a.type_id] == "Examples"
+                   and "/Transform/" in a.uri][0]
+    model = [a for a in artifacts if by_type[a.type_id] == "Model"
+             and "/Trainer.pytorch/" in a.uri][0]
+    result = [a for a in artifacts if by_type[a.type_id] == "InferenceResult"
+              and "/BulkInferrer.pytorch/" in a.uri][0]
+    spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features.MODEL_FEATURES}
+    files = tf.io.gfile.glob(f"{transformed.uri}/Split-eval/*")
+    parsed = [tf.io.parse_single_example(r, spec)
+              for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    x = np.array([[p[n].numpy() for n in features.MODEL_FEATURES] for p in parsed],
+                 dtype=np.float32)
+    module = torch.jit.load(f"{model.uri}/Format-Serving/model.pt")
+    expected = np.sort(module(torch.from_numpy(x)).detach().numpy().reshape(-1))
+    logs = helpers.read_prediction_logs(f"{result.uri}/prediction_logs-*.gz")
+    got = np.sort([tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item()
+                   for log in logs])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
