@@ -80,6 +80,13 @@ class ModelConfig:
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     # Keyed routing: the values of InferenceConfig.routing_feature this model serves.
     keys: List[str] = dataclasses.field(default_factory=list)
+    # User functions, as "package.module.fn" or "path/to/module_file.py:fn":
+    #   preprocess_fn(inputs) -> inputs: on a batch's model inputs (the stacked array or
+    #     dict of arrays InputSpec gives), before the model;
+    #   postprocess_fn(result: PredictionResult) -> PredictionResult: on each record's
+    #     result, e.g. class ids to label names.
+    preprocess_fn: str = ""
+    postprocess_fn: str = ""
 
     def batching_kwargs(self) -> Dict[str, Any]:
         """The batching and memory controls, as Beam ModelHandler constructor kwargs."""

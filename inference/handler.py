@@ -34,6 +34,10 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
         self._to_examples = framework.to_examples
         self._decoder = decoder
         self._mapping = decoding.InputMapping(model.inputs)
+        self._preprocess = (frameworks.import_object(model.preprocess_fn)
+                            if model.preprocess_fn else None)
+        self._postprocess = (frameworks.import_object(model.postprocess_fn)
+                             if model.postprocess_fn else None)
 
     @property
     def model_name(self) -> str:
@@ -60,7 +64,13 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
         """The batch's inputs as the framework's handler takes them."""
         if not self.decodes:
             return list(records)
-        return self._to_examples(self._mapping(self._decoder(records)))
+        return self._prepare(self._decoder(records))
+
+    def _prepare(self, columns: decoding.Columns) -> Any:
+        inputs = self._mapping(columns)
+        if self._preprocess is not None:
+            inputs = self._preprocess(inputs)
+        return self._to_examples(inputs)
 
     def run_inference(self, batch: Sequence[bytes], model: Any,
                       inference_args: Optional[Dict[str, Any]] = None):
@@ -82,7 +92,13 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
     def _infer(self, records, positions, model, inference_args, out):
         batch = [records[i] for i in positions]
         try:
-            inputs = self.model_inputs(batch)
+            inputs = self._decoder(batch) if self.decodes else batch
+        except Exception as e:  # pylint: disable=broad-except
+            self._split_or_fail("decode", e, records, positions, model, inference_args, out)
+            return
+        try:
+            if self.decodes:
+                inputs = self._prepare(inputs)
         except decoding.InputError as e:
             bad = set(range(len(positions)) if e.rows is None else e.rows.tolist())
             for i in bad:
@@ -92,7 +108,8 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
                 self._infer(records, rest, model, inference_args, out)
             return
         except Exception as e:  # pylint: disable=broad-except
-            self._split_or_fail("decode", e, records, positions, model, inference_args, out)
+            self._split_or_fail("preprocess", e, records, positions, model, inference_args,
+                                out)
             return
         try:
             inferred = list(self._inner.run_inference(inputs, model, inference_args))
@@ -104,8 +121,16 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
                                 out)
             return
         for position, result in zip(positions, inferred):
-            out[position] = PredictionResult(records[position], _inference(result),
-                                             self.model_name)
+            out[position] = self._finish(
+                PredictionResult(records[position], _inference(result), self.model_name))
+
+    def _finish(self, result: PredictionResult) -> PredictionResult:
+        if self._postprocess is None:
+            return result
+        try:
+            return self._postprocess(result)
+        except Exception as e:  # pylint: disable=broad-except
+            return self._failure("postprocess", e, result.example)
 
     def _split_or_fail(self, stage, error, records, positions, model, inference_args, out):
         if len(positions) == 1:

@@ -47,7 +47,10 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
 
 
 def import_object(path: str) -> Any:
-    """`package.module.Name` (or `package.module:Name`) -> the object it names."""
+    """`package.module.Name`, `package.module:Name` or `path/to/file.py:Name` (a module
+    file, as TFX components take `module_file`; local or gs://) -> the object it names."""
+    if ".py:" in path:
+        return _from_module_file(*path.rsplit(":", 1))
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     if not module_name:
         raise ConfigError(f"{path!r} is not an import path like 'package.module.Name'")
@@ -55,6 +58,21 @@ def import_object(path: str) -> Any:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"cannot import {path!r}: {e}") from e
+
+
+def _from_module_file(file_path: str, attr: str) -> Any:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    try:
+        with tf.io.gfile.GFile(file_path) as f:
+            source = f.read()
+    except tf.errors.OpError as e:
+        raise ConfigError(f"cannot read module file {file_path!r}: {e}") from e
+    namespace: Dict[str, Any] = {"__name__": f"user_module_{abs(hash(file_path))}",
+                                 "__file__": file_path}
+    exec(compile(source, file_path, "exec"), namespace)  # pylint: disable=exec-used
+    if attr not in namespace:
+        raise ConfigError(f"module file {file_path!r} defines no {attr!r}")
+    return namespace[attr]
 
 
 def numpy_rows(inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> List[Any]:

@@ -1,0 +1,222 @@
+"""Predictions as rows: JSON objects (Pub/Sub) and typed BigQuery rows, one schema for both.
+
+A row holds one record's prediction by one model:
+
+    {"model": "pytorch", "event_time": "2024-05-01T12:00:00.000000Z",   # the model's name
+     "fare": 12.5, "company": "Flash Cab",                               # selected features
+     "output_0": 0.83, "embedding": [0.1, 0.2, ...]}                     # the model's outputs
+
+`RowSpec` says which features are copied from the record and how each output is typed:
+FLOAT (one value) or ARRAY<FLOAT> (a REPEATED FLOAT column), or INTEGER / STRING / BOOLEAN
+and their ARRAY<...> forms. `bigquery_schema()` is the matching explicit BigQuery
+`TableSchema`; `to_row()` encodes a `PredictionResult` (or a tfx_bsl `PredictionLog`) as
+a row of that schema; `to_json()` as the bytes of a Pub/Sub message.
+"""
+import dataclasses
+import datetime
+import json
+import math
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from apache_beam.ml.inference.base import PredictionResult
+from tensorflow_serving.apis import prediction_log_pb2
+
+from inference.config import InferenceConfig
+from inference.encoding import named_outputs
+
+TYPES = ("FLOAT", "INTEGER", "STRING", "BOOLEAN")
+_FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+                    r"(?::(?:(?P<array>ARRAY)(?:<(?P<item>[A-Z]+)>)?|(?P<type>[A-Z]+)))?$")
+
+
+class RowError(ValueError):
+    """A record or prediction that does not fit the row schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One column: a name, a BigQuery type, and whether it holds an array (REPEATED)."""
+    name: str
+    type: str = "FLOAT"
+    repeated: bool = False
+
+    def __post_init__(self):
+        if self.type not in TYPES:
+            raise ValueError(f"field {self.name!r}: type {self.type!r} is not one of {TYPES}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Field":
+        """`name`, `name:FLOAT`, `name:ARRAY` (= ARRAY<FLOAT>), `name:ARRAY<INTEGER>`, ..."""
+        name, _, kind = text.strip().partition(":")
+        match = _FIELD.match(f"{name.strip()}:{kind.strip().upper()}" if kind else name.strip())
+        if not match:
+            raise ValueError(f"bad field {text!r}: want name, name:TYPE or name:ARRAY<TYPE> "
+                             f"with TYPE one of {TYPES}")
+        if match.group("array"):
+            return cls(match.group("name"), match.group("item") or "FLOAT", True)
+        return cls(match.group("name"), match.group("type") or "FLOAT", False)
+
+    def bigquery_field(self):
+        from apache_beam.io.gcp.internal.clients import bigquery  # pylint: disable=import-outside-toplevel
+        field = bigquery.TableFieldSchema()
+        field.name = self.name
+        field.type = self.type
+        field.mode = "REPEATED" if self.repeated else "NULLABLE"
+        return field
+
+    def convert(self, values: Sequence[Any], what: str) -> Any:
+        """`values` (a flat sequence) as this field's value: a scalar or a list."""
+        converted = [_convert(v, self.type) for v in values]
+        if self.repeated:
+            return converted
+        if not converted:
+            return None
+        if len(converted) != 1:
+            raise RowError(f"{what} {self.name!r} has {len(converted)} values; declare it "
+                           f"as {self.name}:ARRAY<{self.type}> to keep them all")
+        return converted[0]
+
+
+def _convert(value: Any, kind: str) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind == "FLOAT":
+        return float(value)
+    if kind == "INTEGER":
+        return int(value)
+    if kind == "BOOLEAN":
+        return bool(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclasses.dataclass
+class RowSpec:
+    """The row layout: model name, event time, selected features, typed outputs.
+
+    features: fields copied from each input tf.Example (a missing feature is null / []).
+    outputs: the model outputs, by name (`output_0`, ... for unnamed outputs, see
+      `inference.encoding.named_outputs`); None keeps every output, as a number when it
+      holds one value and a list otherwise (JSON only: BigQuery needs declared outputs).
+    """
+    features: List[Field] = dataclasses.field(default_factory=list)
+    outputs: Optional[List[Field]] = None
+    model_field: str = "model"
+    time_field: Optional[str] = "event_time"
+
+    @classmethod
+    def parse(cls, features: str = "", outputs: Optional[str] = None) -> "RowSpec":
+        """From comma-separated fields, e.g. features="fare,company:STRING",
+        outputs="output_0:FLOAT,embedding:ARRAY<FLOAT>"."""
+        def fields(text):
+            return [Field.parse(part) for part in text.split(",") if part.strip()]
+        return cls(fields(features), None if outputs is None else fields(outputs))
+
+    @classmethod
+    def for_config(cls, config: InferenceConfig) -> "RowSpec":
+        """Default rows: every model's input features (FLOAT), outputs kept as they come."""
+        names = []
+        for model in config.models:
+            names += [n for n in model.inputs.features if n not in names]
+        return cls(features=[Field(n) for n in names])
+
+    def fields(self) -> List[Field]:
+        if self.outputs is None:
+            raise RowError("the row outputs are not declared: give them (e.g. "
+                           "'output_0:FLOAT') to build a BigQuery schema")
+        names = [self.model_field] + ([self.time_field] if self.time_field else [])
+        names += [f.name for f in self.features] + [f.name for f in self.outputs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RowError(f"row fields {duplicates} are declared twice")
+        return list(self.features) + list(self.outputs)
+
+    def bigquery_schema(self):
+        """The explicit BigQuery `TableSchema` of these rows."""
+        from apache_beam.io.gcp.internal.clients import bigquery  # pylint: disable=import-outside-toplevel
+        schema = bigquery.TableSchema()
+        model = bigquery.TableFieldSchema()
+        model.name, model.type, model.mode = self.model_field, "STRING", "REQUIRED"
+        schema.fields.append(model)
+        if self.time_field:
+            when = bigquery.TableFieldSchema()
+            when.name, when.type, when.mode = self.time_field, "TIMESTAMP", "NULLABLE"
+            schema.fields.append(when)
+        for field in self.fields():
+            schema.fields.append(field.bigquery_field())
+        return schema
+
+    def to_row(self, result: PredictionResult, output_names: Sequence[str] = (),
+               timestamp: Optional[float] = None) -> Dict[str, Any]:
+        """The row of one record's prediction. Raises RowError when it does not fit."""
+        row: Dict[str, Any] = {self.model_field: result.model_id or ""}
+        if self.time_field:
+            row[self.time_field] = _iso(timestamp) if timestamp is not None else None
+        feature = _features(result.example) if self.features else {}
+        for field in self.features:
+            row[field.name] = field.convert(_feature_values(feature.get(field.name)),
+                                            "feature")
+        outputs = _outputs(result.inference, output_names)
+        if self.outputs is None:
+            for name, value in outputs.items():
+                flat = value.reshape(-1).tolist()
+                row[name] = flat[0] if value.size == 1 else flat
+                if isinstance(row[name], bytes):
+                    row[name] = row[name].decode("utf-8", "replace")
+            return row
+        for field in self.outputs:
+            value = outputs.get(field.name)
+            row[field.name] = field.convert(
+                [] if value is None else value.reshape(-1).tolist(), "output")
+        return row
+
+
+def to_json(row: Mapping[str, Any]) -> bytes:
+    """A row as the UTF-8 JSON bytes of a Pub/Sub message (NaN and infinities -> null)."""
+    return json.dumps(_finite(dict(row)), sort_keys=True, allow_nan=False).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(float(seconds), datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _features(record: Any) -> Mapping[str, tf.train.Feature]:
+    if not isinstance(record, bytes):
+        raise RowError(f"the record is a {type(record).__name__}, not a serialized tf.Example")
+    try:
+        return tf.train.Example.FromString(record).features.feature
+    except Exception as e:  # pylint: disable=broad-except
+        raise RowError(f"the record is not a serialized tf.Example: {e}") from e
+
+
+def _feature_values(feature: Optional[tf.train.Feature]) -> list:
+    if feature is None:
+        return []
+    kind = feature.WhichOneof("kind")
+    return list(getattr(feature, kind).value) if kind else []
+
+
+def _outputs(inference: Any, output_names: Sequence[str]) -> Dict[str, np.ndarray]:
+    if isinstance(inference, prediction_log_pb2.PredictionLog):
+        if inference.WhichOneof("log_type") != "predict_log":
+            raise RowError(f"cannot make rows of a {inference.WhichOneof('log_type')}")
+        # One record per log: drop the batch dim of 1.
+        return {name: tf.make_ndarray(tensor)[0]
+                for name, tensor in inference.predict_log.response.outputs.items()}
+    try:
+        return named_outputs(inference, output_names)
+    except ValueError as e:
+        raise RowError(str(e)) from e
