@@ -7,9 +7,10 @@ from typing import List, Optional, Sequence
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.proto import bulk_inferrer_pb2
+from tfx.types import channel_utils
 
 from components import BulkInferrer
-from template import config
+from template import config, models
 
 
 def create_pipeline(
@@ -20,15 +21,25 @@ def create_pipeline(
         train_num_steps: int = 1000,
         eval_num_steps: int = 100,
         inference_splits: Sequence[str] = ("eval",),
+        patterns: Sequence[str] = (),
         beam_pipeline_args: Optional[List[str]] = None,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
         enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """The TFX pipeline that trains one model per framework and runs bulk inference."""
-    unknown = sorted(set(frameworks) - set(config.TRAINER_MODULES))
+    """The TFX pipeline that trains one model per framework and runs bulk inference.
+
+    patterns: multi-model BulkInferrers to add ("ab", "keyed", "sequence"; see
+      template/models.py); they combine the PyTorch and scikit-learn models, which are
+      then trained too.
+    """
+    unknown = sorted(set(frameworks) - set(config.TRAINER_MODULES)) + sorted(
+        set(patterns) - set(models.PATTERNS))
     if unknown:
-        raise ValueError(f"no trainer for framework(s) {unknown}; "
-                         f"known: {sorted(config.TRAINER_MODULES)}")
+        raise ValueError(f"unknown framework(s) or pattern(s) {unknown}; known: "
+                         f"{sorted(config.TRAINER_MODULES)}, {sorted(models.PATTERNS)}")
+    if patterns:
+        frameworks = list(frameworks) + [f for f in models.PATTERN_FRAMEWORKS
+                                         if f not in frameworks]
     example_gen = tfx.components.CsvExampleGen(input_base=data_path)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
@@ -42,6 +53,7 @@ def create_pipeline(
     components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
 
     data_spec = bulk_inferrer_pb2.DataSpec(example_splits=list(inference_splits))
+    trained = {}
     for framework in frameworks:
         trainer = tfx.components.Trainer(
             run_fn=config.TRAINER_MODULES[framework],
@@ -51,6 +63,7 @@ def create_pipeline(
             train_args=tfx.proto.TrainArgs(num_steps=train_num_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=eval_num_steps),
         ).with_id(f"Trainer.{framework}")
+        trained[framework] = trainer.outputs["model"]
         # Every inferrer scores raw examples. The Keras SavedModel applies the Transform
         # graph inside its signature (TFX's BulkInferrer path); for the other frameworks
         # the component applies the same graph (`transform_graph`) before the model.
@@ -60,9 +73,19 @@ def create_pipeline(
             transform_graph=None if framework == "keras"
             else transform.outputs["transform_graph"],
             data_spec=data_spec,
-            inference_config=config.inference_config(framework),
+            inference_config=models.single(framework),
         ).with_id(f"BulkInferrer.{framework}")
         components += [trainer, inferrer]
+    for pattern in patterns:
+        # Several Model artifacts reach one component through a union of channels; each
+        # model's configuration names the Trainer whose model it takes.
+        components.append(BulkInferrer(
+            examples=example_gen.outputs["examples"],
+            model=channel_utils.union([trained[f] for f in models.PATTERN_FRAMEWORKS]),
+            transform_graph=transform.outputs["transform_graph"],
+            data_spec=data_spec,
+            inference_config=models.PATTERNS[pattern](),
+        ).with_id(f"BulkInferrer.{pattern}"))
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

@@ -29,6 +29,7 @@ def local_run(tmp_path_factory):
             pipeline_root=str(root / "pipeline_root"),
             data_path=str(data),
             frameworks=("keras", "pytorch"),
+            patterns=("ab", "keyed", "sequence"),
             train_num_steps=20,
             eval_num_steps=5,
             beam_pipeline_args=config.LOCAL_BEAM_PIPELINE_ARGS,
@@ -58,8 +59,9 @@ def test_second_run_reuses_the_store_and_shows_cached_steps(local_run):
     metadata_path, _, second_summary = local_run
     states, _ = _states(metadata_path)
     expected = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-                "Trainer.keras", "Trainer.pytorch", "BulkInferrer.keras",
-                "BulkInferrer.pytorch"}
+                "Trainer.keras", "Trainer.pytorch", "Trainer.sklearn", "BulkInferrer.keras",
+                "BulkInferrer.pytorch", "BulkInferrer.sklearn", "BulkInferrer.ab",
+                "BulkInferrer.keyed", "BulkInferrer.sequence"}
     assert set(states) == expected
     assert all(state in ("COMPLETE", "CACHED") for state, _ in states.values())
     assert "CACHED" in second_summary
@@ -73,9 +75,10 @@ def test_one_prediction_per_eval_example_for_each_model(local_run):
                 and "CsvExampleGen" in a.uri]
     eval_count = sum(1 for _ in tf.data.TFRecordDataset(
         tf.io.gfile.glob(f"{examples[0].uri}/Split-eval/*"), compression_type="GZIP"))
-    results = [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"]
-    assert {a.custom_properties["models"].string_value for a in results} == {"keras",
-                                                                             "pytorch"}
+    results = [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"
+               and a.custom_properties["models"].string_value in ("keras", "pytorch",
+                                                                   "sklearn")]
+    assert len(results) == 3
     for artifact in results:
         logs = helpers.read_prediction_logs(f"{artifact.uri}/prediction_logs-*.gz")
         assert len(logs) == eval_count
@@ -113,3 +116,36 @@ def test_raw_examples_through_transform_graph_match_transformed_examples(local_r
     got = np.sort([tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item()
                    for log in logs])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _pattern_result(metadata_path, pattern):
+    store = run_summary._store(metadata_path)
+    by_type = {t.id: t.name for t in store.get_artifact_types()}
+    return [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"
+            and f"/BulkInferrer.{pattern}/" in a.uri][0]
+
+
+def _count(path_pattern):
+    files = tf.io.gfile.glob(path_pattern)
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+
+
+@pytest.mark.parametrize("pattern", ["ab", "keyed", "sequence"])
+def test_template_patterns_account_for_every_example(local_run, pattern):
+    metadata_path, _, _ = local_run
+    result = _pattern_result(metadata_path, pattern)
+    props = result.custom_properties
+    examples_in = props["examples_in"].int_value
+    assert examples_in > 0 and props["failures"].int_value == 0
+    per_model = {m: _count(f"{result.uri}/{m}/prediction_logs-*.gz")
+                 for m in ("pytorch", "sklearn")}
+    for model, count in per_model.items():
+        assert props[f"{model}.predictions"].int_value == count
+    if pattern == "sequence":  # every record through both models, in order
+        assert per_model == {"pytorch": examples_in, "sklearn": examples_in}
+        log = helpers.read_prediction_logs(f"{result.uri}/sklearn/prediction_logs-*.gz")[0]
+        enriched = tf.train.Example.FromString(
+            log.predict_log.request.inputs["examples"].string_val[0])
+        assert "pytorch_output_0" in enriched.features.feature
+    else:  # each record to exactly one model, both models used
+        assert sum(per_model.values()) == examples_in and min(per_model.values()) > 0
