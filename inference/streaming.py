@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Uni
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, \
+    RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, \
     StandardOptions
 from apache_beam.transforms import window
@@ -130,7 +131,8 @@ class _ParseMessages(beam.DoFn):
 
 
 class _ToRows(beam.DoFn):
-    """PredictionResult -> row; failed records and rows that do not fit -> dead letters."""
+    """(event time, PredictionResult) -> row; failed records and rows that do not fit ->
+    dead letters."""
 
     def __init__(self, spec: rows_lib.RowSpec, output_names: Sequence[str], model_name: str):
         self._spec, self._output_names, self._model = spec, tuple(output_names), model_name
@@ -139,7 +141,8 @@ class _ToRows(beam.DoFn):
         self._rows = beam.metrics.Metrics.counter("streaming", f"rows[{self._model}]")
         self._failed = beam.metrics.Metrics.counter("streaming", f"failures[{self._model}]")
 
-    def process(self, result: PredictionResult, timestamp=beam.DoFn.TimestampParam):
+    def process(self, keyed):
+        event_time, result = keyed
         failure = result.inference if _CoreFailure and isinstance(
             result.inference, _CoreFailure) else None
         if failure is not None:
@@ -149,7 +152,7 @@ class _ToRows(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
             return
         try:
-            row = self._spec.to_row(result, self._output_names, timestamp.micros / 1e6)
+            row = self._spec.to_row(result, self._output_names, event_time)
         except rows_lib.RowError as e:
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
@@ -162,7 +165,8 @@ class _ToRows(beam.DoFn):
 
 class StreamOutputs(NamedTuple):
     """What `build_pipeline` returns."""
-    predictions: Dict[str, beam.PCollection]  # model name -> PCollection[PredictionResult]
+    # model name -> PCollection[(event time in seconds, PredictionResult)]
+    predictions: Dict[str, beam.PCollection]
     rows: beam.PCollection  # every model's rows (dicts, see inference.rows)
     dead_letters: beam.PCollection  # dicts, see dead_letter()
 
@@ -201,7 +205,9 @@ def build_pipeline(messages: beam.PCollection,
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(input_format)).with_outputs(
         DEAD_LETTERS, main="examples")
-    examples = parsed.examples
+    # Keyed by the message's event time, which the rows keep (batching re-stamps elements).
+    examples = parsed.examples | "KeyByEventTime" >> beam.Map(
+        lambda example, ts=beam.DoFn.TimestampParam: (ts.micros / 1e6, example))
 
     predictions, row_pcolls, dead = {}, [], [parsed[DEAD_LETTERS]]
     for name, handler in handlers.items():
@@ -211,7 +217,9 @@ def build_pipeline(messages: beam.PCollection,
             kwargs = {"watch_model_pattern": update, "interval": model_check_secs}
         elif update is not None:
             kwargs = {"model_metadata_pcoll": update}
-        results = examples | f"RunInference[{name}]" >> RunInference(handler, **kwargs)
+        # KeyedModelHandler hands model updates to the handler (update_model_path).
+        results = examples | f"RunInference[{name}]" >> RunInference(
+            KeyedModelHandler(handler), **kwargs)
         predictions[name] = results
         converted = results | f"ToRows[{name}]" >> beam.ParDo(
             _ToRows(row_spec, handler.output_names, name)).with_outputs(

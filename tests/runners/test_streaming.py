@@ -1,0 +1,254 @@
+"""Streaming inference on Beam's DirectRunner in streaming mode, fed by a TestStream:
+windowed input, batching across bundles, a model swapped mid-stream through RunInference's
+model side input, rows and their BigQuery schema, dead letters."""
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import torch
+from apache_beam import Pipeline, window
+from apache_beam.io.gcp import bigquery_tools
+from apache_beam.ml.inference.base import ModelMetadata, PredictionResult
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from apache_beam.pipeline import PipelineVisitor
+from apache_beam.transforms import WindowInto, util
+from tensorflow_serving.apis import prediction_log_pb2
+
+from inference import rows, streaming
+from inference.config import InferenceConfig, InputSpec, ModelConfig
+from tests import helpers
+
+WINDOW = 10
+
+
+class Constant(torch.nn.Module):
+    """Outputs `value` for every record: tells which model version made a prediction."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.ones(x.shape[0], 1) * self.value
+
+
+class BatchSize(torch.nn.Module):
+    """Outputs the size of the batch each record came in."""
+
+    def forward(self, x):
+        return torch.ones(x.shape[0], 1) * x.shape[0]
+
+
+def _save(module, path) -> str:
+    torch.jit.save(torch.jit.script(module), str(path))
+    return str(path)
+
+
+def _streaming_pipeline():
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    return Pipeline(options=options)
+
+
+def _config(uri, **batching):
+    return InferenceConfig(models=[ModelConfig(
+        name="clf", uri=uri, inputs=InputSpec(features=["x"]), **batching)])
+
+
+def _rows_equal(expected):
+    """A matcher (it runs inside the pipeline) on rows projected to sorted tuples."""
+    def check(actual):
+        got = sorted(tuple(row[k] for k in sorted(row)) for row in actual)
+        want = sorted(tuple(row[k] for k in sorted(row)) for row in expected)
+        if got != want:
+            raise BeamAssertException(f"rows differ:\n got {got}\nwant {want}")
+    return check
+
+
+def test_model_swapped_mid_stream_without_restart(tmp_path):
+    """Window [0, 10) is served by model v1 (outputs 1), window [20, 30) by v2 (outputs 2),
+    the switch arriving as a ModelMetadata on RunInference's side input: same pipeline,
+    same DoFn, no restart. The first window's messages are JSON, the second's tf.Examples."""
+    v1 = _save(Constant(1.0), tmp_path / "model_v1.pt")
+    v2 = _save(Constant(2.0), tmp_path / "model_v2.pt")
+    config = _config(v1, max_batch_size=8)
+    stream = (TestStream(output_tags=["messages", "models"])
+              .advance_watermark_to(0, tag="messages").advance_watermark_to(0, tag="models")
+              .add_elements([window.TimestampedValue(ModelMetadata(v1, "v1"), 0)],
+                            tag="models")
+              .add_elements([window.TimestampedValue(json.dumps({"x": x}).encode(), x)
+                             for x in (1, 2, 3)], tag="messages")
+              .advance_watermark_to(20, tag="models")
+              .add_elements([window.TimestampedValue(ModelMetadata(v2, "v2"), 20)],
+                            tag="models")
+              .advance_watermark_to(20, tag="messages")
+              .advance_processing_time(5)
+              .add_elements([window.TimestampedValue(helpers.example({"x": [float(x)]}), x)
+                             for x in (21, 22, 23)], tag="messages")
+              .advance_watermark_to(40, tag="models")
+              .advance_watermark_to(40, tag="messages")
+              .advance_processing_time(5)
+              .advance_watermark_to_infinity(tag="messages")
+              .advance_watermark_to_infinity(tag="models"))
+    expected = [{"model": "clf", "event_time": f"1970-01-01T00:00:{x:02d}.000000Z",
+                 "x": float(x), "output_0": 1.0 if x < 10 else 2.0}
+                for x in (1, 2, 3, 21, 22, 23)]
+    with _streaming_pipeline() as pipeline:
+        inputs = pipeline | stream
+        models = inputs["models"] | "ModelWindows" >> WindowInto(
+            window.FixedWindows(WINDOW))
+        outputs = streaming.build_pipeline(
+            inputs["messages"], config, model_updates={"clf": models}, window_secs=WINDOW)
+        assert_that(outputs.rows, _rows_equal(expected), label="rows")
+        assert_that(outputs.dead_letters, equal_to([]), label="no dead letters")
+
+
+def _hold_batching_keys(pipeline) -> list:
+    """Holds the key that streaming BatchElements batches under, for the test's run.
+
+    BatchElements (with max_batch_duration_secs) keys elements by a per-process object
+    that Beam keeps alive only while it is the last shared object acquired. A Dataflow
+    worker sets its DoFns up once, so the key lasts; the DirectRunner sets DoFns up again
+    for every bundle and RunInference acquires its model in between, so each bundle would
+    get a new key and its own batches. Holding the object gives the DirectRunner a
+    long-lived worker's behaviour.
+    """
+    held = []
+
+    class Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            dofn = getattr(node.transform, "dofn", None)
+            if isinstance(dofn, util.WithSharedKey):
+                held.append(dofn.shared_handle.acquire(util.load_shared_key, "WithSharedKey"))
+
+    pipeline.visit(Visitor())
+    assert held, "no stateful BatchElements in the pipeline"
+    return held
+
+
+def _one_bundle_each(values, extra=()):
+    stream = TestStream().advance_watermark_to(0)
+    for x in values:
+        stream = stream.add_elements(
+            [window.TimestampedValue(json.dumps({"x": float(x)}).encode(), x)])
+    for payload, at in extra:
+        stream = stream.add_elements([window.TimestampedValue(payload, at)])
+    return stream.advance_processing_time(60).advance_watermark_to_infinity()
+
+
+def test_batches_span_bundles_with_max_batch_duration(tmp_path):
+    """Each message arrives in its own bundle; `max_batch_duration_secs` in the ModelConfig
+    makes Beam batch across bundles (stateful batching), so the model sees one batch of 4
+    (it outputs the size of its batch), where plain batching sees 4 batches of 1. A
+    message that is neither JSON nor a tf.Example is a dead letter."""
+    uri = _save(BatchSize(), tmp_path / "batch_size.pt")
+
+    def expected(batch):
+        return [{"model": "clf", "event_time": f"1970-01-01T00:00:0{x}.000000Z",
+                 "x": float(x), "output_0": batch} for x in range(4)]
+
+    config = _config(uri, min_batch_size=4, max_batch_size=4, max_batch_duration_secs=30)
+    with _streaming_pipeline() as pipeline:
+        outputs = streaming.build_pipeline(
+            pipeline | _one_bundle_each(range(4), [(b"{not json", 5)]), config,
+            window_secs=WINDOW)
+        assert_that(outputs.rows, _rows_equal(expected(4.0)), label="rows")
+        assert_that(outputs.dead_letters | beam.Map(lambda d: (d["stage"], d["error_type"])),
+                    equal_to([("parse", "MessageError")]), label="dead letters")
+        held = _hold_batching_keys(pipeline)
+    assert held
+
+    per_bundle = _config(uri, min_batch_size=4, max_batch_size=4)
+    with _streaming_pipeline() as pipeline:
+        outputs = streaming.build_pipeline(pipeline | _one_bundle_each(range(4)), per_bundle,
+                                           window_secs=WINDOW)
+        assert_that(outputs.rows, _rows_equal(expected(1.0)), label="rows")
+
+
+def test_watch_model_pattern_builds_the_watching_side_input(tmp_path):
+    """`--model_pattern` wires Beam's WatchFilePattern in as RunInference's side input (an
+    unbounded source: built and checked here, not run)."""
+    _save(Constant(1.0), tmp_path / "model_v1.pt")
+    latest = _save(Constant(2.0), tmp_path / "model_v2.pt")
+    pattern = str(tmp_path / "*.pt")
+    assert streaming.latest_model(pattern) == latest
+    config = _config("")
+    handlers = streaming.create_handlers(config, {"clf": streaming.latest_model(pattern)})
+    pipeline = _streaming_pipeline()
+    streaming.build_pipeline(pipeline | TestStream().add_elements([b"{}"]), config, handlers,
+                             model_updates={"clf": pattern}, model_check_secs=5)
+    names = [t.unique_name for t in
+             pipeline.to_runner_api().components.transforms.values()]
+    assert any("WatchFilePattern" in n and n.endswith("MatchContinuously") for n in names)
+    assert any(n.endswith("RunInference[clf]/BeamML_RunInference") for n in names)
+
+
+def test_bigquery_sink_has_the_explicit_table_schema():
+    spec = rows.RowSpec.parse("fare,trip_miles:FLOAT,company:STRING,hours:ARRAY<INTEGER>",
+                              "output_0:FLOAT,embedding:ARRAY")
+    schema = spec.bigquery_schema()  # a bigquery.TableSchema, as in Beam's examples
+    sink = streaming.bigquery_sink("my-project:dataset.predictions", spec)
+    assert type(schema).__name__ == "TableSchema"
+    # WriteToBigQuery keeps the schema as its dict form.
+    assert sink.schema == bigquery_tools.get_dict_table_schema(schema)
+    fields = [(f["name"], f["type"], f["mode"]) for f in sink.schema["fields"]]
+    assert fields == [("model", "STRING", "REQUIRED"), ("event_time", "TIMESTAMP", "NULLABLE"),
+                      ("fare", "FLOAT", "NULLABLE"), ("trip_miles", "FLOAT", "NULLABLE"),
+                      ("company", "STRING", "NULLABLE"), ("hours", "INTEGER", "REPEATED"),
+                      ("output_0", "FLOAT", "NULLABLE"), ("embedding", "FLOAT", "REPEATED")]
+    assert sink.table_reference.datasetId == "dataset"
+    assert sink.create_disposition == "CREATE_IF_NEEDED"
+    with pytest.raises(rows.RowError, match="not declared"):
+        rows.RowSpec.parse("fare").bigquery_schema()
+
+
+def test_rows_are_typed_by_the_spec():
+    record = helpers.example({"fare": [12.5], "company": ["Flash"], "hours": [1, 2]})
+    spec = rows.RowSpec.parse("fare,company:STRING,hours:ARRAY<INTEGER>,missing",
+                              "output_0:FLOAT,embedding:ARRAY")
+    result = PredictionResult(record, {"output_0": np.array([0.25], np.float32),
+                                       "embedding": np.array([[1, 2], [3, 4]], np.float32)},
+                              "m")
+    row = spec.to_row(result, timestamp=1.5)
+    assert row == {"model": "m", "event_time": "1970-01-01T00:00:01.500000Z", "fare": 12.5,
+                   "company": "Flash", "hours": [1, 2], "missing": None, "output_0": 0.25,
+                   "embedding": [1.0, 2.0, 3.0, 4.0]}
+    assert json.loads(rows.to_json({**row, "output_0": float("nan")}))["output_0"] is None
+    with pytest.raises(rows.RowError, match="ARRAY"):
+        rows.RowSpec.parse("", "embedding:FLOAT").to_row(result)
+
+    log = prediction_log_pb2.PredictionLog()  # tfx_bsl's TensorFlow handler output
+    log.predict_log.response.outputs["outputs"].CopyFrom(
+        __import__("tensorflow").make_tensor_proto(np.array([[0.75]], np.float32)))
+    row = rows.RowSpec(time_field=None).to_row(PredictionResult(record, log, "tf"))
+    assert row == {"model": "tf", "outputs": 0.75}
+
+
+def test_json_messages_become_examples():
+    example = __import__("tensorflow").train.Example.FromString(streaming.to_example(
+        b'{"fare": 1.5, "trips": 3, "company": "x", "tags": ["a", "b"], "gone": null}'))
+    feature = example.features.feature
+    assert list(feature["fare"].float_list.value) == [1.5]
+    assert list(feature["trips"].int64_list.value) == [3]
+    assert list(feature["tags"].bytes_list.value) == [b"a", b"b"]
+    assert "gone" not in feature
+    serialized = helpers.example({"x": [1.0]})
+    assert streaming.to_example(serialized) == serialized
+    with pytest.raises(streaming.MessageError):
+        streaming.to_example(b'{"x": [1, "a"]}')
+
+
+def test_command_line_needs_a_sink_and_reads_model_patterns():
+    args, beam_args = streaming.parse_args([
+        "--input_subscription", "projects/p/subscriptions/s", "--output_topic",
+        "projects/p/topics/t", "--inference_config", "c.json", "--model_pattern",
+        "gs://b/models/*.pt", "--runner=DataflowRunner", "--region=us-central1"])
+    assert args.model_pattern == ["gs://b/models/*.pt"]
+    assert beam_args == ["--runner=DataflowRunner", "--region=us-central1"]
+    assert streaming._model_patterns(args.model_pattern, _config("")) == {
+        "clf": "gs://b/models/*.pt"}
+    with pytest.raises(SystemExit):
+        streaming.parse_args(["--input_topic", "t", "--inference_config", "c.json"])
