@@ -63,17 +63,19 @@ class _SplitFailures(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
 
 
-def _failed_batch_records(dead_letter, model_name: str):
+def _failed_batch_records(dead_letter, model_name: str, model_by_key=None):
     """Beam's (batch, (exception type, repr, traceback)) -> one Failure per record."""
     batch, (error_type, error_repr, _) = dead_letter
     stage = timeout_or_inference(error_type)
     message = error_repr if stage == "inference" else (
         "inference on the batch holding this record exceeded the timeout")
     for record in batch:
-        if isinstance(record, tuple):  # keyed: (key, record)
-            record = record[1]
+        model = model_name
+        if model_by_key is not None:  # keyed: (key, record)
+            key, record = record
+            model = model_by_key.get(key, model_name)
         yield Failure(stage, getattr(error_type, "__name__", str(error_type)), message,
-                      record, model_name)
+                      record, model)
 
 
 class InferenceOutputs(NamedTuple):
@@ -98,16 +100,18 @@ class InferExamples(beam.PTransform):
         self._handlers = handlers
         self._config = config or InferenceConfig(
             models=[ModelConfig(name=name) for name in handlers])
-        self._split = split
+        self._split_name = split
         self._inference_args = inference_args
 
     def expand(self, records):
+        # Each model's results stay one PCollection from RunInference to the sink: no
+        # Flatten on the hot path, since Beam's portable DirectRunner materializes
+        # flattened PCollections (memory would grow with the input).
         routing = self._config.routing
-        outcomes, splits, failures = {}, {}, []
+        outcomes, predictions, failures = {}, {}, []
         if routing == "keyed":
             outcomes, unrouted = self._keyed(records)
-            failures.append(self._split_failures(unrouted, "SplitFailures[routing]")[
-                FAILURES_TAG])
+            failures.append(unrouted)
         elif routing == "ab":
             parts = records | "SplitAB" >> beam.Partition(
                 routing_lib.ab_partition, len(self._handlers),
@@ -116,38 +120,46 @@ class InferExamples(beam.PTransform):
                         for i, (name, handler) in enumerate(self._handlers.items())}
         elif routing == "sequence":
             for name, handler in self._handlers.items():
-                splits[name] = self._split_failures(self._infer(records, handler, name),
-                                                    f"SplitFailures[{name}]")
-                records = splits[name].main | f"Enrich[{name}]" >> beam.Map(
+                predictions[name], failed = self._split(
+                    *self._infer(records, handler, name), name)
+                failures += failed
+                records = predictions[name] | f"Enrich[{name}]" >> beam.Map(
                     routing_lib.enrich, handler.output_names)
         else:
             outcomes = {name: self._infer(records, handler, name)
                         for name, handler in self._handlers.items()}
-        for name, pcoll in outcomes.items():
-            splits[name] = self._split_failures(pcoll, f"SplitFailures[{name}]")
-        failures += [split[FAILURES_TAG] for split in splits.values()]
-        return InferenceOutputs({name: split.main for name, split in splits.items()},
-                                failures | "FlattenFailures" >> beam.Flatten(
-                                    pipeline=records.pipeline))
+        for name, (results, failed) in outcomes.items():
+            predictions[name], failed = self._split(results, failed, name)
+            failures += failed
+        return InferenceOutputs(predictions, failures | "FlattenFailures" >> beam.Flatten(
+            pipeline=records.pipeline))
 
-    def _split_failures(self, outcomes, label):
-        return outcomes | label >> beam.ParDo(_SplitFailures(self._split)).with_outputs(
-            FAILURES_TAG, main="main")
+    def _split(self, results, failed, name):
+        """(predictions, [failures]) of one model; counts both."""
+        split = results | f"SplitFailures[{name}]" >> beam.ParDo(
+            _SplitFailures(self._split_name)).with_outputs(FAILURES_TAG, main="main")
+        counted = [self._count_failures(pcoll, f"CountFailures[{name}][{i}]")
+                   for i, pcoll in enumerate(failed)]
+        return split.main, [split[FAILURES_TAG]] + counted
+
+    def _count_failures(self, failures, label):
+        return (failures | label >> beam.ParDo(_SplitFailures(self._split_name))
+                .with_outputs(FAILURES_TAG, main="none"))[FAILURES_TAG]
 
     def _infer(self, records, handler, name):
-        """One model's outcomes: PredictionResults (maybe holding Failures) and Failures."""
+        """One model's (results, [failures]): results may hold per-record Failures."""
         results, failed = self._run(records, handler, name, f"RunInference[{name}]")
-        outcomes = [results, failed]
-        if self._config.timeout_secs:
-            outcomes[1:] = self._retry_one_by_one(failed, handler, name)
-        return outcomes | f"Outcomes[{name}]" >> beam.Flatten()
+        if not self._config.timeout_secs:
+            return results, [failed]
+        retried, failed = self._retry_one_by_one(failed, handler, name)
+        return (results, retried) | f"Merge[{name}]" >> beam.Flatten(), failed
 
-    def _run(self, records, handler, name, label):
+    def _run(self, records, handler, name, label, model_by_key=None):
         results, dead = (records | label >> RunInference(
             handler, inference_args=self._inference_args).with_exception_handling(
                 timeout=self._config.timeout_secs))
         failed = dead.failed_inferences | f"{label}.Failed" >> beam.FlatMap(
-            _failed_batch_records, name)
+            _failed_batch_records, name, model_by_key)
         return results, failed
 
     def _retry_one_by_one(self, failed, handler, name):
@@ -157,7 +169,7 @@ class InferExamples(beam.PTransform):
         retried, still_failed = self._run(
             is_timeout[1] | f"Records[{name}]" >> beam.Map(lambda f: f.record),
             handler.with_batch_size(1), name, f"RetryOneByOne[{name}]")
-        return [retried, is_timeout[0], still_failed]
+        return retried, [is_timeout[0], still_failed]
 
     def _keyed(self, records):
         """Beam's KeyedModelHandler: one RunInference, each key's records to its model."""
@@ -171,17 +183,17 @@ class InferExamples(beam.PTransform):
         handler = KeyedModelHandler(
             [KeyModelMapping(m.keys, self._handlers[m.name]) for m in config.models],
             max_models_per_worker_hint=config.max_models_per_worker_hint)
-        results, failed = self._run(main, handler, "keyed", "RunInference[keyed]")
-        outcomes = ((results | "DropKeys" >> beam.Map(lambda kv: kv[1]), failed)
-                    | "Outcomes[keyed]" >> beam.Flatten())
+        model_by_key = {key: m.name for m in config.models for key in m.keys}
+        results, failed = self._run(main, handler, "keyed", "RunInference[keyed]",
+                                    model_by_key)
         names = list(self._handlers)
-        parts = outcomes | "ByModel" >> beam.Partition(
-            lambda outcome, _: names.index(_model_of(outcome)), len(names))
-        return dict(zip(names, parts)), keyed[FAILURES_TAG]
-
-
-def _model_of(outcome) -> str:
-    return outcome.model if isinstance(outcome, Failure) else outcome.model_id
+        parts = (results
+                 | "DropKeys" >> beam.Map(lambda kv: kv[1])
+                 | "ByModel" >> beam.Partition(
+                     lambda result, _: names.index(result.model_id), len(names)))
+        outcomes = {name: (parts[i], []) for i, name in enumerate(names)}
+        unrouted = (keyed[FAILURES_TAG], failed) | "Unrouted" >> beam.Flatten()
+        return outcomes, self._count_failures(unrouted, "CountUnrouted")
 
 
 class Encode(beam.PTransform):

@@ -73,7 +73,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             output_examples.split_names = artifact_utils.encode_split_names(sorted(split_uris))
 
         pipeline = self._make_beam_pipeline()
-        logs: Dict[str, list] = {name: [] for name in handlers} if inference_result else {}
         dead_letters = []
         for split, uri in sorted(split_uris.items()):
             read = pipeline | f"ReadData[{split}]" >> ReadRecords(
@@ -82,20 +81,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             dead_letters += [read[FAILURES_TAG], inferred.failures]
             for name, results in inferred.predictions.items():
                 if inference_result:
-                    encoded = results | f"EncodeLogs[{name}][{split}]" >> Encode(
-                        prediction_log_encoder(handlers[name].output_names), split)
-                    logs[name].append(encoded.main)
-                    dead_letters.append(encoded[FAILURES_TAG])
+                    dead_letters.append(_write_prediction_logs(
+                        results, handlers[name], split,
+                        _logs_dir(inference_result.uri, name, len(handlers))))
             if output_examples:
                 dead_letters.append(_write_examples(
                     inferred.predictions, handlers, config, output_example_spec,
                     artifact_utils.get_split_uri([output_examples], split), split))
-        for name, pcolls in logs.items():
-            _ = (pcolls
-                 | f"Flatten[{name}]" >> beam.Flatten(pipeline=pipeline)
-                 | f"WritePredictionLogs[{name}]" >> beam.io.WriteToTFRecord(
-                     os.path.join(_logs_dir(inference_result.uri, name, len(handlers)),
-                                  spec.PREDICTION_LOGS_FILE_NAME), file_name_suffix=".gz"))
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
              | "WriteFailures" >> WriteFailures(
@@ -198,27 +190,46 @@ def _logs_dir(uri: str, model_name: str, model_count: int) -> str:
     return uri if model_count == 1 else os.path.join(uri, model_name)
 
 
+def _write_prediction_logs(results, handler, split: str, folder: str):
+    """PredictionLogs at `<folder>/prediction_logs-<split>-*.gz` (TFX's glob,
+    `prediction_logs-*`, finds them); one sink per split, so nothing is flattened.
+    Returns the encoding failures."""
+    name = handler.model_name
+    encoded = results | f"EncodeLogs[{name}][{split}]" >> Encode(
+        prediction_log_encoder(handler.output_names), split)
+    _ = encoded.main | f"WritePredictionLogs[{name}][{split}]" >> beam.io.WriteToTFRecord(
+        os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}-{split}"),
+        file_name_suffix=".gz")
+    return encoded[FAILURES_TAG]
+
+
 def _write_examples(predictions, handlers, config: InferenceConfig, output_example_spec,
                     split_uri: str, split: str):
     """Examples with prediction columns, as TFX's BulkInferrer writes them.
 
     One example per input record: the first model's predictions (shadow), the last
-    model's (sequence), or each record's own model's (ab, keyed). Returns encoding failures.
-    """
+    model's (sequence), or each record's own model's (ab, keyed; a file set per model).
+    Returns the encoding failures."""
     names = {"shadow": list(handlers)[:1], "sequence": list(handlers)[-1:]}.get(
         config.routing, list(handlers))
-    encoders = {name: prediction_log_encoder(handlers[name].output_names) for name in names}
+    failures = []
+    for name in names:
+        to_log = prediction_log_encoder(handlers[name].output_names)
 
-    def to_example(result) -> bytes:
-        log = prediction_log_pb2.PredictionLog.FromString(encoders[result.model_id](result))
-        return prediction_to_example_utils.convert(log, output_example_spec).SerializeToString()
+        def to_example(result, to_log=to_log) -> bytes:
+            log = prediction_log_pb2.PredictionLog.FromString(to_log(result))
+            return prediction_to_example_utils.convert(
+                log, output_example_spec).SerializeToString()
 
-    encoded = ([predictions[name] for name in names]
-               | f"ExampleSources[{split}]" >> beam.Flatten()
-               | f"ToExamples[{split}]" >> Encode(to_example, split))
-    _ = encoded.main | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
-        os.path.join(split_uri, spec.EXAMPLES_FILE_NAME), file_name_suffix=".gz")
-    return encoded[FAILURES_TAG]
+        prefix = spec.EXAMPLES_FILE_NAME if len(names) == 1 else (
+            f"{spec.EXAMPLES_FILE_NAME}-{name}")
+        encoded = predictions[name] | f"ToExamples[{name}][{split}]" >> Encode(
+            to_example, split)
+        _ = encoded.main | f"WriteExamples[{name}][{split}]" >> beam.io.WriteToTFRecord(
+            os.path.join(split_uri, prefix), file_name_suffix=".gz")
+        failures.append(encoded[FAILURES_TAG])
+    return failures | f"ExampleFailures[{split}]" >> beam.Flatten(
+        pipeline=predictions[names[0]].pipeline)
 
 
 def _max_failure_fraction(exec_properties) -> float:

@@ -137,3 +137,43 @@ def test_sequence_feeds_each_model_the_previous_outputs(setup):
         upstream = _sum(feature) + 1
         assert feature["first_output_0"].float_list.value[0] == pytest.approx(upstream)
         assert value == pytest.approx(_sum(feature) + upstream + 2, rel=1e-5)
+
+
+def test_output_examples_of_one_inferrer_feed_the_next(setup, tmp_path):
+    """Sequence across components: output_examples carry the score to a second inferrer."""
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.proto import bulk_inferrer_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.bulk_inferrer import executor
+
+    examples, uris, _ = setup
+    first_out = helpers.output_artifact(standard_artifacts.Examples, str(tmp_path / "first"))
+    output_spec = bulk_inferrer_pb2.OutputExampleSpec(output_columns_spec=[
+        bulk_inferrer_pb2.OutputColumnsSpec(predict_output=bulk_inferrer_pb2.PredictOutput(
+            output_columns=[bulk_inferrer_pb2.PredictOutputCol(
+                output_key="output_0", output_column="first_score")]))])
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
+        tmp_dir=str(tmp_path / "tmp"), unique_id="first")
+    executor.Executor(context).Do(
+        {spec.EXAMPLES_KEY: [examples]}, {spec.OUTPUT_EXAMPLES_KEY: [first_out]},
+        {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
+         spec.OUTPUT_EXAMPLE_SPEC_KEY: proto_utils.proto_to_json(output_spec),
+         spec.INFERENCE_CONFIG_KEY: InferenceConfig(models=[_model("first", uris[1])]).to_json(),
+         spec.MAX_FAILURE_FRACTION_KEY: 0.05})
+    assert first_out.split_names == '["eval"]'
+    second = helpers.run_bulk_inferrer(
+        tmp_path, {spec.EXAMPLES_KEY: [first_out]},
+        InferenceConfig(models=[_model("second", uris[2], FEATURES + ["first_score"])]),
+        max_failure_fraction="0.05")
+    logs = helpers.read_prediction_logs(f"{second.uri}/prediction_logs-*.gz")
+    assert len(logs) == N + 1  # every record, the "unknown" group one included
+    for log in logs:
+        feature = tf.train.Example.FromString(
+            log.predict_log.request.inputs["examples"].string_val[0]).features.feature
+        first_score = feature["first_score"].float_list.value[0]
+        assert first_score == pytest.approx(_sum(feature) + 1, rel=1e-5)
+        assert tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item() == \
+            pytest.approx(_sum(feature) + first_score + 2, rel=1e-5)
