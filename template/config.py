@@ -4,10 +4,18 @@ Environment variables override the defaults, so the same file serves a local smo
 a production run.
 """
 import os
+from typing import List, Optional
 
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from template import features
 
+
+def _env(name: str, default: str) -> str:
+    """The environment variable `name`, or `default` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+# `python -m template.copy --pipeline_name NAME` rewrites this default in the copy.
 PIPELINE_NAME = os.environ.get("PIPELINE_NAME", "taxi-bulk-inference")
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_PATH = os.environ.get("DATA_PATH", os.path.join(PROJECT_DIR, "template", "data", "taxi"))
@@ -37,12 +45,14 @@ def inference_config(framework: str) -> InferenceConfig:
     graph), so it needs no input mapping: the TFX BulkInferrer path. The others take the
     float32 matrix of transformed features, in MODEL_FEATURES order.
     """
+    device = _env("INFERENCE_DEVICE", "CPU")
     if framework == "keras":
-        return InferenceConfig(models=[ModelConfig(name=framework, max_batch_size=1024)])
+        return InferenceConfig(models=[ModelConfig(name=framework, max_batch_size=1024,
+                                                   device=device)])
     return InferenceConfig(models=[ModelConfig(
         name=framework,
         inputs=InputSpec(features=features.MODEL_FEATURES, dtype="float32"),
-        max_batch_size=1024)])
+        max_batch_size=1024, device=device)])
 
 
 # Beam arguments for the local run: the DirectRunner in this process.
@@ -50,3 +60,103 @@ LOCAL_BEAM_PIPELINE_ARGS = [
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
 ]
+
+
+# ---------------------------------------------------------------------------------------
+# Google Cloud: Vertex AI Pipelines (vertex_runner.py) and Dataflow (every Beam-based
+# component: ExampleGen, StatisticsGen, Transform, BulkInferrer, ...). Every value can be
+# overridden by the environment variable of the same name; they are read when called, so
+# `GOOGLE_CLOUD_PROJECT=my-project python vertex_runner.py` is enough to retarget.
+# ---------------------------------------------------------------------------------------
+
+# Where the project lives inside the container image (the Dockerfile's WORKDIR).
+CONTAINER_PROJECT_DIR = "/pipeline"
+
+
+def gcp_project() -> str:
+    return _env("GOOGLE_CLOUD_PROJECT", "my-gcp-project")
+
+
+def gcp_region() -> str:
+    return _env("GOOGLE_CLOUD_REGION", "us-central1")
+
+
+def gcs_bucket() -> str:
+    """The bucket (name only) holding pipeline roots, data, Dataflow temp and staging."""
+    return _env("GCS_BUCKET", f"{gcp_project()}-tfx")
+
+
+def pipeline_image() -> str:
+    """The image built from ./Dockerfile: Vertex AI runs the components in it and Dataflow
+    workers run the Beam SDK harness in it."""
+    return _env("PIPELINE_IMAGE",
+                f"{gcp_region()}-docker.pkg.dev/{gcp_project()}/tfx/{PIPELINE_NAME}:latest")
+
+
+def vertex_pipeline_root() -> str:
+    return _env("VERTEX_PIPELINE_ROOT", f"gs://{gcs_bucket()}/pipelines/{PIPELINE_NAME}")
+
+
+def vertex_data_path() -> str:
+    """The CSV folder CsvExampleGen reads on Vertex AI (copy template/data/taxi there)."""
+    return _env("VERTEX_DATA_PATH", f"gs://{gcs_bucket()}/data/{PIPELINE_NAME}")
+
+
+def vertex_pipeline_file() -> str:
+    """Where `python vertex_runner.py` writes the compiled pipeline JSON."""
+    return _env("VERTEX_PIPELINE_FILE",
+                os.path.join(OUTPUT_DIR, "vertex", f"{PIPELINE_NAME}_pipeline.json"))
+
+
+def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
+    """Beam arguments that run every Beam-based component on Dataflow (CPU workers).
+
+    Environment overrides: DATAFLOW_TEMP_LOCATION, DATAFLOW_STAGING_LOCATION,
+    DATAFLOW_SDK_CONTAINER_IMAGE (default: the pipeline image), DATAFLOW_MACHINE_TYPE,
+    DATAFLOW_NUM_WORKERS, DATAFLOW_MAX_NUM_WORKERS, DATAFLOW_SETUP_FILE ("none" drops
+    `--setup_file`: the image has the project installed already), DATAFLOW_EXTRA_ARGS
+    (more flags, space-separated).
+
+    setup_file: the `--setup_file` when DATAFLOW_SETUP_FILE is unset; by default the
+      project's setup.py inside the container, where Vertex AI launches the jobs.
+    """
+    bucket = gcs_bucket()
+    args = [
+        "--runner=DataflowRunner",
+        f"--project={gcp_project()}",
+        f"--region={gcp_region()}",
+        f"--temp_location={_env('DATAFLOW_TEMP_LOCATION', f'gs://{bucket}/dataflow/tmp')}",
+        "--staging_location="
+        f"{_env('DATAFLOW_STAGING_LOCATION', f'gs://{bucket}/dataflow/staging')}",
+        # The workers run our image: TFX, the frameworks and this project are installed.
+        f"--sdk_container_image={_env('DATAFLOW_SDK_CONTAINER_IMAGE', pipeline_image())}",
+        "--sdk_location=container",
+        f"--machine_type={_env('DATAFLOW_MACHINE_TYPE', 'n1-standard-4')}",
+        f"--num_workers={_env('DATAFLOW_NUM_WORKERS', '1')}",
+        f"--max_num_workers={_env('DATAFLOW_MAX_NUM_WORKERS', '4')}",
+    ]
+    setup = _env("DATAFLOW_SETUP_FILE",
+                 setup_file or os.path.join(CONTAINER_PROJECT_DIR, "setup.py"))
+    if setup.lower() != "none":
+        args.append(f"--setup_file={setup}")
+    return args + _env("DATAFLOW_EXTRA_ARGS", "").split()
+
+
+def dataflow_gpu_args() -> List[str]:
+    """Extra Beam arguments of the BulkInferrers' Dataflow jobs: GPU workers.
+
+    DATAFLOW_GPU_TYPE (default nvidia-tesla-t4; "none": CPU workers), DATAFLOW_GPU_COUNT
+    (default 1), DATAFLOW_GPU_MACHINE_TYPE (default n1-standard-4: T4s attach to N1 VMs).
+    Set INFERENCE_DEVICE=GPU too for frameworks that pick the device from the
+    configuration (PyTorch); TensorFlow uses a visible GPU by itself.
+    """
+    gpu = _env("DATAFLOW_GPU_TYPE", "nvidia-tesla-t4")
+    if gpu.lower() == "none":
+        return []
+    return [
+        "--dataflow_service_options=worker_accelerator="
+        f"type:{gpu};count:{_env('DATAFLOW_GPU_COUNT', '1')};install-nvidia-driver",
+        f"--machine_type={_env('DATAFLOW_GPU_MACHINE_TYPE', 'n1-standard-4')}",
+        # One SDK process per worker VM, so processes do not compete for the GPU's memory.
+        "--experiments=no_use_multiple_sdk_containers",
+    ]

@@ -1,0 +1,33 @@
+# One image for the whole pipeline on Google Cloud:
+#  - Vertex AI Pipelines runs every TFX component in it
+#    (`python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor ...`,
+#    set by vertex_runner.py's KubeflowV2DagRunner), and
+#  - Dataflow workers run the Beam SDK harness in it (`--sdk_container_image`; the Beam
+#    base image's ENTRYPOINT /opt/apache/beam/boot is kept for them).
+# The Beam SDK base image matches requirements.lock: Python 3.10, apache-beam 2.74.0.
+#
+#   docker build -t "$PIPELINE_IMAGE" . && docker push "$PIPELINE_IMAGE"
+#   gcloud builds submit --tag "$PIPELINE_IMAGE" .      (no local Docker needed)
+FROM apache/beam_python3.10_sdk:2.74.0
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+WORKDIR /pipeline
+
+# The locked stack first, so that code changes do not reinstall it. uv's version is pinned
+# in the lock too; the lock is hash-pinned, so every package is checked.
+COPY requirements.lock ./
+RUN pip install "$(grep -m1 '^uv==' requirements.lock | cut -d' ' -f1)" \
+ && uv pip install --system --no-cache -r requirements.lock
+
+# This project: components/, inference/, template/ as an installed package (what the TFX
+# executors and the Dataflow workers import), and the runners and pipeline.py beside it.
+COPY . .
+RUN uv pip install --system --no-cache --no-deps . \
+ && python -c "import components.bulk_inferrer.executor, inference.streaming, template.config"
+ENV PYTHONPATH=/pipeline
