@@ -1,0 +1,80 @@
+"""The declarative configuration, framework detection and batch decoding, in isolation."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from inference import decoding, detection
+from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from tests import helpers
+
+
+def test_config_round_trips_through_json_and_rejects_unknown_fields():
+    config = InferenceConfig(models=[ModelConfig(
+        name="m", inputs=InputSpec(features=["a"], padding="longest"), max_batch_size=8,
+        keys=["x"])], routing="keyed", routing_feature="k")
+    assert InferenceConfig.from_json(config.to_json()) == config
+    data = json.loads(config.to_json())
+    data["models"][0]["max_batchsize"] = 3
+    with pytest.raises(ConfigError, match="max_batchsize"):
+        InferenceConfig.from_dict(data)
+
+
+def test_validation_lists_every_problem_at_once():
+    config = InferenceConfig(routing="keyed", models=[
+        ModelConfig(name="a b", min_batch_size=10, max_batch_size=2, device="TPU",
+                    inputs=InputSpec(padding="max_length")),
+        ModelConfig(name="a b")])
+    with pytest.raises(ConfigError) as raised:
+        config.validate()
+    message = str(raised.value)
+    for problem in ("routing_feature", "name must be", "min_batch_size=10 > max_batch_size=2",
+                    "device='TPU'", "positive inputs.max_length", "must be unique",
+                    "every model needs its keys"):
+        assert problem in message
+
+
+def test_detection_from_files(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    (tmp_path / "xgb.json").write_text(json.dumps({"learner": {}}))
+    (tmp_path / "not_xgb.json").write_text("{}")
+    with zipfile.ZipFile(tmp_path / "model.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", b"")
+    assert detection.resolve(str(tmp_path / "m.onnx")) == ("onnx", str(tmp_path / "m.onnx"))
+    assert detection.resolve(str(tmp_path / "xgb.json"))[0] == "xgboost"
+    assert detection.resolve(str(tmp_path / "model.bin"))[0] == "pytorch"
+    with pytest.raises(ConfigError, match="not an XGBoost model"):
+        detection.resolve(str(tmp_path / "not_xgb.json"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        detection.resolve(str(tmp_path / "missing.pt"))
+    with pytest.raises(ConfigError, match="cannot tell which file"):
+        detection.resolve(str(tmp_path))
+
+
+def test_saved_model_signature_decides_tensorflow_or_keras(tmp_path):
+    path = helpers.save_example_parsing_model(str(tmp_path / "sm"), ["a"], [1.0])
+    assert detection.resolve(path) == ("tensorflow", path)
+
+
+def test_decoding_pads_variable_length_and_names_bad_rows():
+    import tensorflow as tf
+    empty_ids = tf.train.Example()
+    empty_ids.features.feature["ids"].int64_list.SetInParent()
+    empty_ids.features.feature["x"].float_list.value.append(1.5)
+    records = [helpers.example({"ids": [1, 2, 3], "x": [0.5]}),
+               helpers.example({"ids": [4], "x": [float("nan")]}),
+               empty_ids.SerializeToString()]
+    columns = decoding.ExampleDecoder()(records)
+    longest = decoding.InputMapping(InputSpec(features=["ids"], dtype="int64",
+                                              padding="longest", pad_value=-1))(columns)
+    np.testing.assert_array_equal(longest, [[1, 2, 3], [4, -1, -1], [-1, -1, -1]])
+    capped = decoding.InputMapping(InputSpec(features=["ids"], dtype="int64",
+                                             padding="max_length", max_length=2))(columns)
+    np.testing.assert_array_equal(capped, [[1, 2], [4, 0], [0, 0]])
+    with pytest.raises(decoding.InputError) as raised:
+        decoding.InputMapping(InputSpec(features=["x"]))(columns)
+    assert raised.value.rows.tolist() == [1] and "NaN" in str(raised.value)
+    with pytest.raises(decoding.InputError) as raised:
+        decoding.InputMapping(InputSpec(features=["ids"], dtype="int64"))(columns)
+    assert raised.value.rows.tolist() == [0, 2]  # 3 values and 0 values, where 1 is due
