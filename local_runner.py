@@ -1,14 +1,23 @@
 """Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata.
 
     python local_runner.py          (what `make run` does)
+
+or with the TFX CLI (which loads this file as `__main__` with `LocalDagRunner.run` patched
+to record the pipeline, then runs it with `python local_runner.py`):
+
     tfx pipeline create --engine=local --pipeline_path=local_runner.py
+    tfx run create --engine=local --pipeline_name=taxi-bulk-inference
 
 It ends with a summary read back from ML Metadata: every component's state, and per model
-the examples inferred, failures, throughput and where the outputs are.
+the examples inferred, failures, throughput and where the outputs are. The summary is only
+printed for a run this process made, so `tfx pipeline create` prints none.
 """
 import os
+import time
 
 from absl import logging
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 import pipeline
@@ -31,10 +40,31 @@ def create_pipeline() -> tfx.dsl.Pipeline:
     )
 
 
+def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
+    """True when ML Metadata holds a run of the pipeline that started after `started`.
+
+    False under `tfx pipeline create`, whose patched LocalDagRunner.run runs nothing.
+    """
+    if not os.path.exists(metadata_path):
+        return False
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = metadata_path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    run = run_summary.latest_run(metadata_store.MetadataStore(connection), pipeline_name)
+    return run is not None and run.create_time_since_epoch >= int(started * 1000) - 1000
+
+
 def run():
     os.makedirs(os.path.dirname(config.METADATA_PATH), exist_ok=True)
+    started = time.time()
+    # Exactly one LocalDagRunner().run(...) call: the TFX CLI requires it.
     tfx.orchestration.LocalDagRunner().run(create_pipeline())
-    print(run_summary.render(config.METADATA_PATH, config.PIPELINE_NAME))
+    try:
+        if _ran_since(config.METADATA_PATH, config.PIPELINE_NAME, started):
+            print(run_summary.render(config.METADATA_PATH, config.PIPELINE_NAME), flush=True)
+    except Exception as e:  # pylint: disable=broad-except
+        # The run itself succeeded; a summary that cannot be read must not fail it.
+        logging.warning("Could not read the run summary from %s: %s", config.METADATA_PATH, e)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""vertex_runner.py compiles the pipeline for Vertex AI Pipelines, offline: directly and
+through `tfx pipeline create --engine=vertex` (no `--build-image`: the image is built from
+the Dockerfile separately, so the CLI needs no Docker).
+
+KubeflowV2DagRunner imports `kfp.pipeline_spec` (the `kfp-pipeline-spec` package), and the
+CLI's vertex engine looks for "kfp" in `pip freeze`; without that package these tests
+are skipped (see the README's "Run on Dataflow / Vertex AI").
+"""
+import json
+import os
+
+import pytest
+
+pytest.importorskip("kfp.pipeline_spec.pipeline_spec_pb2",
+                    reason="kfp-pipeline-spec is not installed (KubeflowV2DagRunner needs it)")
+
+from tests.runners.conftest import BIN, REPO, run, subprocess_env  # noqa: E402
+
+IMAGE = "us-central1-docker.pkg.dev/test-project/tfx/vertex-test:1"
+SETTINGS = {"GOOGLE_CLOUD_PROJECT": "test-project", "GOOGLE_CLOUD_REGION": "us-central1",
+            "GCS_BUCKET": "test-bucket", "PIPELINE_IMAGE": IMAGE,
+            "DATAFLOW_GPU_TYPE": "nvidia-tesla-t4", "FRAMEWORKS": "keras,pytorch"}
+FRAMEWORKS = ("keras", "pytorch")
+COMPONENTS = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+              "Transform"} | {f"{kind}.{framework}" for kind in ("Trainer", "BulkInferrer")
+                              for framework in FRAMEWORKS}
+BEAM_COMPONENTS = {"StatisticsGen", "SchemaGen", "ExampleValidator", "Transform"} | {
+    f"BulkInferrer.{framework}" for framework in FRAMEWORKS}
+DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=us-central1",
+                 "--temp_location=gs://test-bucket/dataflow/tmp",
+                 "--staging_location=gs://test-bucket/dataflow/staging",
+                 f"--sdk_container_image={IMAGE}", "--sdk_location=container",
+                 "--setup_file=/pipeline/setup.py"]
+GPU = "--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1;" \
+      "install-nvidia-driver"
+
+
+def _check(pipeline_json: dict, name: str):
+    spec = pipeline_json["pipelineSpec"]
+    assert pipeline_json["displayName"] == name
+    assert spec["pipelineInfo"]["name"] == name
+    assert set(spec["root"]["dag"]["tasks"]) == COMPONENTS
+    assert pipeline_json["runtimeConfig"]["gcsOutputDirectory"] == \
+        f"gs://test-bucket/pipelines/{name}"
+    executors = {key.rsplit("_executor", 1)[0]: value["container"]
+                 for key, value in spec["deploymentSpec"]["executors"].items()}
+    assert set(executors) == COMPONENTS
+    for component, container in executors.items():
+        assert container["image"] == IMAGE, component
+        args = container["args"]
+        if component.startswith("BulkInferrer"):
+            assert args[args.index("--executor_class_path") + 1] == \
+                "components.bulk_inferrer.executor.Executor"
+            assert GPU in args and "--experiments=no_use_multiple_sdk_containers" in args
+        else:
+            assert GPU not in args, component
+        if component in BEAM_COMPONENTS:
+            missing = [a for a in DATAFLOW_ARGS if a not in args]
+            assert not missing, (component, missing)
+    example_gen = json.dumps(spec["components"]["CsvExampleGen"]) + json.dumps(
+        spec["deploymentSpec"]["executors"]["CsvExampleGen_executor"])
+    assert f"gs://test-bucket/data/{name}" in example_gen + json.dumps(spec["root"])
+
+
+def test_vertex_runner_compiles_the_pipeline(tmp_path, monkeypatch):
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    output = tmp_path / "vertex" / "pipeline.json"
+    monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(output))
+    import vertex_runner  # pylint: disable=import-outside-toplevel
+    from template import config  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(config, "FRAMEWORKS", list(FRAMEWORKS))
+    vertex_runner.runner().run(vertex_runner.create_pipeline())
+    _check(json.loads(output.read_text()), config.PIPELINE_NAME)
+
+
+def test_tfx_cli_pipeline_create_compiles_for_vertex(tmp_path):
+    env = subprocess_env(str(tmp_path / "home"), VERTEX_HOME=tmp_path / "tfx_vertex",
+                         PIPELINE_NAME="vertex-cli-test",
+                         VERTEX_PIPELINE_FILE=tmp_path / "unused.json", **SETTINGS)
+    created = run([os.path.join(BIN, "tfx"), "pipeline", "create", "--engine=vertex",
+                   f"--pipeline_path={os.path.join(REPO, 'vertex_runner.py')}"], env)
+    assert 'Pipeline "vertex-cli-test" created successfully.' in created.stdout
+    compiled = tmp_path / "tfx_vertex" / "vertex-cli-test" / "pipeline.json"
+    _check(json.loads(compiled.read_text()), "vertex-cli-test")
+    assert not (tmp_path / "unused.json").exists()  # the CLI decides where it goes

@@ -1,0 +1,73 @@
+"""Compiles the pipeline for Vertex AI Pipelines: a pipeline JSON, nothing is submitted.
+
+    python vertex_runner.py
+        -> $VERTEX_PIPELINE_FILE (default outputs/vertex/<pipeline>_pipeline.json)
+    tfx pipeline create --engine=vertex --pipeline_path=vertex_runner.py
+        -> $VERTEX_HOME/<pipeline>/pipeline.json (VERTEX_HOME defaults to ~/tfx/vertex)
+    tfx run create --engine=vertex --pipeline_name=<pipeline> --project=P --region=R
+        submits that JSON to Vertex AI.
+
+The same `pipeline.create_pipeline(...)` as the local run, with every component running in
+the image built from ./Dockerfile and every Beam-based component on Dataflow; the
+BulkInferrers' Dataflow jobs also get GPU workers. Names, image, bucket and Dataflow
+settings come from template/config.py (environment variables override them).
+Compiling needs no Google Cloud access.
+"""
+import os
+from typing import List, Optional
+
+from absl import logging
+from tfx import v1 as tfx
+
+import pipeline
+from components import BulkInferrer
+from template import config
+
+
+def create_pipeline(beam_pipeline_args: Optional[List[str]] = None,
+                    gpu_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+    """The pipeline as Vertex AI runs it: data and root on GCS, Beam on Dataflow."""
+    beam_args = (config.dataflow_beam_pipeline_args() if beam_pipeline_args is None
+                 else beam_pipeline_args)
+    tfx_pipeline = pipeline.create_pipeline(
+        pipeline_name=config.PIPELINE_NAME,
+        pipeline_root=config.vertex_pipeline_root(),
+        data_path=config.vertex_data_path(),
+        frameworks=config.FRAMEWORKS,
+        train_num_steps=config.TRAIN_NUM_STEPS,
+        eval_num_steps=config.EVAL_NUM_STEPS,
+        inference_splits=config.INFERENCE_SPLITS,
+        beam_pipeline_args=beam_args,
+        # Vertex AI keeps ML Metadata itself.
+        metadata_connection_config=None,
+    )
+    gpu_args = config.dataflow_gpu_args() if gpu_args is None else gpu_args
+    if gpu_args:
+        # Component-level args come after the pipeline-level ones, so they win: only the
+        # inference jobs get GPU workers.
+        for component in tfx_pipeline.components:
+            if isinstance(component, BulkInferrer):
+                component.with_beam_pipeline_args(gpu_args)
+    return tfx_pipeline
+
+
+def runner(output_file: Optional[str] = None) -> "tfx.orchestration.experimental.KubeflowV2DagRunner":
+    output_file = output_file or config.vertex_pipeline_file()
+    directory = os.path.dirname(os.path.abspath(output_file))
+    os.makedirs(directory, exist_ok=True)
+    return tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=config.pipeline_image()),
+        output_dir=directory,
+        output_filename=os.path.basename(output_file))
+
+
+def run():
+    # Exactly one KubeflowV2DagRunner.run(...) call: the TFX CLI requires it.
+    runner().run(create_pipeline())
+    logging.info("Pipeline %r compiled for Vertex AI Pipelines.", config.PIPELINE_NAME)
+
+
+if __name__ == "__main__":
+    logging.set_verbosity(logging.INFO)
+    run()
