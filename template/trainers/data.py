@@ -58,6 +58,13 @@ def load_transformed(
   return np.concatenate(xs), np.concatenate(ys)
 
 
+def load_train_eval(fn_args: tfx.components.FnArgs):
+  """The Trainer's transformed examples as (x_train, y_train, x_eval, y_eval)."""
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  return (*load_transformed(fn_args.train_files, tf_transform_output),
+          *load_transformed(fn_args.eval_files, tf_transform_output))
+
+
 def log_metrics(name: str, y: np.ndarray, probabilities: np.ndarray) -> None:
   """Logs the accuracy and AUC of predicted big-tipper probabilities."""
   probabilities = np.asarray(probabilities).reshape(-1)

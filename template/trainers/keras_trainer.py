@@ -79,10 +79,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
   config = data.hyperparameters(fn_args, _DEFAULTS)
   keras.utils.set_random_seed(config['seed'])
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  x_train, y_train = data.load_transformed(fn_args.train_files,
-                                           tf_transform_output)
-  x_eval, y_eval = data.load_transformed(fn_args.eval_files,
-                                         tf_transform_output)
+  x_train, y_train, x_eval, y_eval = data.load_train_eval(fn_args)
 
   model = _build_keras_model(x_train, config['hidden_units'],
                              config['learning_rate'])

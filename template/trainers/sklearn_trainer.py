@@ -11,7 +11,6 @@ import joblib
 from sklearn import linear_model
 from sklearn import pipeline
 from sklearn import preprocessing
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from template.trainers import data
@@ -27,11 +26,7 @@ _DEFAULTS = {
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and writes `<serving_model_dir>/model.joblib`."""
   config = data.hyperparameters(fn_args, _DEFAULTS)
-  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  x_train, y_train = data.load_transformed(fn_args.train_files,
-                                           tf_transform_output)
-  x_eval, y_eval = data.load_transformed(fn_args.eval_files,
-                                         tf_transform_output)
+  x_train, y_train, x_eval, y_eval = data.load_train_eval(fn_args)
 
   model = pipeline.make_pipeline(
       preprocessing.StandardScaler(),

@@ -7,7 +7,6 @@ big-tipper probabilities of shape [batch, 1].
 import os
 
 import numpy as np
-import tensorflow_transform as tft
 import torch
 from tfx import v1 as tfx
 
@@ -66,11 +65,7 @@ def _train(x_train: np.ndarray, y_train: np.ndarray, config) -> _MLP:
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the MLP and writes `<serving_model_dir>/model.pt`."""
   config = data.hyperparameters(fn_args, _DEFAULTS)
-  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  x_train, y_train = data.load_transformed(fn_args.train_files,
-                                           tf_transform_output)
-  x_eval, y_eval = data.load_transformed(fn_args.eval_files,
-                                         tf_transform_output)
+  x_train, y_train, x_eval, y_eval = data.load_train_eval(fn_args)
 
   num_threads = torch.get_num_threads()
   torch.set_num_threads(config['num_threads'])

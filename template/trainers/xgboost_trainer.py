@@ -7,7 +7,6 @@ big-tipper probability.
 
 import os
 
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 import xgboost
 
@@ -26,11 +25,7 @@ _DEFAULTS = {
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and writes `<serving_model_dir>/model.json`."""
   config = data.hyperparameters(fn_args, _DEFAULTS)
-  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  x_train, y_train = data.load_transformed(fn_args.train_files,
-                                           tf_transform_output)
-  x_eval, y_eval = data.load_transformed(fn_args.eval_files,
-                                         tf_transform_output)
+  x_train, y_train, x_eval, y_eval = data.load_train_eval(fn_args)
 
   model = xgboost.XGBClassifier(
       n_estimators=config['n_estimators'],
