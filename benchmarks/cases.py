@@ -1,0 +1,359 @@
+"""The measured cases. Each runs in its own process (see `harness`) and returns its figures.
+
+A case is a dict (JSON): kind, model, n, workers, mode, the data and model locations, the
+output folder. `run_case(case)` times the work itself (model loading, pipeline start and
+run, writing outputs; not the interpreter's imports), then checks what was written.
+
+kinds:
+  raw            read + tfx_bsl decode + forward, plain Python loop (no Beam): the limit
+  raw_encode     raw + `encoder` per record ("proto": to_prediction_log(...)
+                 .SerializeToString(), what the pipeline calls; "bytes":
+                 encode_prediction_log; "batch": encode_batch)
+  raw_write      raw_encode + Beam's TFRecord writer into a gzipped file, per record
+  plain_beam     ReadFromTFRecord | Map(parse tf.Example) | RunInference(Beam's handler)
+                 | Map(str) | WriteToText
+  tfx            tfx.components.bulk_inferrer.executor.Executor (SavedModel)
+  ours           components.bulk_inferrer.executor.Executor
+"""
+import glob
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+from benchmarks.data import FEATURES, record_files
+
+
+def beam_args(case: Dict[str, Any]) -> List[str]:
+    return [f"--direct_num_workers={case['workers']}",
+            f"--direct_running_mode={case['mode']}"]
+
+
+def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
+    os.makedirs(case["out"], exist_ok=True)
+    if case.get("torch_threads") and case["model"] == "pytorch":
+        import torch  # pylint: disable=import-outside-toplevel
+        torch.set_num_threads(case["torch_threads"])
+    runner = _KINDS[case["kind"]]
+    result = runner(case)
+    result["self_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["children_max_rss_mb"] = (
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    return result
+
+
+# --- raw: no Beam -------------------------------------------------------------------
+
+
+class _Forward:
+    """Loads one model and runs it on a batch of records; returns per-record outputs."""
+
+    def __init__(self, case):
+        self.name = case["model"]
+        path = case["model_path"]
+        if self.name == "keras":
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            self._tf = tf
+            self._serve = tf.saved_model.load(path).signatures["serving_default"]
+            return
+        from tfx_bsl.coders import example_coder  # pylint: disable=import-outside-toplevel
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder()
+        if self.name == "pytorch":
+            import torch  # pylint: disable=import-outside-toplevel
+            self._torch = torch
+            self._module = torch.jit.load(path)
+        elif self.name == "sklearn":
+            import joblib  # pylint: disable=import-outside-toplevel
+            self._model = joblib.load(path)
+        elif self.name == "onnx":
+            import onnxruntime  # pylint: disable=import-outside-toplevel
+            self._session = onnxruntime.InferenceSession(
+                path, providers=["CPUExecutionProvider"])
+        else:
+            raise ValueError(f"unknown model {self.name!r}")
+
+    def decode(self, records: List[bytes]) -> np.ndarray:
+        batch = self._decoder.DecodeBatch(records)
+        names = batch.schema.names
+        return np.stack([np.asarray(batch.column(names.index(f)).flatten())
+                         for f in FEATURES], axis=1).astype(np.float32, copy=False)
+
+    def __call__(self, records: List[bytes]):
+        """The batch's outputs, as the framework returns them (rows indexable)."""
+        if self.name == "keras":
+            return self._serve(examples=self._tf.constant(records))["outputs"].numpy()
+        x = self.decode(records)
+        if self.name == "pytorch":
+            with self._torch.no_grad():
+                return self._module(self._torch.from_numpy(x))
+        if self.name == "sklearn":
+            return self._model.predict(x)
+        return self._session.run(None, {"x": x})[0]
+
+
+def _read_batches(case):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    dataset = tf.data.TFRecordDataset(record_files(case["data_root"]),
+                                      compression_type="GZIP").batch(case["raw_batch_size"])
+    for batch in dataset.as_numpy_iterator():
+        yield batch.tolist()
+
+
+def _raw(case):
+    from apache_beam.ml.inference.base import PredictionResult  # pylint: disable=import-outside-toplevel
+    from inference import encoding  # pylint: disable=import-outside-toplevel
+    kind, encoder = case["kind"], case.get("encoder", "proto")
+    names = ("outputs",) if case["model"] == "keras" else ()
+    model_id = case["model"]
+    writer = None
+    started = time.perf_counter()
+    forward = _Forward(case)
+    if kind == "raw_write":
+        writer = _BeamTFRecordWriter(os.path.join(case["out"], "prediction_logs.gz"))
+    count = 0
+    for records in _read_batches(case):
+        outputs = forward(records)
+        count += len(records)
+        if kind == "raw":
+            continue
+        if encoder == "batch":
+            encoded = encoding.encode_batch(records, outputs, model_id, names)
+        else:
+            encode = (encoding.encode_prediction_log if encoder == "bytes" else
+                      lambda r, n: encoding.to_prediction_log(r, n).SerializeToString())
+            encoded = [encode(PredictionResult(record, row, model_id), names)
+                       for record, row in zip(records, outputs)]
+        if writer:
+            for log in encoded:
+                writer.write(log)
+    if writer:
+        writer.close()
+    seconds = time.perf_counter() - started
+    result = {"seconds": seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
+    if writer:
+        result["records_out"] = _count_records(os.path.join(case["out"], "*.gz"))
+    return result
+
+
+class _BeamTFRecordWriter:
+    """Beam's TFRecord record framing (crc32c) into Beam's gzip file, as WriteToTFRecord."""
+
+    def __init__(self, path):
+        from apache_beam.io.filesystem import CompressionTypes  # pylint: disable=import-outside-toplevel
+        from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+        from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=import-outside-toplevel
+        self._file = FileSystems.create(path, compression_type=CompressionTypes.GZIP)
+        self._write = _TFRecordUtil.write_record
+
+    def write(self, record: bytes):
+        self._write(self._file, record)
+
+    def close(self):
+        self._file.close()
+
+
+def _count_records(pattern: str) -> int:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    total = 0
+    for path in sorted(glob.glob(pattern)):
+        options = tf.io.TFRecordOptions("GZIP" if path.endswith(".gz") else "")
+        total += sum(1 for _ in tf.compat.v1.io.tf_record_iterator(path, options))
+    return total
+
+
+def _count_lines(pattern: str) -> int:
+    total = 0
+    for path in glob.glob(pattern):
+        with open(path, "rb") as f:
+            total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return total
+
+
+# --- Beam pipelines -------------------------------------------------------------------
+
+
+class _CapturedRuns:
+    """Records every PipelineResult (TFX's executor keeps its own), for its metrics."""
+
+    def __init__(self):
+        import apache_beam as beam  # pylint: disable=import-outside-toplevel
+        self.results = []
+        original = beam.Pipeline.run
+
+        def run(pipeline, *args, **kwargs):
+            result = original(pipeline, *args, **kwargs)
+            self.results.append(result)
+            return result
+
+        beam.Pipeline.run = run
+
+    def mean_batch_size(self):
+        from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
+        total = count = 0
+        for result in self.results:
+            query = result.metrics().query(
+                MetricsFilter().with_name("inference_request_batch_size"))
+            for item in query["distributions"]:
+                value = item.committed if item.committed is not None else item.attempted
+                if value is not None:
+                    total, count = total + value.sum, count + value.count
+        return (total / count if count else None), count
+
+
+def parse_features(record: bytes) -> np.ndarray:
+    """What a user writes: parse the tf.Example, pick the features, make an array."""
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    feature = example_pb2.Example.FromString(record).features.feature
+    return np.array([feature[name].float_list.value[0] for name in FEATURES],
+                    dtype=np.float32)
+
+
+def parse_tensor(record: bytes):
+    import torch  # pylint: disable=import-outside-toplevel
+    return torch.from_numpy(parse_features(record))
+
+
+def format_result(result) -> str:
+    return str(np.asarray(result.inference).tolist())
+
+
+def _beam_handler(case):
+    name, path = case["model"], case["model_path"]
+    kwargs = {key: case[key] for key in ("min_batch_size", "max_batch_size") if case.get(key)}
+    if name == "pytorch":
+        from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor  # pylint: disable=import-outside-toplevel
+        return PytorchModelHandlerTensor(torch_script_model_path=path, **kwargs), parse_tensor
+    if name == "sklearn":
+        from apache_beam.ml.inference.sklearn_inference import ModelFileType, SklearnModelHandlerNumpy  # pylint: disable=import-outside-toplevel
+        return SklearnModelHandlerNumpy(model_uri=path, model_file_type=ModelFileType.JOBLIB,
+                                        **kwargs), parse_features
+    if name == "onnx":
+        from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy  # pylint: disable=import-outside-toplevel
+        return OnnxModelHandlerNumpy(model_uri=path, providers=["CPUExecutionProvider"],
+                                     **kwargs), parse_features
+    raise ValueError(f"no plain Beam pipeline for {name!r}")
+
+
+def _plain_beam(case):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    captured = _CapturedRuns()
+    started = time.perf_counter()
+    handler, parse = _beam_handler(case)
+    pattern = os.path.join(case["data_root"], "Split-*", "*.gz")
+    prefix = os.path.join(case["out"], "predictions")
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args(case)))
+    _ = (pipeline
+         | "Read" >> beam.io.ReadFromTFRecord(pattern)
+         | "Parse" >> beam.Map(parse)
+         | "RunInference" >> RunInference(handler)
+         | "Format" >> beam.Map(format_result)
+         | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".txt"))
+    pipeline.run().wait_until_finish()
+    seconds = time.perf_counter() - started
+    mean_batch, batches = captured.mean_batch_size()
+    return {"seconds": seconds, "records_out": _count_lines(prefix + "*.txt"),
+            "mean_batch_size": mean_batch, "batches": batches}
+
+
+def _executor_inputs(case):
+    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    from benchmarks.data import examples_artifact  # pylint: disable=import-outside-toplevel
+    model = standard_artifacts.Model()
+    model.uri = case["model_uri"]
+    return {"examples": [examples_artifact(case["data_root"])], "model": [model]}
+
+
+def _context(case):
+    from tfx.dsl.components.base import base_beam_executor  # pylint: disable=import-outside-toplevel
+    return base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_args(case), tmp_dir=os.path.join(case["out"], "tmp"))
+
+
+def _tfx(case):
+    from tfx.components.bulk_inferrer import executor  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    captured = _CapturedRuns()
+    output = standard_artifacts.InferenceResult()
+    output.uri = os.path.join(case["out"], "inference_result")
+    os.makedirs(output.uri, exist_ok=True)
+    props = {"model_spec": "{}", "data_spec": "{}"}
+    started = time.perf_counter()
+    executor.Executor(_context(case)).Do(_executor_inputs(case),
+                                         {"inference_result": [output]}, props)
+    seconds = time.perf_counter() - started
+    mean_batch, batches = captured.mean_batch_size()
+    return {"seconds": seconds,
+            "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
+            "mean_batch_size": mean_batch, "batches": batches}
+
+
+def ours_config(case):
+    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    name = case["model"]
+    model = ModelConfig(name=name, min_batch_size=case.get("min_batch_size"),
+                        max_batch_size=case.get("max_batch_size"))
+    if name != "keras":
+        model.inputs = InputSpec(features=list(FEATURES), dtype="float32")
+    if name == "sklearn":
+        model.options = {"trusted": True}
+    return InferenceConfig(models=[model])
+
+
+def _ours(case):
+    from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    captured = _CapturedRuns()
+    output = standard_artifacts.InferenceResult()
+    output.uri = os.path.join(case["out"], "inference_result")
+    os.makedirs(output.uri, exist_ok=True)
+    outputs = {spec.INFERENCE_RESULT_KEY: [output]}
+    failures_key = getattr(spec, "FAILURES_KEY", None)
+    failures_type = getattr(spec, "InferenceFailures", None)
+    if failures_key and failures_type:
+        failures = failures_type()
+        failures.uri = os.path.join(case["out"], "failures")
+        os.makedirs(failures.uri, exist_ok=True)
+        outputs[failures_key] = [failures]
+    props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
+             spec.INFERENCE_CONFIG_KEY: ours_config(case).to_json()}
+    started = time.perf_counter()
+    executor.Executor(_context(case)).Do(_executor_inputs(case), outputs, props)
+    seconds = time.perf_counter() - started
+    name = case["model"]
+    mean_batch = (output.get_float_custom_property(f"{name}.mean_batch_size")
+                  if output.has_custom_property(f"{name}.mean_batch_size") else None)
+    if mean_batch is None:
+        mean_batch, _ = captured.mean_batch_size()
+    figures = {key: output.get_custom_property(key) for key in
+               ("examples_in", "predictions", "failures", "pipeline_seconds")
+               if output.has_custom_property(key)}
+    return {"seconds": seconds,
+            "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
+            "mean_batch_size": mean_batch,
+            "batches": (output.get_int_custom_property(f"{name}.batches")
+                        if output.has_custom_property(f"{name}.batches") else None),
+            "figures": {k: (v if isinstance(v, (int, float, str)) else str(v))
+                        for k, v in figures.items()}}
+
+
+_KINDS = {"raw": _raw, "raw_encode": _raw, "raw_write": _raw, "plain_beam": _plain_beam,
+          "tfx": _tfx, "ours": _ours}
+
+
+def main(argv):
+    """`python -m benchmarks.cases <case.json> <result.json>` (the harness's spawn mode)."""
+    with open(argv[1]) as f:
+        case = json.load(f)
+    result = run_case(case)
+    with open(argv[2], "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,197 @@
+"""The benchmark's table, ratios and targets, as text, Markdown and JSON."""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+KIND_LABELS = {
+    "raw": "raw decode+forward (no Beam)",
+    "raw_encode": "raw + encode",
+    "raw_write": "raw + encode + TFRecord write",
+    "plain_beam": "plain Beam (hand-written)",
+    "tfx": "TFX BulkInferrer",
+    "ours": "ours (BulkInferrer executor)",
+}
+
+
+def case_label(case: Dict[str, Any]) -> str:
+    label = KIND_LABELS.get(case["kind"], case["kind"])
+    if case["kind"] in ("raw_encode", "raw_write"):
+        label += f" [{case.get('encoder', 'proto')}]"
+    return label
+
+
+def examples_per_sec(row: Dict[str, Any]) -> Optional[float]:
+    seconds = row.get("seconds")
+    if not seconds or row.get("error"):
+        return None
+    return row["n"] / seconds
+
+
+def _find(rows, **want) -> Optional[Dict[str, Any]]:
+    for row in rows:
+        if all(row.get(k) == v for k, v in want.items()) and examples_per_sec(row):
+            return row
+    return None
+
+
+def add_ratios(rows: List[Dict[str, Any]]):
+    """x raw, x plain Beam, x BulkInferrer: throughput over the same-N baseline's."""
+    for row in rows:
+        eps = examples_per_sec(row)
+        row["examples_per_sec"] = round(eps, 1) if eps else None
+        baselines = {
+            "x_raw": _find(rows, kind="raw", model=row["model"], n=row["n"]),
+            "x_plain_beam": _find(rows, kind="plain_beam", model=row["model"], n=row["n"],
+                                  workers=1),
+            "x_bulk_inferrer": _find(rows, kind="tfx", n=row["n"], workers=1),
+        }
+        for key, base in baselines.items():
+            row[key] = (round(eps / examples_per_sec(base), 3)
+                        if eps and base is not None else None)
+
+
+def _ratio(a, b) -> Optional[float]:
+    if a is None or b is None:
+        return None
+    return examples_per_sec(a) / examples_per_sec(b)
+
+
+def targets(rows: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
+    """The issue's targets, each measured side by side in this run (None: not measured)."""
+    out = []
+
+    def add(name, value, goal, higher_is_better=True, detail=""):
+        passed = None if value is None else (value >= goal if higher_is_better
+                                             else value <= goal)
+        out.append({"target": name, "measured": None if value is None else round(value, 3),
+                    "goal": goal, "passed": passed, "detail": detail})
+
+    for model in ("pytorch", "sklearn"):
+        add(f"ours >= 3x plain Beam, {model}, outputs written",
+            _ratio(_find(rows, kind="ours", model=model, n=n, workers=1),
+                   _find(rows, kind="plain_beam", model=model, n=n, workers=1)), 3.0)
+    add("ours >= 2x TFX BulkInferrer on its SavedModel",
+        _ratio(_find(rows, kind="ours", model="keras", n=n, workers=1),
+               _find(rows, kind="tfx", model="keras", n=n, workers=1)), 2.0)
+    add("ours >= 0.25x raw decode+forward, pytorch, 1 worker",
+        _ratio(_find(rows, kind="ours", model="pytorch", n=n, workers=1),
+               _find(rows, kind="raw", model="pytorch", n=n)), 0.25)
+    two = [r for r in rows if r["kind"] == "ours" and r["model"] == "pytorch" and r["n"] == n
+           and r["workers"] == 2 and examples_per_sec(r)]
+    add("2 workers >= 1.6x 1 worker (ours, pytorch)",
+        _ratio(two[0] if two else None,
+               _find(rows, kind="ours", model="pytorch", n=n, workers=1)), 1.6)
+    sized = sorted((r for r in rows if r["kind"] == "ours" and r["model"] == "pytorch"
+                    and r["workers"] == 1 and r.get("sizes_row") and examples_per_sec(r)),
+                   key=lambda r: r["n"])
+    if len(sized) >= 2 and sized[-1]["n"] > sized[0]["n"]:
+        small, large = sized[0], sized[-1]
+        factor = large["n"] / small["n"]
+        add(f"{large['n']:,} records within {1.2 * factor:g}x the {small['n']:,} time",
+            large["seconds"] / small["seconds"], round(1.2 * factor, 3),
+            higher_is_better=False,
+            detail=f"{large['seconds']:.1f} s vs {small['seconds']:.1f} s")
+    else:
+        add("1M within 12x the 100k time (--sizes 100000 1000000)", None, 12.0,
+            higher_is_better=False)
+    return out
+
+
+_COLUMNS = [("case", "case"), ("model", "model"), ("n", "N"), ("workers", "workers"),
+            ("seconds", "s"), ("examples_per_sec", "examples/s"), ("x_raw", "x raw"),
+            ("x_plain_beam", "x plain Beam"), ("x_bulk_inferrer", "x BulkInferrer"),
+            ("max_rss_mb", "peak RSS MB"), ("tree_rss_mb", "tree RSS MB"),
+            ("mean_batch_size", "mean batch"), ("check", "check")]
+
+
+def _cell(row, key) -> str:
+    value = row.get(key)
+    if key == "case":
+        return case_label(row)
+    if key == "workers":
+        return f"{row['workers']} ({row['mode']})" if row["kind"] not in (
+            "raw", "raw_encode", "raw_write") else "-"
+    if key == "check":
+        if row.get("error"):
+            return "ERROR: " + str(row["error"])[:120]
+        out = row.get("records_out")
+        return "ok" if out == row["n"] else f"{out} of {row['n']} written"
+    if value is None:
+        return "-"
+    if key == "seconds":
+        return f"{value:.1f}"
+    if key == "examples_per_sec":
+        return f"{value:,.0f}"
+    if key.startswith("x_"):
+        return f"{value:.2f}"
+    if key in ("max_rss_mb", "tree_rss_mb"):
+        return f"{value:,.0f}"
+    if key == "mean_batch_size":
+        return f"{value:,.0f}"
+    if key == "n":
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(rows) -> str:
+    lines = ["| " + " | ".join(title for _, title in _COLUMNS) + " |",
+             "|" + "|".join("---" for _ in _COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row, key) for key, _ in _COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def text_table(rows) -> str:
+    cells = [[title for _, title in _COLUMNS]] + [[_cell(r, k) for k, _ in _COLUMNS]
+                                                   for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in cells)
+
+
+def targets_markdown(items) -> str:
+    lines = ["| target | measured | goal | result |", "|---|---|---|---|"]
+    for t in items:
+        result = {True: "PASS", False: "FAIL", None: "not measured"}[t["passed"]]
+        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+        detail = f" ({t['detail']})" if t.get("detail") else ""
+        lines.append(f"| {t['target']} | {measured}{detail} | {t['goal']} | {result} |")
+    return "\n".join(lines)
+
+
+def profile_markdown(profile: Dict[str, Any]) -> str:
+    if not profile or profile.get("error"):
+        return f"Profile failed: {profile.get('error')}" if profile else ""
+    lines = [f"cProfile of ours ({profile.get('model', 'pytorch')}, N={profile['n']:,}, in_memory): "
+             f"{profile['profiled_wall_seconds']:.1f} s profiled "
+             f"({profile.get('seconds') or 0:.1f} s in the executor).", "",
+             "| where | seconds | us/record | share |", "|---|---|---|---|"]
+    total = sum(item["seconds"] for item in profile["breakdown"]) or 1.0
+    for item in profile["breakdown"]:
+        lines.append(f"| {item['category']} | {item['seconds']:.2f} | "
+                     f"{item['us_per_record']:.1f} | {item['seconds'] / total:.0%} |")
+    lines += ["", "Top functions by own time:", "",
+              "| function | calls | tottime s | cumtime s |", "|---|---|---|---|"]
+    for label, calls, tottime, cumtime in profile["top_tottime"][:15]:
+        lines.append(f"| `{label}` | {calls:,} | {tottime:.2f} | {cumtime:.2f} |")
+    return "\n".join(lines)
+
+
+def write(folder: str, rows, target_items, environment, profile=None, prep=None) -> str:
+    body = {"rows": rows, "targets": target_items, "environment": environment,
+            "profile": profile, "preparation": prep}
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(body, f, indent=2, default=str)
+    md = ["# Benchmark", "",
+          f"{environment.get('started')} on {environment.get('cpus')} CPUs "
+          f"(load average at start {environment.get('load_start')}, "
+          f"at end {environment.get('load_end')}); "
+          f"isolation: {environment.get('isolation')}.", "",
+          markdown_table(rows), "", "## Targets", "", targets_markdown(target_items), "",
+          "## Environment", "", "```", json.dumps(environment, indent=2, default=str), "```"]
+    if profile:
+        md += ["", "## Profile", "", profile_markdown(profile)]
+    path = os.path.join(folder, "results.md")
+    with open(path, "w") as f:
+        f.write("\n".join(md) + "\n")
+    return path

@@ -1,0 +1,419 @@
+"""`make bench` / `python -m benchmarks.run`: the inference core against its limit and
+its alternatives, on the same records, each case in a fresh process.
+
+  python -m benchmarks.run                      # N=200,000, every case, 1 and 2 workers
+  python -m benchmarks.run --quick              # N=20,000, fewer cases: under 3 minutes
+  python -m benchmarks.run --sizes 100000 1000000 --direct_num_workers 1 2 --profile
+
+The table (examples/s, ratios to the raw loop, to plain Beam and to TFX's BulkInferrer,
+peak RSS, mean batch size) is printed and written with the targets to
+outputs/bench/<timestamp>/results.{md,json}; each case's outputs and log are beside them.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List
+
+from benchmarks import harness, report
+from benchmarks.data import PROJECT_DIR
+
+DEFAULT_N = 200_000
+QUICK_N = 20_000
+MICRO_N = 256
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=None,
+                        help=f"records for the main table (default {DEFAULT_N:,}; "
+                             f"--quick {QUICK_N:,})")
+    parser.add_argument("--quick", action="store_true",
+                        help="N=20,000, pytorch/sklearn/keras, 1 worker: a few minutes")
+    parser.add_argument("--micro", action="store_true",
+                        help="a tiny smoke run (N=256, pytorch, raw and ours)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated subset of pytorch,keras,sklearn,onnx")
+    parser.add_argument("--kinds", default=None,
+                        help="comma-separated subset of raw,raw_encode,raw_write,plain_beam,"
+                             "tfx,ours")
+    parser.add_argument("--direct_num_workers", type=int, nargs="+", default=None,
+                        help="worker counts; counts > 1 run ours on pytorch again "
+                             "(default: 1 2; --quick: 1)")
+    parser.add_argument("--direct_running_mode", default="multi_processing",
+                        choices=["in_memory", "multi_threading", "multi_processing"],
+                        help="DirectRunner mode for worker counts > 1 (1 worker: in_memory)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[],
+                        help="extra record counts for ours and raw on pytorch (1 worker), "
+                             "e.g. 100000 1000000")
+    parser.add_argument("--min_batch_size", type=int, default=None,
+                        help="min batch for ours and plain Beam (default: Beam's, 1)")
+    parser.add_argument("--max_batch_size", type=int, default=None,
+                        help="max batch for ours and plain Beam (default: Beam's, 10000)")
+    parser.add_argument("--raw_batch_size", type=int, default=1024)
+    parser.add_argument("--torch_threads", type=int, default=1,
+                        help="PyTorch intra-op threads per process (0: PyTorch's default, "
+                             "one per core). 1 by default: on a busy or small machine, "
+                             "OpenMP threads waiting on each other make forward passes "
+                             "10-100x slower and the timings erratic; Beam runs one worker "
+                             "per core anyway")
+    parser.add_argument("--shards", type=int, default=8, help="input files per data set")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--profile", action="store_true",
+                        help="also cProfile ours on pytorch (in_memory) and break it down")
+    parser.add_argument("--profile_n", type=int, default=50_000)
+    parser.add_argument("--output_dir", default=os.path.join(PROJECT_DIR, "outputs", "bench"))
+    parser.add_argument("--isolation", choices=["fork", "spawn", "inline"], default="fork",
+                        help="fork (default): a forked child of a pre-imported parent per "
+                             "case; spawn: a new interpreter per case; inline: in this "
+                             "process (no per-case RSS; for tests)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per case")
+    parser.add_argument("--memory_limit_gb", type=float, default=None,
+                        help="stop a case whose processes hold more (default: 60%% of RAM)")
+    parser.add_argument("--no_bytecode_cache", dest="bytecode_cache", action="store_false",
+                        help="do not cache bytecode under <output_dir>/.pycache (see "
+                             "use_bytecode_cache)")
+    args = parser.parse_args(argv)
+    if args.micro:
+        args.n = args.n or MICRO_N
+        args.models = args.models or "pytorch"
+        args.kinds = args.kinds or "raw,raw_encode,ours"
+        args.direct_num_workers = args.direct_num_workers or [1]
+        args.shards = min(args.shards, 2)
+    elif args.quick:
+        args.n = args.n or QUICK_N
+        args.models = args.models or "pytorch,sklearn,keras"
+        args.direct_num_workers = args.direct_num_workers or [1]
+    args.n = args.n or DEFAULT_N
+    args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
+    args.kinds = [k for k in (args.kinds or "raw,raw_encode,raw_write,plain_beam,tfx,ours"
+                              ).split(",") if k]
+    args.direct_num_workers = args.direct_num_workers or [1, 2]
+    if args.isolation == "inline":
+        args.torch_threads = 0  # the calling process's setting is left alone
+    return args
+
+
+def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
+         folder: str) -> List[Dict[str, Any]]:
+    """Every case of this run, in order."""
+    cases: List[Dict[str, Any]] = []
+
+    def add(kind, model, n=args.n, workers=1, mode="in_memory", **extra):
+        if kind not in args.kinds or model not in models:
+            return
+        name = f"{len(cases):02d}-{kind}-{model}-{n}-w{workers}"
+        if extra.get("encoder"):
+            name += f"-{extra['encoder']}"
+        cases.append(dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
+                          data_root=data_roots[n], model_path=models[model]["path"],
+                          model_uri=models[model]["artifact_uri"],
+                          raw_batch_size=args.raw_batch_size,
+                          torch_threads=args.torch_threads,
+                          min_batch_size=args.min_batch_size,
+                          max_batch_size=args.max_batch_size,
+                          out=os.path.join(folder, "cases", name), name=name, **extra))
+
+    for model in args.models:
+        add("raw", model)
+        if not args.quick or model == "pytorch":
+            add("raw_encode", model, encoder="proto")
+    add("raw_encode", "pytorch", encoder="bytes")
+    if not args.quick:
+        add("raw_encode", "pytorch", encoder="batch")
+        add("raw_write", "pytorch", encoder="proto")
+        add("raw_write", "pytorch", encoder="bytes")
+    for model in args.models:
+        if model != "keras":
+            add("plain_beam", model)
+    add("tfx", "keras")
+    for model in args.models:
+        add("ours", model)
+    for workers in args.direct_num_workers:
+        if workers != 1:
+            add("ours", "pytorch", workers=workers, mode=args.direct_running_mode)
+    for size in args.sizes:
+        if size == args.n:  # the main rows are this size's
+            for case in cases:
+                if case["kind"] in ("raw", "ours") and case["model"] == "pytorch" \
+                        and case["workers"] == 1:
+                    case["sizes_row"] = True
+            continue
+        add("raw", "pytorch", n=size, sizes_row=True)
+        add("ours", "pytorch", n=size, sizes_row=True)
+    return cases
+
+
+def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
+    """Writes the data sets and the models; checks the models agree. (In a child process.)"""
+    from benchmarks import data, models  # pylint: disable=import-outside-toplevel
+    started = time.perf_counter()
+    matrix = data.taxi_matrix()
+    roots = {}
+    for n in job["sizes"]:
+        root = os.path.join(job["folder"], "data", str(n))
+        data.write_examples(root, data.resample(matrix, n, job["seed"]), job["shards"])
+        roots[n] = root
+    built = models.build_models(os.path.join(job["folder"], "models"), matrix, job["seed"],
+                                job["models"])
+    sample = data.resample(matrix, 256, job["seed"] + 1)
+    parity = models.check_parity(built, sample, data.ExampleSerializer()(sample))
+    encoder = check_encoder()
+    return {"data_roots": {str(n): r for n, r in roots.items()},
+            "models": {name: m._asdict() for name, m in built.items()},
+            "max_abs_diff_vs_pytorch": parity, "encoder_check": encoder,
+            "seconds": round(time.perf_counter() - started, 2), "out": job["out"]}
+
+
+def check_encoder() -> str:
+    """encode_prediction_log writes the bytes of the PredictionLog built field by field,
+    to_prediction_log returns an equal message, and tf.make_ndarray reads the values."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference.base import PredictionResult  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    from inference import encoding  # pylint: disable=import-outside-toplevel
+    outputs = [torch.tensor([0.25]), np.float64(1.5), np.arange(6, dtype=np.float32).reshape(2, 3),
+               np.array([1, 2], np.int64), np.float32(-3.0)]
+    for record in (b"", b"r" * 40, b"s" * 20000):
+        for value in outputs:
+            for names in ((), ("score",)):
+                result = PredictionResult(record, value, "model")
+                fast = encoding.encode_prediction_log(result, names)
+                proto = encoding.to_prediction_log(result, names)
+                reference = _reference_log(result, names)
+                if fast != reference.SerializeToString() or proto != reference:
+                    raise AssertionError(f"encoder differs for {value!r}, names {names}")
+                log = prediction_log_pb2.PredictionLog.FromString(fast)
+                tensor = log.predict_log.response.outputs[names[0] if names else "output_0"]
+                expected = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+                np.testing.assert_array_equal(tf.make_ndarray(tensor)[0], expected)
+    return "ok: byte-identical to the field-by-field PredictionLog; tf.make_ndarray reads it"
+
+
+def _reference_log(result, names):
+    """The PredictionLog built field by field (the encoder's original implementation)."""
+    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    from inference import encoding  # pylint: disable=import-outside-toplevel
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = result.model_id
+    log.predict_log.response.model_spec.name = result.model_id
+    example = request.inputs["examples"]
+    example.dtype = types_pb2.DT_STRING
+    example.tensor_shape.dim.add().size = 1
+    example.string_val.append(result.example)
+    for name, value in encoding.named_outputs(result.inference, names).items():
+        log.predict_log.response.outputs[name].CopyFrom(encoding.tensor_proto(value))
+    return log
+
+
+def environment(args) -> Dict[str, Any]:
+    """Versions and the hot C paths: protobuf backend, crc32c implementation used by Beam."""
+    env: Dict[str, Any] = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(), "load_start": _load(), "python": platform.python_version(),
+        "isolation": args.isolation, "argv": sys.argv[1:],
+    }
+    try:
+        from importlib import metadata  # pylint: disable=import-outside-toplevel
+        env["versions"] = {p: _version(metadata, p) for p in (
+            "apache-beam", "tfx", "tfx-bsl", "tensorflow", "torch", "scikit-learn",
+            "onnxruntime", "protobuf", "google-crc32c", "crcmod", "python-snappy")}
+        from google.protobuf.internal import api_implementation  # pylint: disable=import-outside-toplevel
+        env["protobuf_backend"] = api_implementation.Type()
+        env["crc32c"] = crc32c_check()
+    except Exception as e:  # pylint: disable=broad-except
+        env["environment_error"] = repr(e)
+    return env
+
+
+def _version(metadata, package):
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def crc32c_check() -> Dict[str, Any]:
+    """Which crc32c Beam's TFRecord sink uses, and its cost per record."""
+    import timeit  # pylint: disable=import-outside-toplevel
+    from apache_beam.io import tfrecordio  # pylint: disable=import-outside-toplevel
+    record = b"x" * 330  # about one PredictionLog of the benchmark
+    tfrecordio._default_crc32c_fn(b"")  # pylint: disable=protected-access  (resolves .fn)
+    fn = tfrecordio._default_crc32c_fn.fn  # pylint: disable=protected-access
+    info: Dict[str, Any] = {"beam_uses": f"{getattr(fn, '__module__', '')}."
+                                         f"{getattr(fn, '__name__', repr(fn))}"}
+    try:
+        import google_crc32c  # pylint: disable=import-outside-toplevel
+        info["google_crc32c_implementation"] = google_crc32c.implementation
+    except ImportError:
+        info["google_crc32c_implementation"] = None
+    try:
+        import crcmod  # pylint: disable=import-outside-toplevel,unused-import
+        info["crcmod"] = "installed"
+    except ImportError:
+        info["crcmod"] = "not installed"
+    number = 20000
+    write_record = tfrecordio._TFRecordUtil.write_record  # pylint: disable=protected-access
+
+    class _Sink:
+        def write(self, _):
+            pass
+
+    sink = _Sink()
+    info["beam_masked_crc_us"] = round(timeit.timeit(
+        lambda: tfrecordio._TFRecordUtil._masked_crc32c(record),  # pylint: disable=protected-access
+        number=number) / number * 1e6, 2)
+    info["beam_write_record_framing_us"] = round(timeit.timeit(
+        lambda: write_record(sink, record), number=number) / number * 1e6, 2)
+    info["pure_python_crc32c_us"] = round(_pure_python_crc_us(record), 1)
+    return info
+
+
+def _pure_python_crc_us(record: bytes) -> float:
+    """What a pure-Python crc32c (the slow fallback) costs on one record, for comparison."""
+    import timeit  # pylint: disable=import-outside-toplevel
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+
+    def crc32c(data):
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+
+    number = 200
+    return timeit.timeit(lambda: crc32c(record), number=number) / number * 1e6
+
+
+def _load():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _run(fn, job, args):
+    if args.isolation == "inline":
+        started = time.perf_counter()
+        try:
+            result = fn(job)
+        except Exception as e:  # pylint: disable=broad-except
+            result = {"error": f"{type(e).__name__}: {e}"}
+        result.setdefault("process_seconds", round(time.perf_counter() - started, 2))
+        return result
+    return harness.run_isolated(
+        fn, job, spawn=args.isolation == "spawn" and fn.__name__ == "run_case",
+        timeout=args.timeout,
+        memory_limit=args.memory_limit_gb * 2**30 if args.memory_limit_gb else None)
+
+
+def use_bytecode_cache(folder: str):
+    """Caches compiled bytecode under `folder` for this process and the ones it starts.
+
+    With PYTHONDONTWRITEBYTECODE set (as in some sandboxes) and no .pyc files in the
+    environment, every process compiles TensorFlow, Beam, TFX... from source: ~30 s per
+    process, which Beam's worker processes would pay inside the measured time.
+    """
+    os.makedirs(folder, exist_ok=True)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = folder
+    sys.dont_write_bytecode = False
+    sys.pycache_prefix = folder
+
+
+def main(argv=None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    if args.bytecode_cache:
+        use_bytecode_cache(os.path.join(args.output_dir, ".pycache"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if args.torch_threads:  # for the processes Beam starts (multi_processing workers)
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
+    # Beam's worker processes and spawned cases import the project from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [PROJECT_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    folder = os.path.join(args.output_dir, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(folder, exist_ok=True)
+    started = time.perf_counter()
+    print(f"benchmark: N={args.n:,} models={','.join(args.models)} "
+          f"workers={args.direct_num_workers} sizes={args.sizes} -> {folder}", flush=True)
+    if args.isolation == "fork":
+        harness.preload()
+        print(f"  imports preloaded in {time.perf_counter() - started:.0f} s", flush=True)
+    env = environment(args)
+
+    sizes = sorted({args.n, *args.sizes})
+    prep = _run(prepare, {"sizes": sizes, "seed": args.seed, "shards": args.shards,
+                          "folder": folder, "models": args.models,
+                          "out": os.path.join(folder, "prepare")}, args)
+    if prep.get("error"):
+        raise SystemExit(f"preparation failed: {prep['error']} ({prep.get('log')})")
+    print(f"  data and models ready in {prep['seconds']:.0f} s; outputs vs pytorch: "
+          f"{prep['max_abs_diff_vs_pytorch']}", flush=True)
+    data_roots = {int(n): root for n, root in prep["data_roots"].items()}
+
+    from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
+    rows = []
+    for case in plan(args, data_roots, prep["models"], folder):
+        result = _run(case_module.run_case, case, args)
+        row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
+                                                              "model_uri", "out")},
+               **result}
+        rows.append(row)
+        eps = report.examples_per_sec(row)
+        status = (f"{eps:,.0f} examples/s in {row['seconds']:.1f} s" if eps else
+                  f"ERROR {row.get('error')}")
+        print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,} "
+              f"w={row['workers']}: {status}, peak RSS {row.get('max_rss_mb', '-')} MB",
+              flush=True)
+
+    profile = None
+    if args.profile and "pytorch" in prep["models"]:
+        n = min(args.profile_n, args.n)
+        root = data_roots.get(n)
+        if root is None:
+            # Profile on the main data set; the breakdown is per record either way.
+            n, root = args.n, data_roots[args.n]
+        from benchmarks import profiling  # pylint: disable=import-outside-toplevel
+        profile = _run(profiling.profile_case, dict(
+            kind="ours", model="pytorch", n=n, workers=1, mode="in_memory", data_root=root,
+            model_path=prep["models"]["pytorch"]["path"],
+            model_uri=prep["models"]["pytorch"]["artifact_uri"],
+            min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
+            raw_batch_size=args.raw_batch_size, torch_threads=args.torch_threads,
+            out=os.path.join(folder, "profile")), args)
+
+    report.add_ratios(rows)
+    target_items = report.targets(rows, args.n)
+    env["load_end"] = _load()
+    env["total_seconds"] = round(time.perf_counter() - started, 1)
+    path = report.write(folder, rows, target_items, env, profile, prep)
+    print()
+    print(report.text_table(rows))
+    print()
+    for t in target_items:
+        result = {True: "PASS", False: "FAIL", None: "not measured"}[t["passed"]]
+        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+        print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']})")
+    if profile:
+        print()
+        print(report.profile_markdown(profile))
+    print(f"\nwritten: {path} (and results.json); total {env['total_seconds']:.0f} s")
+    return {"folder": folder, "rows": rows, "targets": target_items, "profile": profile}
+
+
+if __name__ == "__main__":
+    main()
