@@ -11,7 +11,6 @@ outputs/bench/<timestamp>/results.{md,json}; each case's outputs and log are bes
 """
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
