@@ -2,6 +2,8 @@
 from typing import List
 
 from ml_metadata import metadata_store
+
+from components.bulk_inferrer import spec
 from ml_metadata.proto import metadata_store_pb2
 
 _STATES = metadata_store_pb2.Execution.State
@@ -53,10 +55,10 @@ def render(metadata_path: str, pipeline_name: str) -> str:
         artifacts = store.get_artifacts_by_id(outputs)
         types = {t.id: t.name for t in store.get_artifact_types_by_id(
             list({a.type_id for a in artifacts}))}
-        dead_letters = [a.uri for a in artifacts if types[a.type_id] == "InferenceFailures"]
+        dead_letters = [a.uri for a in artifacts if types[a.type_id] == spec.InferenceFailures.TYPE_NAME]
         for artifact in artifacts:
             if "models" in artifact.custom_properties and types[
-                    artifact.type_id] != "InferenceFailures":
+                    artifact.type_id] != spec.InferenceFailures.TYPE_NAME:
                 inference_outputs.append((node, state, artifact, dead_letters))
     lines += ["", "Inference (per model):"]
     for node, state, artifact, dead_letters in inference_outputs:

@@ -95,6 +95,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         started = time.time()
         result = pipeline.run()
+        if _job_only(pipeline):
+            logging.info("The Beam job was built (dry run or template), not run: no figures.")
+            return
         result.wait_until_finish()
         figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
@@ -104,6 +107,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
         _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
             exec_properties))
+
+
+def _job_only(pipeline: beam.Pipeline) -> bool:
+    """True when the runner only builds the job (Dataflow --dry_run, --template_location)."""
+    options = pipeline.options.get_all_options()
+    return bool(options.get("dry_run") or options.get("template_location"))
 
 
 def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:

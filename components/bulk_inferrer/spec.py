@@ -43,7 +43,7 @@ class InferenceFailures(artifact.Artifact):
     Features: stage, model, split, error_type, message, source, and `record`, the original
     serialized input (replayable). Files: `<uri>/failures-*.gz`.
     """
-    TYPE_NAME = "InferenceFailures"
+    TYPE_NAME = "tfx_runinference.InferenceFailures"  # Vertex wants namespace.TypeName
 
 
 class BulkInferrerSpec(ComponentSpec):

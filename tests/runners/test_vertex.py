@@ -2,19 +2,13 @@
 through `tfx pipeline create --engine=vertex` (no `--build-image`: the image is built from
 the Dockerfile separately, so the CLI needs no Docker).
 
-KubeflowV2DagRunner imports `kfp.pipeline_spec` (the `kfp-pipeline-spec` package), and the
-CLI's vertex engine looks for "kfp" in `pip freeze`; without that package these tests
-are skipped (see the README's "Run on Dataflow / Vertex AI").
+KubeflowV2DagRunner imports `kfp.pipeline_spec` (the locked `kfp-pipeline-spec` package),
+and the CLI's vertex engine looks for "kfp" in `pip freeze`.
 """
 import json
 import os
 
-import pytest
-
-pytest.importorskip("kfp.pipeline_spec.pipeline_spec_pb2",
-                    reason="kfp-pipeline-spec is not installed (KubeflowV2DagRunner needs it)")
-
-from tests.runners.conftest import BIN, REPO, run, subprocess_env  # noqa: E402
+from tests.runners.conftest import BIN, REPO, run, subprocess_env
 
 IMAGE = "us-central1-docker.pkg.dev/test-project/tfx/vertex-test:1"
 SETTINGS = {"GOOGLE_CLOUD_PROJECT": "test-project", "GOOGLE_CLOUD_REGION": "us-central1",
