@@ -1,5 +1,6 @@
 """Beam transforms of the engine: serialized examples in, per-model predictions and dead
 letters out, everything counted."""
+import functools
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -8,7 +9,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, \
 
 from inference import routing as routing_lib
 from inference.config import InferenceConfig, ModelConfig
-from inference.encoding import to_prediction_log
+from inference.encoding import encode_prediction_log
 from inference.failures import FAILURES_TAG, Failure, timeout_or_inference
 from inference.handler import ExampleModelHandler, create_handler
 
@@ -221,5 +222,4 @@ class Encode(beam.PTransform):
 def prediction_log_encoder(output_names: Sequence[str] = ()) -> Callable[[PredictionResult],
                                                                          bytes]:
     """The encoder of serialized PredictionLogs, as TFX's BulkInferrer writes them."""
-    names = tuple(output_names)
-    return lambda result: to_prediction_log(result, names).SerializeToString()
+    return functools.partial(encode_prediction_log, output_names=tuple(output_names))
