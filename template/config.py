@@ -1,13 +1,11 @@
-"""What a user edits to make the pipeline theirs: names, paths, models, runner arguments.
+"""What a user edits to make the pipeline theirs: names, paths, runner arguments (the
+BulkInferrers' model configurations are in template/models.py).
 
 Environment variables override the defaults, so the same file serves a local smoke run and
 a production run.
 """
 import os
 from typing import List, Optional
-
-from inference.config import InferenceConfig, InputSpec, ModelConfig
-from template import features
 
 
 def _env(name: str, default: str) -> str:
@@ -38,21 +36,8 @@ EVAL_NUM_STEPS = int(os.environ.get("EVAL_NUM_STEPS", "100"))
 INFERENCE_SPLITS = ["eval"]
 
 
-def inference_config(framework: str) -> InferenceConfig:
-    """The BulkInferrer configuration of one trained model.
-
-    The Keras model parses raw tf.Examples itself (its signature applies the Transform
-    graph), so it needs no input mapping: the TFX BulkInferrer path. The others take the
-    float32 matrix of transformed features, in MODEL_FEATURES order.
-    """
-    device = _env("INFERENCE_DEVICE", "CPU")
-    if framework == "keras":
-        return InferenceConfig(models=[ModelConfig(name=framework, max_batch_size=1024,
-                                                   device=device)])
-    return InferenceConfig(models=[ModelConfig(
-        name=framework,
-        inputs=InputSpec(features=features.MODEL_FEATURES, dtype="float32"),
-        max_batch_size=1024, device=device)])
+# The device the BulkInferrers' models run on ("GPU" with GPU Dataflow workers).
+INFERENCE_DEVICE = _env("INFERENCE_DEVICE", "CPU")
 
 
 # Beam arguments for the local run: the DirectRunner in this process.

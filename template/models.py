@@ -4,7 +4,7 @@ per multi-model pattern (A/B, keyed, sequence) over the PyTorch and scikit-learn
 Each is an `inference.config.InferenceConfig`; edit them here to change what runs.
 """
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from template import features
+from template import config, features
 
 # The frameworks the multi-model patterns combine; the pipeline trains them when a
 # pattern is asked for.
@@ -25,11 +25,13 @@ def model_config(framework: str, name: str = "", model_input="") -> ModelConfig:
     name = name or framework
     model_input = model_input or f"Trainer.{framework}"
     if framework == "keras":
-        return ModelConfig(name=name, model_input=model_input, max_batch_size=1024)
+        return ModelConfig(name=name, model_input=model_input, max_batch_size=1024,
+                           device=config.INFERENCE_DEVICE)
     return ModelConfig(
         name=name, model_input=model_input,
         inputs=InputSpec(features=features.MODEL_FEATURES, dtype="float32"),
-        max_batch_size=1024, options=dict(_OPTIONS.get(framework, {})))
+        max_batch_size=1024, device=config.INFERENCE_DEVICE,
+        options=dict(_OPTIONS.get(framework, {})))
 
 
 def single(framework: str) -> InferenceConfig:

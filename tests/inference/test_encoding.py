@@ -1,0 +1,44 @@
+"""The PredictionLog encoder writes what TFX readers expect, for every output kind."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+from apache_beam.ml.inference.base import PredictionResult
+from tensorflow_serving.apis import prediction_log_pb2
+
+from inference import encoding
+
+RECORD = tf.train.Example(features=tf.train.Features(feature={"a": tf.train.Feature(
+    float_list=tf.train.FloatList(value=[1.5]))})).SerializeToString()
+
+
+@pytest.mark.parametrize("inference, expected", [
+    (np.float32([0.25, 0.75]), {"output_0": np.float32([0.25, 0.75])}),
+    (torch.tensor([3, 4]), {"output_0": np.int64([3, 4])}),
+    ({"label": np.array(b"big"), "score": np.float64(0.5)},
+     {"label": np.array(b"big", dtype=object), "score": np.float64(0.5)}),
+    ((np.float32([1.0]), np.int32([2, 3])),
+     {"output_0": np.float32([1.0]), "output_1": np.int32([2, 3])}),
+])
+def test_logs_read_back_with_tensorflow(inference, expected):
+    data = encoding.encode_prediction_log(PredictionResult(RECORD, inference, "m"))
+    log = prediction_log_pb2.PredictionLog.FromString(data)
+    assert log == encoding.to_prediction_log(PredictionResult(RECORD, inference, "m"))
+    request = log.predict_log.request
+    assert request.model_spec.name == log.predict_log.response.model_spec.name == "m"
+    assert list(request.inputs[encoding.EXAMPLES_INPUT].string_val) == [RECORD]
+    outputs = log.predict_log.response.outputs
+    assert set(outputs) == set(expected)
+    for name, value in expected.items():
+        got = tf.make_ndarray(outputs[name])
+        assert got.shape == (1,) + np.shape(value)  # a leading batch dim of 1, as TFX's
+        np.testing.assert_array_equal(got[0], value)
+
+
+def test_output_names_rename_unnamed_outputs_and_must_match():
+    log = encoding.to_prediction_log(
+        PredictionResult(RECORD, np.float32([0.5]), "m"), output_names=["probability"])
+    assert set(log.predict_log.response.outputs) == {"probability"}
+    with pytest.raises(ValueError, match="do not match"):
+        encoding.to_prediction_log(PredictionResult(RECORD, np.float32([0.5]), "m"),
+                                   output_names=["a", "b"])
