@@ -87,6 +87,11 @@ class ModelConfig:
     #     result, e.g. class ids to label names.
     preprocess_fn: str = ""
     postprocess_fn: str = ""
+    # Length bucketing (Beam's batch_length_fn / batch_bucket_boundaries): records are
+    # batched with others whose `length_feature` holds a similar number of values, so
+    # padding stays small. Needs max_batch_duration_secs (Beam's stateful batching).
+    length_feature: str = ""
+    length_buckets: List[int] = dataclasses.field(default_factory=list)
 
     def batching_kwargs(self) -> Dict[str, Any]:
         """The batching and memory controls, as Beam ModelHandler constructor kwargs."""
@@ -212,6 +217,16 @@ def _model_problems(model: ModelConfig) -> List[str]:
             and model.min_batch_size > model.max_batch_size):
         problems.append(f"min_batch_size={model.min_batch_size} > "
                         f"max_batch_size={model.max_batch_size}")
+    if model.length_buckets and not model.length_feature:
+        problems.append("length_buckets need length_feature: the feature whose value count "
+                        "is the record's length")
+    if model.length_feature and not model.max_batch_duration_secs:
+        problems.append("length bucketing needs max_batch_duration_secs (Beam batches by "
+                        "length only in its stateful, time-bounded batching)")
+    if model.length_buckets != sorted(model.length_buckets) or any(
+            b <= 0 for b in model.length_buckets):
+        problems.append(f"length_buckets={model.length_buckets}: must be sorted and "
+                        f"positive")
     if model.device not in ("CPU", "GPU"):
         problems.append(f"device={model.device!r}: choose 'CPU' or 'GPU'")
     if isinstance(model.model_input, int) and model.model_input < 0:

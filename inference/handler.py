@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import decoding, detection, frameworks
+from inference import decoding, detection, frameworks, routing
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.frameworks import FrameworkHandler
@@ -28,7 +28,11 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
 
     def __init__(self, model: ModelConfig, framework: FrameworkHandler,
                  decoder: Optional[decoding.ExampleDecoder] = None):
-        super().__init__(**model.batching_kwargs())
+        batching = model.batching_kwargs()
+        if model.length_feature:
+            batching.update(batch_length_fn=routing.FeatureLength(model.length_feature),
+                            batch_bucket_boundaries=model.length_buckets or None)
+        super().__init__(**batching)
         self._model = model
         self._inner = framework.handler
         self._to_examples = framework.to_examples

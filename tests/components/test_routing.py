@@ -177,3 +177,14 @@ def test_output_examples_of_one_inferrer_feed_the_next(setup, tmp_path):
         assert first_score == pytest.approx(_sum(feature) + 1, rel=1e-5)
         assert tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item() == \
             pytest.approx(_sum(feature) + first_score + 2, rel=1e-5)
+
+
+def test_stateful_batching_is_refused_in_bounded_runs(setup, tmp_path):
+    """max_batch_duration_secs / length bucketing use Beam's stateful batching, which lost
+    records in bounded pipelines (the accounting caught it); the component says so up front."""
+    _, uris, _ = setup
+    for extra in ({"max_batch_duration_secs": 1},
+                  {"max_batch_duration_secs": 1, "length_feature": "f0",
+                   "length_buckets": [8, 16]}):
+        with pytest.raises(ValueError, match="are for streaming"):
+            _run(setup, InferenceConfig(models=[_model("m", uris[1], **extra)]))
