@@ -41,12 +41,8 @@ from apache_beam.transforms import window
 
 from inference import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
+from inference.failures import Failure
 from inference.handler import ExampleModelHandler, create_handler
-
-try:  # Dead letters of the core's handler, where it has them.
-    from inference.failures import Failure as _CoreFailure
-except ImportError:  # pragma: no cover
-    _CoreFailure = ()
 
 INPUT_FORMATS = ("auto", "example", "json")
 DEAD_LETTERS = "dead_letters"
@@ -143,9 +139,8 @@ class _ToRows(beam.DoFn):
 
     def process(self, keyed):
         event_time, result = keyed
-        failure = result.inference if _CoreFailure and isinstance(
-            result.inference, _CoreFailure) else None
-        if failure is not None:
+        failure = result.inference
+        if isinstance(failure, Failure):
             self._failed.inc()
             letter = dead_letter(failure.stage, failure.message, failure.record, self._model)
             letter["error_type"] = failure.error_type
