@@ -35,7 +35,9 @@ class FeatureLength:
     def __init__(self, feature: str):
         self._feature = feature
 
-    def __call__(self, record: bytes) -> int:
+    def __call__(self, record) -> int:
+        if isinstance(record, tuple):  # (key, record), under Beam's KeyedModelHandler
+            record = record[1]
         values = tf.train.Example.FromString(record).features.feature.get(self._feature)
         kind = values.WhichOneof("kind") if values is not None else None
         return len(getattr(values, kind).value) if kind else 0

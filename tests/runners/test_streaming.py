@@ -252,3 +252,4 @@ def test_command_line_needs_a_sink_and_reads_model_patterns():
         "clf": "gs://b/models/*.pt"}
     with pytest.raises(SystemExit):
         streaming.parse_args(["--input_topic", "t", "--inference_config", "c.json"])
+
