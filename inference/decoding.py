@@ -5,7 +5,7 @@ to an Arrow RecordBatch); columns become NumPy arrays without per-record Python 
 `InputMapping` then shapes the columns into what one model takes: a stacked array or a
 dict of named arrays, with variable-length features padded so batches always stack.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -158,14 +158,6 @@ def pad(values: np.ndarray, lengths: np.ndarray, spec: InputSpec) -> np.ndarray:
                   dtype=values.dtype if values.dtype != object else object)
     out[np.arange(out.shape[1]) < lengths[:, None]] = values
     return out[:, :width]
-
-
-def decoded_features(spec_list: List[InputSpec]) -> List[str]:
-    """Every feature some model reads, in first-seen order (what the decoder must keep)."""
-    seen: Dict[str, None] = {}
-    for spec in spec_list:
-        seen.update(dict.fromkeys(spec.features))
-    return list(seen)
 
 
 class TransformDecoder:

@@ -29,6 +29,10 @@ class Failure:
     split: str = ""
     source: str = ""  # for read failures: the file and record position
 
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown failure stage {self.stage!r}; stages: {STAGES}")
+
     @classmethod
     def from_exception(cls, stage: str, error: BaseException, record: bytes = b"",
                        model: str = "", split: str = "", source: str = "") -> "Failure":
