@@ -42,7 +42,8 @@ from apache_beam.transforms import window
 from inference import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
 from inference.failures import Failure
-from inference.handler import ExampleModelHandler, create_handler
+from inference.handler import ExampleModelHandler
+from inference.transforms import create_handlers
 
 INPUT_FORMATS = ("auto", "example", "json")
 DEAD_LETTERS = "dead_letters"
@@ -226,21 +227,6 @@ def build_pipeline(messages: beam.PCollection,
         predictions,
         row_pcolls | "FlattenRows" >> beam.Flatten(pipeline=pipeline),
         dead | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline))
-
-
-def create_handlers(config: InferenceConfig,
-                    model_uris: Optional[Mapping[str, str]] = None
-                    ) -> Dict[str, ExampleModelHandler]:
-    """A handler per model; its framework is detected from the file at its uri."""
-    model_uris = model_uris or {}
-    handlers = {}
-    for model in config.models:
-        uri = model_uris.get(model.name) or model.uri
-        if not uri:
-            raise ConfigError(f"model {model.name!r} has no uri: set it in the configuration "
-                              f"or give --model_pattern")
-        handlers[model.name] = create_handler(model, uri)
-    return handlers
 
 
 def latest_model(pattern: str) -> str:

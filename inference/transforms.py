@@ -8,7 +8,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, \
     PredictionResult, RunInference
 
 from inference import routing as routing_lib
-from inference.config import InferenceConfig, ModelConfig
+from inference.config import ConfigError, InferenceConfig, ModelConfig
 from inference.encoding import encode_prediction_log
 from inference.failures import FAILURES_TAG, Failure, timeout_or_inference
 from inference.handler import ExampleModelHandler, create_handler
@@ -24,7 +24,7 @@ def failures_counter(model_name: str, split: str, stage: str) -> str:
     return f"failures|{model_name}|{split}|{stage}"
 
 
-def create_handlers(config: InferenceConfig, model_uris: Mapping[str, str],
+def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, str]] = None,
                     schema=None, transform_output_dir: Optional[str] = None
                     ) -> Dict[str, ExampleModelHandler]:
     """One ExampleModelHandler per configured model, frameworks detected, by model name.
@@ -33,9 +33,15 @@ def create_handlers(config: InferenceConfig, model_uris: Mapping[str, str],
     schema, transform_output_dir: how records are decoded (see `create_handler`).
     """
     config.validate()
-    return {m.name: create_handler(m, model_uris.get(m.name) or m.uri, schema,
-                                   transform_output_dir)
-            for m in config.models}
+    model_uris = model_uris or {}
+    handlers = {}
+    for model in config.models:
+        uri = model_uris.get(model.name) or model.uri
+        if not uri:
+            raise ConfigError(f"model {model.name!r} has no uri: set it in the configuration "
+                              f"or give the model another way (a Model input, a pattern)")
+        handlers[model.name] = create_handler(model, uri, schema, transform_output_dir)
+    return handlers
 
 
 class _SplitFailures(beam.DoFn):
