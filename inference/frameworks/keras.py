@@ -27,7 +27,7 @@ _KERAS_FILES = (".keras", ".h5")
 def build(model: ModelConfig, path: str) -> FrameworkHandler:
     device = "/GPU:0" if model.device == "GPU" else "/CPU:0"
     if posixpath.splitext(path)[1].lower() in _KERAS_FILES:
-        handler = tensorflow_inference.TFModelHandlerNumpy(
+        handler = KerasFileHandler(
             path, inference_fn=functools.partial(_call_keras_model, device=device))
     else:  # A subclass of Beam's handler: Keras 3's load_model refuses SavedModel folders.
         handler = SavedModelSignatureHandler(
@@ -48,6 +48,27 @@ class Signature:
     module: Any
     function: Any
     inputs: Mapping[str, tf.TensorSpec]
+
+
+class KerasFileHandler(tensorflow_inference.TFModelHandlerNumpy):
+    """Beam's TFModelHandlerNumpy loading `.keras` / `.h5` files with whichever Keras saved
+    them.
+
+    Beam loads with tf.keras, which is Keras 2 (tf_keras) once anything in the process has
+    set TF_USE_LEGACY_KERAS (tensorflow_transform and transformers do on import), and
+    Keras 2 cannot read Keras 3 files. So Keras 3 loads first, then Keras 2.
+    """
+
+    def load_model(self):
+        import keras  # pylint: disable=import-outside-toplevel
+        try:
+            return keras.saving.load_model(self._model_uri)
+        except Exception as keras3_error:  # pylint: disable=broad-except
+            try:
+                import tf_keras  # pylint: disable=import-outside-toplevel
+                return tf_keras.models.load_model(self._model_uri)
+            except Exception:  # pylint: disable=broad-except
+                raise keras3_error  # pylint: disable=raise-missing-from
 
 
 class SavedModelSignatureHandler(tensorflow_inference.TFModelHandlerNumpy):
