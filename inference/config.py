@@ -87,9 +87,10 @@ class ModelConfig:
     #     result, e.g. class ids to label names.
     preprocess_fn: str = ""
     postprocess_fn: str = ""
-    # Length bucketing (Beam's batch_length_fn / batch_bucket_boundaries): records are
-    # batched with others whose `length_feature` holds a similar number of values, so
-    # padding stays small. Needs max_batch_duration_secs (Beam's stateful batching).
+    # Length bucketing: each batch is split by the value count of `length_feature` at the
+    # `length_buckets` boundaries (lower-inclusive, as Beam's batch_bucket_boundaries;
+    # default Beam's [16, 32, 64, 128, 256, 512]) and each part runs, padded, on its own,
+    # so short records are not padded to the batch's longest.
     length_feature: str = ""
     length_buckets: List[int] = dataclasses.field(default_factory=list)
 
@@ -220,9 +221,6 @@ def _model_problems(model: ModelConfig) -> List[str]:
     if model.length_buckets and not model.length_feature:
         problems.append("length_buckets need length_feature: the feature whose value count "
                         "is the record's length")
-    if model.length_feature and not model.max_batch_duration_secs:
-        problems.append("length bucketing needs max_batch_duration_secs (Beam batches by "
-                        "length only in its stateful, time-bounded batching)")
     if model.length_buckets != sorted(model.length_buckets) or any(
             b <= 0 for b in model.length_buckets):
         problems.append(f"length_buckets={model.length_buckets}: must be sorted and "

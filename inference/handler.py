@@ -1,38 +1,64 @@
-"""`ExampleModelHandler`: any framework's Beam handler, fed batches of serialized tf.Examples.
+"""`ExampleModelHandler`: any framework's Beam handler, fed chunks of serialized tf.Examples.
 
-It is a Beam `ModelHandler[bytes, PredictionResult, model]` and composes like one
-(`KeyedModelHandler`, `with_preprocess_fn`, `RunInference(...).with_exception_handling()`).
+The engine moves records in chunks (lists of serialized records) rather than one by one:
+Beam's per-element cost (a few microseconds per transform) is more than decoding and
+running a small model costs per record, so a chunk is the element from the reader to the
+sink. The handler is a Beam `ModelHandler[chunk, list of PredictionResult, model]` and
+composes like one (`KeyedModelHandler` on `(key, chunk)`, `with_preprocess_fn`,
+`RunInference(...).with_exception_handling()`); Beam's `BatchElements` counts a chunk as
+its number of records (`element_size_fn`), so batch sizes are in records as usual.
 It owns the Beam-level controls (batch sizes, `large_model`, `model_copies`) and delegates
 loading and the forward pass to the framework's own Beam handler. Each batch is decoded
 once, so no per-record parsing happens in Python.
 """
+import bisect
 import copy
 import dataclasses
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
+import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import decoding, detection, frameworks, routing
+from inference import decoding, detection, frameworks, metrics, routing
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.frameworks import FrameworkHandler
 
+Chunk = Sequence[bytes]
+# A model's smallest batch when its configuration sets none; it is also the most records
+# a chunk holds (a chunk must fit in the smallest batch, see `chunk_size`).
+DEFAULT_MIN_BATCH_SIZE = 32
+# Beam's default length buckets (BatchElements._DEFAULT_BUCKET_BOUNDARIES).
+DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 
-class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
-    """Runs one model on serialized tf.Examples; each result keeps its record and model name.
 
-    Results are `PredictionResult(example=<serialized record>, inference=<the framework's
-    output for that record>, model_id=<model name>)`.
+def chunk_size(element) -> int:
+    """The records in a chunk, or in a keyed `(key, chunk)`: BatchElements' element_size_fn."""
+    return len(element[1]) if isinstance(element, tuple) else len(element)
+
+
+def min_batch_size(model: ModelConfig) -> int:
+    """The model's smallest batch: its own, else DEFAULT_MIN_BATCH_SIZE within its max."""
+    if model.min_batch_size:
+        return model.min_batch_size
+    return min(DEFAULT_MIN_BATCH_SIZE, model.max_batch_size or DEFAULT_MIN_BATCH_SIZE)
+
+
+class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
+    """Runs one model on chunks of serialized tf.Examples: one result list per chunk.
+
+    Each record's result is `PredictionResult(example=<serialized record>,
+    inference=<the framework's output for that record, or a Failure>,
+    model_id=<model name>)`.
     """
 
     def __init__(self, model: ModelConfig, framework: FrameworkHandler,
                  decoder: Optional[decoding.ExampleDecoder] = None):
-        batching = model.batching_kwargs()
-        if model.length_feature:
-            batching.update(batch_length_fn=routing.FeatureLength(model.length_feature),
-                            batch_bucket_boundaries=model.length_buckets or None)
-        super().__init__(**batching)
+        # Chunks are at most min_batch_size records (see `chunk_size`), so Beam's
+        # BatchElements, counting records, never meets a chunk bigger than its batch.
+        super().__init__(**{**model.batching_kwargs(), "min_batch_size": min_batch_size(model),
+                            "element_size_fn": chunk_size})
         self._model = model
         self._inner = framework.handler
         self._to_examples = framework.to_examples
@@ -42,6 +68,9 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
                             if model.preprocess_fn else None)
         self._postprocess = (frameworks.import_object(model.postprocess_fn)
                              if model.postprocess_fn else None)
+        self._length = (routing.FeatureLength(model.length_feature)
+                        if model.length_feature else None)
+        self._buckets = list(model.length_buckets or DEFAULT_LENGTH_BUCKETS)
 
     @property
     def model_name(self) -> str:
@@ -76,22 +105,45 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
             inputs = self._preprocess(inputs)
         return self._to_examples(inputs)
 
-    def run_inference(self, batch: Sequence[bytes], model: Any,
-                      inference_args: Optional[Dict[str, Any]] = None):
-        """One result per record: a prediction, or a `Failure` for a record that failed.
+    def run_inference(self, batch: Sequence[Chunk], model: Any,
+                      inference_args: Optional[Dict[str, Any]] = None
+                      ) -> List[List[PredictionResult]]:
+        """Per chunk, one result per record: a prediction, or a `Failure` for a record that
+        failed.
 
         A batch that fails is split until only the records that fail on their own are
         left, so one bad record never costs its neighbours their predictions.
         """
-        records = list(batch)
+        records = [record for chunk in batch for record in chunk]
         results: List[Optional[PredictionResult]] = [None] * len(records)
-        self._infer(records, list(range(len(records))), model, inference_args, results)
+        for positions in self._groups(records):
+            self._infer(records, positions, model, inference_args, results)
         failed = [r.inference for r in results if isinstance(r.inference, Failure)]
         if failed:
             logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
                             self.model_name, len(failed), len(records),
                             failed[0].error_type, failed[0].stage, failed[0].message)
-        return results
+        beam.metrics.Metrics.distribution(
+            metrics.COUNTERS_NAMESPACE,
+            metrics.batch_records_distribution(self.model_name)).update(len(records))
+        per_chunk, start = [], 0
+        for chunk in batch:
+            per_chunk.append(results[start:start + len(chunk)])
+            start += len(chunk)
+        return per_chunk
+
+    def _groups(self, records: Sequence[bytes]) -> List[List[int]]:
+        """The batch's positions, split by length bucket when the model buckets."""
+        if self._length is None:
+            return [list(range(len(records)))]
+        buckets: Dict[int, List[int]] = {}
+        for position, record in enumerate(records):
+            try:
+                bucket = bisect.bisect_right(self._buckets, self._length(record))
+            except Exception:  # pylint: disable=broad-except  (decoding will say why)
+                bucket = -1
+            buckets.setdefault(bucket, []).append(position)
+        return [buckets[b] for b in sorted(buckets)]
 
     def _infer(self, records, positions, model, inference_args, out):
         batch = [records[i] for i in positions]
@@ -156,8 +208,8 @@ class ExampleModelHandler(ModelHandler[bytes, PredictionResult, Any]):
                                   "max_batch_size": size}
         return clone
 
-    def get_num_bytes(self, batch: Sequence[bytes]) -> int:
-        return sum(len(record) for record in batch)
+    def get_num_bytes(self, batch: Sequence[Chunk]) -> int:
+        return sum(len(record) for chunk in batch for record in chunk)
 
     def get_metrics_namespace(self) -> str:
         return f"RunInference[{self.model_name}]"

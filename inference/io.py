@@ -1,26 +1,35 @@
-"""Sources and sinks of the engine.
+"""Sources and sinks of the engine, reading and writing chunks of records.
 
 `ReadRecords` reads TFRecord files tolerantly: Beam's TFRecord source fails the whole run on
 the first truncated or corrupt file, so each file is read here with TensorFlow's C++ record
 reader and a damaged file ends as a dead letter (stage "read", with the file and the number
-of records read before the damage) instead of killing the run.
+of records read before the damage) instead of killing the run. It yields chunks (lists of
+records, see `inference.handler`), and `WriteRecordChunks` writes them back as TFRecords,
+so no stage in between pays Beam's per-element cost per record.
 """
+import io
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam import coders
 import tensorflow as tf
-from apache_beam.io import fileio
+from apache_beam.io import fileio, filebasedsink, iobase
+from apache_beam.io.filesystem import CompressionTypes
+# The TFRecord framing (length, masked crc32c) Beam's own TFRecord sink writes.
+from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from inference.failures import FAILURES_TAG, Failure
-from inference.transforms import COUNTERS_NAMESPACE, examples_counter, failures_counter
+from inference.handler import DEFAULT_MIN_BATCH_SIZE
+from inference.metrics import COUNTERS_NAMESPACE, examples_counter, failures_counter
 
 _COMPRESSION = {".gz": "GZIP", ".gzip": "GZIP", ".zlib": "ZLIB"}
 
 
 class _ReadTFRecordFile(beam.DoFn):
 
-    def __init__(self, split: str):
+    def __init__(self, split: str, chunk_size: int):
         self._split = split
+        self._chunk_size = chunk_size
 
     def setup(self):
         self._records = beam.metrics.Metrics.counter(COUNTERS_NAMESPACE,
@@ -31,30 +40,39 @@ class _ReadTFRecordFile(beam.DoFn):
     def process(self, path: str):
         compression = next((c for suffix, c in _COMPRESSION.items() if path.endswith(suffix)),
                            "")
-        count = 0
+        count, chunk = 0, []
         try:
             for record in tf.compat.v1.io.tf_record_iterator(
                     path, tf.io.TFRecordOptions(compression)):
-                count += 1
-                self._records.inc()
-                yield record
+                chunk.append(record)
+                if len(chunk) == self._chunk_size:
+                    count += len(chunk)
+                    self._records.inc(len(chunk))
+                    yield chunk
+                    chunk = []
         except Exception as e:  # pylint: disable=broad-except
             self._failures.inc()
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                 "read", e, split=self._split,
-                source=f"{path}: unreadable after {count} record(s)"))
+                source=f"{path}: unreadable after {count + len(chunk)} record(s)"))
+        if chunk:
+            self._records.inc(len(chunk))
+            yield chunk
 
 
 class ReadRecords(beam.PTransform):
-    """File patterns of TFRecord files -> serialized records (`main`) and read failures.
+    """File patterns of TFRecord files -> chunks of serialized records (`main`, lists of
+    at most `chunk_size`) and read failures.
 
     Records are counted as examples in of `split`.
     """
 
-    def __init__(self, file_patterns: Sequence[str], split: str = ""):
+    def __init__(self, file_patterns: Sequence[str], split: str = "",
+                 chunk_size: int = DEFAULT_MIN_BATCH_SIZE):
         super().__init__()
         self._patterns = list(file_patterns)
         self._split = split
+        self._chunk_size = chunk_size
 
     def expand(self, pbegin):
         return (pbegin
@@ -62,8 +80,38 @@ class ReadRecords(beam.PTransform):
                 | "Match" >> fileio.MatchAll()
                 | "Paths" >> beam.Map(lambda metadata: metadata.path)
                 | "Distribute" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(_ReadTFRecordFile(self._split)).with_outputs(
-                    FAILURES_TAG, main="main"))
+                | "Read" >> beam.ParDo(_ReadTFRecordFile(
+                    self._split, self._chunk_size)).with_outputs(FAILURES_TAG, main="main"))
+
+
+class _TFRecordChunkSink(filebasedsink.FileBasedSink):
+    """Beam's TFRecord file sink, taking a chunk of records per element: the chunk is
+    framed in memory and written (and compressed) in one call."""
+
+    def __init__(self, file_path_prefix: str, file_name_suffix: str):
+        super().__init__(file_path_prefix, coder=coders.BytesCoder(),
+                         file_name_suffix=file_name_suffix,
+                         mime_type="application/octet-stream",
+                         compression_type=CompressionTypes.AUTO)
+
+    def write_record(self, file_handle, value: Sequence[bytes]):
+        buffer = io.BytesIO()
+        for record in value:
+            _TFRecordUtil.write_record(buffer, record)
+        file_handle.write(buffer.getvalue())
+
+
+class WriteRecordChunks(beam.PTransform):
+    """Chunks of serialized records -> TFRecord files `<prefix>-SSSSS-of-NNNNN<suffix>`,
+    as `beam.io.WriteToTFRecord` writes them (gzipped for a `.gz` suffix)."""
+
+    def __init__(self, file_prefix: str, file_name_suffix: str = ".gz"):
+        super().__init__()
+        self._prefix = file_prefix
+        self._suffix = file_name_suffix
+
+    def expand(self, chunks):
+        return chunks | iobase.Write(_TFRecordChunkSink(self._prefix, self._suffix))
 
 
 class WriteFailures(beam.PTransform):

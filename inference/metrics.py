@@ -1,8 +1,8 @@
-"""Per-model figures from a finished Beam pipeline's metrics.
+"""The engine's metrics, and per-model figures from a finished Beam pipeline's metrics.
 
-RunInference reports, per model handler namespace, `inference_request_batch_size` and
-`load_model_latency_milli_secs`; the engine's own counters (see `transforms`) count examples
-in per split, predictions per model and split, and failures per model, split and stage.
+RunInference reports, per model handler namespace, `load_model_latency_milli_secs`; the
+engine's own metrics (named here) count examples in per split, predictions per model and
+split, failures per model, split and stage, and the records in each model's batches.
 """
 import dataclasses
 from typing import Dict, Iterable
@@ -10,7 +10,24 @@ from typing import Dict, Iterable
 from apache_beam.metrics.metric import MetricsFilter
 
 from inference.config import ModelConfig
-from inference.transforms import COUNTERS_NAMESPACE
+
+COUNTERS_NAMESPACE = "tfx_runinference"
+
+
+def examples_counter(split: str) -> str:
+    return f"examples_in|{split}"
+
+
+def predictions_counter(model_name: str, split: str) -> str:
+    return f"predictions|{model_name}|{split}"
+
+
+def failures_counter(model_name: str, split: str, stage: str) -> str:
+    return f"failures|{model_name}|{split}|{stage}"
+
+
+def batch_records_distribution(model_name: str) -> str:
+    return f"batch_records|{model_name}"
 
 KEYED_NAMESPACE = "BeamML_KeyedModels"  # Beam's KeyedModelHandler metrics namespace
 
@@ -73,12 +90,12 @@ def _engine_counters(metrics) -> Dict[tuple, int]:
 
 
 def _distribution(metrics, model: ModelConfig, name: str) -> tuple:
-    """(sum, count) of one of RunInference's distributions for `model`.
+    """(sum, count) of one of RunInference's distributions for `model`, or of ours.
 
     A model's own RunInference reports under its handler's namespace; Beam's
     KeyedModelHandler reports under its own, each name prefixed by the model's first key.
     """
-    wanted = {(f"RunInference[{model.name}]", name)}
+    wanted = {(f"RunInference[{model.name}]", name), (COUNTERS_NAMESPACE, name)}
     if model.keys:
         wanted.add((KEYED_NAMESPACE, f"{model.keys[0]}-_{name}"))
     total = count = 0
@@ -115,7 +132,7 @@ def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable
             figures.failures += failed
         figures.examples_in = figures.predictions + figures.failures
         batch_total, figures.batches = _distribution(
-            metrics, model, "inference_request_batch_size")
+            metrics, model, batch_records_distribution(name))
         load_total, figures.model_loads = _distribution(
             metrics, model, "load_model_latency_milli_secs")
         figures.mean_batch_size = batch_total / figures.batches if figures.batches else 0.0

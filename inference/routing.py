@@ -1,11 +1,11 @@
 """Record-level routing for multi-model inference: A/B shares, keys, model chaining.
 
-Each function here looks at one serialized record; parsing happens only when routing
-needs a feature value.
+Records travel in chunks (see `inference.handler`); routing splits a chunk into one
+sub-chunk per model or key. Each record is parsed only when routing needs a feature value.
 """
 import bisect
 import hashlib
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -35,9 +35,7 @@ class FeatureLength:
     def __init__(self, feature: str):
         self._feature = feature
 
-    def __call__(self, record) -> int:
-        if isinstance(record, tuple):  # (key, record), under Beam's KeyedModelHandler
-            record = record[1]
+    def __call__(self, record: bytes) -> int:
         values = tf.train.Example.FromString(record).features.feature.get(self._feature)
         kind = values.WhichOneof("kind") if values is not None else None
         return len(getattr(values, kind).value) if kind else 0
@@ -49,7 +47,7 @@ def cumulative(config: InferenceConfig) -> List[float]:
     return list(np.cumsum(shares))[:-1]
 
 
-def ab_partition(record: bytes, num_models: int, bounds: List[float], feature: str) -> int:
+def ab_index(record: bytes, num_models: int, bounds: List[float], feature: str) -> int:
     """The model index for `record`: a stable hash of its key into [0, 1), then the share."""
     key = record
     if feature:
@@ -59,27 +57,62 @@ def ab_partition(record: bytes, num_models: int, bounds: List[float], feature: s
     return min(bisect.bisect_right(bounds, point), num_models - 1)
 
 
+class SplitAB(beam.DoFn):
+    """chunk -> one sub-chunk per model, on the output named by the model's index."""
+
+    def __init__(self, config: InferenceConfig):
+        self._count = len(config.models)
+        self._bounds = cumulative(config)
+        self._feature = config.routing_feature
+
+    def process(self, chunk: Sequence[bytes]):
+        parts: Dict[int, List[bytes]] = {}
+        for record in chunk:
+            index = ab_index(record, self._count, self._bounds, self._feature)
+            parts.setdefault(index, []).append(record)
+        for index, part in parts.items():
+            yield beam.pvalue.TaggedOutput(str(index), part)
+
+
 class KeyRecords(beam.DoFn):
-    """record -> (routing value, record); records with no model for their key fail."""
+    """chunk -> (routing value, sub-chunk) per value; records with no model for their key
+    fail."""
 
     def __init__(self, config: InferenceConfig):
         self._feature = config.routing_feature
         self._keys = {key for model in config.models for key in model.keys}
 
-    def process(self, record: bytes):
-        try:
-            value = feature_value(record, self._feature)
-        except Exception as e:  # pylint: disable=broad-except
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                "decode", e, record))
-            return
-        if value in self._keys:
-            yield value, record
-            return
-        problem = (f"feature {self._feature!r} is missing" if value is None else
-                   f"no model serves {self._feature}={value!r}")
-        yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
-            "routing", "KeyError", f"{problem}; keys served: {sorted(self._keys)}", record))
+    def process(self, chunk: Sequence[bytes]):
+        parts: Dict[str, List[bytes]] = {}
+        for record in chunk:
+            try:
+                value = feature_value(record, self._feature)
+            except Exception as e:  # pylint: disable=broad-except
+                yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+                    "decode", e, record))
+                continue
+            if value in self._keys:
+                parts.setdefault(value, []).append(record)
+                continue
+            problem = (f"feature {self._feature!r} is missing" if value is None else
+                       f"no model serves {self._feature}={value!r}")
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
+                "routing", "KeyError", f"{problem}; keys served: {sorted(self._keys)}",
+                record))
+        yield from parts.items()
+
+
+def rechunk(keyed_chunks, size: int):
+    """(key, chunks), as GroupByKey gives it -> (key, chunk of at most `size` records)."""
+    key, chunks = keyed_chunks
+    records = [record for chunk in chunks for record in chunk]
+    for start in range(0, len(records), size):
+        yield key, records[start:start + size]
+
+
+def enrich_chunk(results, output_names=()) -> List[bytes]:
+    """`enrich` of each result of a chunk."""
+    return [enrich(result, output_names) for result in results]
 
 
 def enrich(result, output_names=()) -> bytes:

@@ -128,8 +128,8 @@ class _ParseMessages(beam.DoFn):
 
 
 class _ToRows(beam.DoFn):
-    """(event time, PredictionResult) -> row; failed records and rows that do not fit ->
-    dead letters."""
+    """(event time, a message's results) -> rows; failed records and rows that do not fit
+    -> dead letters."""
 
     def __init__(self, spec: rows_lib.RowSpec, output_names: Sequence[str], model_name: str):
         self._spec, self._output_names, self._model = spec, tuple(output_names), model_name
@@ -139,7 +139,11 @@ class _ToRows(beam.DoFn):
         self._failed = beam.metrics.Metrics.counter("streaming", f"failures[{self._model}]")
 
     def process(self, keyed):
-        event_time, result = keyed
+        event_time, results = keyed
+        for result in results:
+            yield from self._row(event_time, result)
+
+    def _row(self, event_time, result):
         failure = result.inference
         if isinstance(failure, Failure):
             self._failed.inc()
@@ -161,7 +165,7 @@ class _ToRows(beam.DoFn):
 
 class StreamOutputs(NamedTuple):
     """What `build_pipeline` returns."""
-    # model name -> PCollection[(event time in seconds, PredictionResult)]
+    # model name -> PCollection[(event time in seconds, [PredictionResult])]
     predictions: Dict[str, beam.PCollection]
     rows: beam.PCollection  # every model's rows (dicts, see inference.rows)
     dead_letters: beam.PCollection  # dicts, see dead_letter()
@@ -201,9 +205,10 @@ def build_pipeline(messages: beam.PCollection,
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(input_format)).with_outputs(
         DEAD_LETTERS, main="examples")
-    # Keyed by the message's event time, which the rows keep (batching re-stamps elements).
+    # Keyed by the message's event time, which the rows keep (batching re-stamps elements);
+    # each message is a chunk of one record (see inference.handler).
     examples = parsed.examples | "KeyByEventTime" >> beam.Map(
-        lambda example, ts=beam.DoFn.TimestampParam: (ts.micros / 1e6, example))
+        lambda example, ts=beam.DoFn.TimestampParam: (ts.micros / 1e6, [example]))
 
     predictions, row_pcolls, dead = {}, [], [parsed[DEAD_LETTERS]]
     for name, handler in handlers.items():

@@ -11,18 +11,9 @@ from inference import routing as routing_lib
 from inference.config import ConfigError, InferenceConfig, ModelConfig
 from inference.encoding import encode_prediction_log
 from inference.failures import FAILURES_TAG, Failure, timeout_or_inference
-from inference.handler import ExampleModelHandler, create_handler
-
-COUNTERS_NAMESPACE = "tfx_runinference"
-
-
-def examples_counter(split: str) -> str:
-    return f"examples_in|{split}"
-
-
-def failures_counter(model_name: str, split: str, stage: str) -> str:
-    return f"failures|{model_name}|{split}|{stage}"
-
+from inference.handler import ExampleModelHandler, chunk_size, create_handler, \
+    min_batch_size
+from inference.metrics import COUNTERS_NAMESPACE, failures_counter, predictions_counter
 
 def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, str]] = None,
                     schema=None, transform_output_dir: Optional[str] = None
@@ -45,7 +36,8 @@ def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, s
 
 
 class _SplitFailures(beam.DoFn):
-    """Routes outcomes holding a Failure to the failures output; counts both, per model."""
+    """A chunk's results -> its predictions (one list, `main`) and its Failures; or a
+    Failure -> the failures output. Counts both, per model."""
 
     def __init__(self, split: str):
         self._split = split
@@ -53,45 +45,58 @@ class _SplitFailures(beam.DoFn):
     def setup(self):
         self._counters = {}
 
-    def _count(self, *name_parts: str):
-        if name_parts not in self._counters:
-            self._counters[name_parts] = beam.metrics.Metrics.counter(
-                COUNTERS_NAMESPACE, "|".join(name_parts))
-        self._counters[name_parts].inc()
+    def _count(self, name: str, count: int = 1):
+        if name not in self._counters:
+            self._counters[name] = beam.metrics.Metrics.counter(COUNTERS_NAMESPACE, name)
+        self._counters[name].inc(count)
+
+    def _failure(self, failure: Failure):
+        failure = failure.with_split(self._split)
+        self._count(failures_counter(failure.model, self._split, failure.stage))
+        return beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
 
     def process(self, outcome):
-        failure = outcome if isinstance(outcome, Failure) else outcome.inference
-        if not isinstance(failure, Failure):
-            self._count("predictions", outcome.model_id or "", self._split)
-            yield outcome
+        if isinstance(outcome, Failure):
+            yield self._failure(outcome)
             return
-        failure = failure.with_split(self._split)
-        self._count("failures", failure.model, self._split, failure.stage)
-        yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure)
+        predictions = []
+        for result in outcome:
+            if isinstance(result.inference, Failure):
+                yield self._failure(result.inference)
+            else:
+                predictions.append(result)
+        if predictions:
+            self._count(predictions_counter(predictions[0].model_id or "", self._split),
+                        len(predictions))
+            yield predictions
 
 
 def _failed_batch_records(dead_letter, model_name: str, model_by_key=None):
-    """Beam's (batch, (exception type, repr, traceback)) -> one Failure per record."""
+    """Beam's (batch of chunks, (exception type, repr, traceback)) -> one Failure per
+    record."""
     batch, (error_type, error_repr, _) = dead_letter
     stage = timeout_or_inference(error_type)
     message = error_repr if stage == "inference" else (
         "inference on the batch holding this record exceeded the timeout")
-    for record in batch:
+    for chunk in batch:
         model = model_name
-        if model_by_key is not None:  # keyed: (key, record)
-            key, record = record
+        if model_by_key is not None:  # keyed: (key, chunk)
+            key, chunk = chunk
             model = model_by_key.get(key, model_name)
-        yield Failure(stage, getattr(error_type, "__name__", str(error_type)), message,
-                      record, model)
+        for record in chunk:
+            yield Failure(stage, getattr(error_type, "__name__", str(error_type)), message,
+                          record, model)
 
 
 class InferenceOutputs(NamedTuple):
-    predictions: Dict[str, beam.PCollection]  # model name -> PCollection[PredictionResult]
+    # model name -> PCollection[List[PredictionResult]]: a chunk's predictions
+    predictions: Dict[str, beam.PCollection]
     failures: beam.PCollection  # PCollection[Failure], every model's
 
 
 class InferExamples(beam.PTransform):
-    """PCollection[bytes] -> InferenceOutputs: per model predictions, and dead letters.
+    """PCollection of chunks (lists of serialized tf.Examples, see `inference.handler`)
+    -> InferenceOutputs: per model, the chunks' predictions; and dead letters.
 
     `config.routing` says which records reach which model (see InferenceConfig). A record
     that fails (routing, decode, input mapping, inference) becomes a Failure; none is
@@ -120,10 +125,9 @@ class InferExamples(beam.PTransform):
             outcomes, unrouted = self._keyed(records)
             failures.append(unrouted)
         elif routing == "ab":
-            parts = records | "SplitAB" >> beam.Partition(
-                routing_lib.ab_partition, len(self._handlers),
-                routing_lib.cumulative(self._config), self._config.routing_feature)
-            outcomes = {name: self._infer(parts[i], handler, name)
+            parts = records | "SplitAB" >> beam.ParDo(routing_lib.SplitAB(
+                self._config)).with_outputs(*map(str, range(len(self._handlers))))
+            outcomes = {name: self._infer(parts[str(i)], handler, name)
                         for i, (name, handler) in enumerate(self._handlers.items())}
         elif routing == "sequence":
             for name, handler in self._handlers.items():
@@ -131,7 +135,7 @@ class InferExamples(beam.PTransform):
                     *self._infer(records, handler, name), name)
                 failures += failed
                 records = predictions[name] | f"Enrich[{name}]" >> beam.Map(
-                    routing_lib.enrich, handler.output_names)
+                    routing_lib.enrich_chunk, handler.output_names)
         else:
             outcomes = {name: self._infer(records, handler, name)
                         for name, handler in self._handlers.items()}
@@ -174,7 +178,7 @@ class InferExamples(beam.PTransform):
         is_timeout = failed | f"TimedOut[{name}]" >> beam.Partition(
             lambda f, _: int(f.stage == "timeout"), 2)
         retried, still_failed = self._run(
-            is_timeout[1] | f"Records[{name}]" >> beam.Map(lambda f: f.record),
+            is_timeout[1] | f"Records[{name}]" >> beam.Map(lambda f: [f.record]),
             handler.with_batch_size(1), name, f"RetryOneByOne[{name}]")
         return retried, [is_timeout[0], still_failed]
 
@@ -184,10 +188,11 @@ class InferExamples(beam.PTransform):
         keyed = records | "KeyRecords" >> beam.ParDo(
             routing_lib.KeyRecords(config)).with_outputs(FAILURES_TAG, main="main")
         main = keyed.main
+        sizes = [min_batch_size(m) for m in config.models]
         if config.group_by_key:
             main = (main | "GroupByKey" >> beam.GroupByKey()
-                    | "Ungroup" >> beam.FlatMap(lambda kv: [(kv[0], r) for r in kv[1]]))
-        handler = KeyedModelHandler(
+                    | "Rechunk" >> beam.FlatMap(routing_lib.rechunk, min(sizes)))
+        handler = _KeyedChunks(
             [KeyModelMapping(m.keys, self._handlers[m.name]) for m in config.models],
             max_models_per_worker_hint=config.max_models_per_worker_hint)
         model_by_key = {key: m.name for m in config.models for key in m.keys}
@@ -196,16 +201,36 @@ class InferExamples(beam.PTransform):
         names = list(self._handlers)
         parts = (results
                  | "DropKeys" >> beam.Map(lambda kv: kv[1])
-                 | "ByModel" >> beam.Partition(
-                     lambda result, _: names.index(result.model_id), len(names)))
+                 | "ByModel" >> beam.Partition(  # a key's chunk: one model's results
+                     lambda results, _: names.index(results[0].model_id), len(names)))
         outcomes = {name: (parts[i], []) for i, name in enumerate(names)}
         unrouted = (keyed[FAILURES_TAG], failed) | "Unrouted" >> beam.Flatten()
         return outcomes, self._count_failures(unrouted, "CountUnrouted")
 
 
+class _KeyedChunks(KeyedModelHandler):
+    """Beam's KeyedModelHandler on `(key, chunk)` elements: batches count records.
+
+    With several models, Beam's handler gives BatchElements no arguments (each model has
+    its own sizes); here batches start at the smallest model's min_batch_size, so no chunk
+    outgrows a batch, and stay within the smallest max_batch_size set.
+    """
+
+    def batch_elements_kwargs(self):
+        handlers = list(self._id_to_mh_map.values())
+        kwargs = {"element_size_fn": chunk_size,
+                  "min_batch_size": min(h.batch_elements_kwargs()["min_batch_size"]
+                                        for h in handlers)}
+        maxima = [h.batch_elements_kwargs().get("max_batch_size") for h in handlers]
+        if all(maxima):
+            kwargs["max_batch_size"] = min(maxima)
+        return kwargs
+
+
 class Encode(beam.PTransform):
-    """PCollection[PredictionResult] -> bytes (`main`) and Failures (`failures`, stage
-    encoding), with `encoder(result) -> bytes` one of the output formats' encoders."""
+    """PCollection of chunks' results -> chunks of bytes (`main`) and Failures
+    (`failures`, stage encoding), with `encoder(result) -> bytes` one of the output
+    formats' encoders."""
 
     def __init__(self, encoder: Callable[[PredictionResult], bytes], split: str = ""):
         super().__init__()
@@ -215,12 +240,16 @@ class Encode(beam.PTransform):
     def expand(self, results):
         encoder, split = self._encoder, self._split
 
-        def encode(result: PredictionResult):
-            try:
-                yield encoder(result)
-            except Exception as e:  # pylint: disable=broad-except
-                yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                    "encoding", e, result.example, result.model_id or "", split))
+        def encode(chunk):  # a chunk's PredictionResults
+            encoded = []
+            for result in chunk:
+                try:
+                    encoded.append(encoder(result))
+                except Exception as e:  # pylint: disable=broad-except
+                    yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+                        "encoding", e, result.example, result.model_id or "", split))
+            if encoded:
+                yield encoded
 
         return results | beam.FlatMap(encode).with_outputs(FAILURES_TAG, main="main")
 

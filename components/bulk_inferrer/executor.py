@@ -21,7 +21,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from components.bulk_inferrer import spec
 from inference import metrics
 from inference.config import InferenceConfig
-from inference.io import ReadRecords, WriteFailures
+from inference.io import ReadRecords, WriteFailures, WriteRecordChunks
 from inference.transforms import FAILURES_TAG, Encode, InferExamples, create_handlers, \
     prediction_log_encoder
 
@@ -88,9 +88,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         pipeline = self._make_beam_pipeline()
         dead_letters = []
+        chunk_size = min(h.batch_elements_kwargs()["min_batch_size"] for h in handlers.values())
         for split, uri in sorted(split_uris.items()):
             read = pipeline | f"ReadData[{split}]" >> ReadRecords(
-                [io_utils.all_files_pattern(uri)], split)
+                [io_utils.all_files_pattern(uri)], split, chunk_size)
             inferred = read.main | f"Infer[{split}]" >> InferExamples(handlers, config, split)
             dead_letters += [read[FAILURES_TAG], inferred.failures]
             for name, results in inferred.predictions.items():
@@ -141,14 +142,13 @@ def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
     model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
     # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
     for model in config.models:
-        if model.max_batch_duration_secs or model.length_feature:
+        if model.max_batch_duration_secs:
             # Beam's stateful, time-bounded batching lost records in bounded pipelines here
             # (Beam 2.74, DirectRunner: 22 of 90 in tests/components/test_routing.py).
             raise ValueError(
-                f"model {model.name!r}: max_batch_duration_secs and length bucketing are for "
-                f"streaming (python -m inference.streaming); in a bounded BulkInferrer run, "
-                f"Beam's stateful batching loses records. Pad variable-length inputs "
-                f"(inputs.padding='longest' or 'max_length') instead.")
+                f"model {model.name!r}: max_batch_duration_secs is for streaming "
+                f"(python -m inference.streaming); in a bounded BulkInferrer run, Beam's "
+                f"stateful batching loses records, and batches fill without waiting.")
         if model.framework in (None, "tensorflow"):
             model.options.setdefault("signature_name", list(model_spec.model_signature_name))
             model.options.setdefault("tag", list(model_spec.tag))
@@ -234,9 +234,8 @@ def _write_prediction_logs(results, handler, split: str, folder: str):
     name = handler.model_name
     encoded = results | f"EncodeLogs[{name}][{split}]" >> Encode(
         prediction_log_encoder(handler.output_names), split)
-    _ = encoded.main | f"WritePredictionLogs[{name}][{split}]" >> beam.io.WriteToTFRecord(
-        os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}-{split}"),
-        file_name_suffix=".gz")
+    _ = encoded.main | f"WritePredictionLogs[{name}][{split}]" >> WriteRecordChunks(
+        os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}-{split}"))
     return encoded[FAILURES_TAG]
 
 
@@ -262,8 +261,8 @@ def _write_examples(predictions, handlers, config: InferenceConfig, output_examp
             f"{spec.EXAMPLES_FILE_NAME}-{name}")
         encoded = predictions[name] | f"ToExamples[{name}][{split}]" >> Encode(
             to_example, split)
-        _ = encoded.main | f"WriteExamples[{name}][{split}]" >> beam.io.WriteToTFRecord(
-            os.path.join(split_uri, prefix), file_name_suffix=".gz")
+        _ = encoded.main | f"WriteExamples[{name}][{split}]" >> WriteRecordChunks(
+            os.path.join(split_uri, prefix))
         failures.append(encoded[FAILURES_TAG])
     return failures | f"ExampleFailures[{split}]" >> beam.Flatten(
         pipeline=predictions[names[0]].pipeline)

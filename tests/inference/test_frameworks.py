@@ -453,6 +453,34 @@ def test_variable_length_token_ids(tmp_path, tmp_path_factory, tokens):
     _assert_equal(results["onnx_longest"], {"logits": results_of(results["torch_longest"])})
 
 
+class _PaddedWidth(torch.nn.Module):
+    """Outputs the width its batch was padded to, for every record."""
+
+    def forward(self, ids):
+        return torch.full((ids.shape[0], 1), float(ids.shape[1]))
+
+
+def test_length_buckets_pad_each_bucket_to_its_own_longest(tmp_path, tmp_path_factory,
+                                                          tokens):
+    folder = str(tmp_path_factory.mktemp("buckets"))
+    torch.jit.save(torch.jit.script(_PaddedWidth()), f"{folder}/model.pt")
+    common = dict(uri=f"{folder}/model.pt", min_batch_size=40, max_batch_size=40,
+                  inputs=InputSpec(features=["input_ids"], dtype="int64", padding="longest"))
+    results = _run(tmp_path, tokens, [
+        ModelConfig(name="bucketed", length_feature="input_ids", length_buckets=[4, 8],
+                    **common),
+        ModelConfig(name="one_batch", **common)])
+
+    lengths = np.array([len(seq) for seq in tokens.ids])
+    buckets = np.digitize(lengths, [4, 8])  # bisect_right, as the handler buckets
+    assert len(set(buckets)) == 3
+    widths = results_of(results["bucketed"]).reshape(-1)
+    for bucket in range(3):  # all 40 records are one batch: each bucket padded on its own
+        in_bucket = buckets == bucket
+        assert (widths[in_bucket] == lengths[in_bucket].max()).all(), bucket
+    assert (results_of(results["one_batch"]) == lengths.max()).all()
+
+
 # --- custom Beam ModelHandler ------------------------------------------------------------------
 
 class Scale:
