@@ -63,22 +63,10 @@ def named_outputs(inference: Any, output_names: Sequence[str] = ()) -> Dict[str,
 
 
 def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
-    """`value` with a leading batch dim of 1, as tf.make_tensor_proto would encode it."""
-    proto = tensor_pb2.TensorProto()
-    proto.tensor_shape.dim.add().size = 1
-    for size in value.shape:
-        proto.tensor_shape.dim.add().size = size
-    if value.dtype.kind in "SUO":
-        proto.dtype = types_pb2.DT_STRING
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode()
-                                for v in value.reshape(-1))
-        return proto
-    dtype = _DTYPES.get(value.dtype)
-    if dtype is None:
-        raise ValueError(f"cannot encode outputs of dtype {value.dtype}")
-    proto.dtype = dtype
-    proto.tensor_content = np.ascontiguousarray(value).tobytes()
-    return proto
+    """`value` with a leading batch dim of 1, as TFX's BulkInferrer (tfx_bsl) encodes it."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    value = np.asarray(value)
+    return tf.make_tensor_proto(value, shape=(1,) + value.shape)
 
 
 def to_prediction_log(result: PredictionResult,
@@ -138,11 +126,29 @@ _EXAMPLE_TENSOR_HEAD = (b"\x08" + _varint(types_pb2.DT_STRING)
 _EXAMPLE_KEY_LEN, _EXAMPLE_TENSOR_HEAD_LEN = len(_EXAMPLE_KEY), len(_EXAMPLE_TENSOR_HEAD)
 
 
-def _tensor_head(dtype_enum: int, shape: Tuple[int, ...], content_len: int) -> bytes:
-    """A numeric TensorProto's bytes up to its tensor_content payload."""
+# tf.make_tensor_proto writes a numeric tensor's values as raw `tensor_content` (4),
+# except a single value, which goes to its dtype's repeated field: float_val (5) and
+# double_val (6) hold the same raw bytes; the integer fields hold varints. Booleans
+# always go to bool_val (11), one varint byte each.
+_SINGLE_RAW_TAGS = {types_pb2.DT_FLOAT: b"\x2a", types_pb2.DT_DOUBLE: b"\x32"}
+_SINGLE_VARINT_TAGS = {types_pb2.DT_INT32: b"\x3a", types_pb2.DT_INT8: b"\x3a",
+                       types_pb2.DT_UINT8: b"\x3a", types_pb2.DT_INT64: b"\x52",
+                       types_pb2.DT_BOOL: b"\x5a", types_pb2.DT_HALF: b"\x6a"}
+
+
+def _raw_content(dtype_enum: int, count: int) -> bool:
+    """Whether the values' bytes are written as they are (not for booleans, nor for one
+    integer)."""
+    return dtype_enum != types_pb2.DT_BOOL and (count != 1 or dtype_enum in _SINGLE_RAW_TAGS)
+
+
+def _tensor_head(dtype_enum: int, shape: Tuple[int, ...], content_len: int,
+                 count: int) -> bytes:
+    """A numeric TensorProto's bytes up to its raw values (see `_raw_content`)."""
     head = b"\x08" + _varint(dtype_enum) + _field(0x12, _shape_bytes(shape))
     if content_len:
-        head += b"\x22" + _varint(content_len)
+        tag = _SINGLE_RAW_TAGS[dtype_enum] if count == 1 else b"\x22"
+        head += tag + _varint(content_len)
     return head
 
 
@@ -156,8 +162,17 @@ def _tensor_bytes(value: np.ndarray) -> bytes:
     dtype = _DTYPES.get(value.dtype)
     if dtype is None:
         raise ValueError(f"cannot encode outputs of dtype {value.dtype}")
+    if not _raw_content(dtype, value.size):
+        if dtype == types_pb2.DT_BOOL:
+            payload = value.astype(np.uint8).tobytes()
+        else:
+            item = value.reshape(-1)[0]
+            number = int(item.view(np.uint16)) if dtype == types_pb2.DT_HALF else int(item)
+            payload = _varint(number & 0xFFFFFFFFFFFFFFFF)  # negatives: two's complement
+        return (b"\x08" + _varint(dtype) + _field(0x12, _shape_bytes(value.shape))
+                + _SINGLE_VARINT_TAGS[dtype] + _varint(len(payload)) + payload)
     content = np.ascontiguousarray(value).tobytes()
-    return _tensor_head(dtype, value.shape, len(content)) + content
+    return _tensor_head(dtype, value.shape, len(content), value.size) + content
 
 
 def _output_entries(outputs: Mapping[str, np.ndarray]) -> bytes:
@@ -167,19 +182,37 @@ def _output_entries(outputs: Mapping[str, np.ndarray]) -> bytes:
         for name, value in outputs.items())
 
 
-def _frame(record: bytes, request_spec: bytes, response: bytes) -> bytes:
+def _frame(record: bytes, request_spec: bytes, response: bytes,
+           example_key: bytes = _EXAMPLE_KEY) -> bytes:
     """The serialized PredictionLog around one record and its serialized PredictResponse."""
     size = len(record)
     tensor_len = len(_EXAMPLE_TENSOR_HEAD) + len(_varint(size)) + size
-    entry_len = len(_EXAMPLE_KEY) + len(_varint(tensor_len)) + tensor_len
+    entry_len = len(example_key) + len(_varint(tensor_len)) + tensor_len
     request_len = len(request_spec) + 1 + len(_varint(entry_len)) + entry_len
     response_len = len(response)
     log_len = (1 + len(_varint(request_len)) + request_len
                + 1 + len(_varint(response_len)) + response_len)
     return b"".join((b"\x32", _varint(log_len), b"\x0a", _varint(request_len), request_spec,
-                     b"\x12", _varint(entry_len), _EXAMPLE_KEY, _varint(tensor_len),
+                     b"\x12", _varint(entry_len), example_key, _varint(tensor_len),
                      _EXAMPLE_TENSOR_HEAD, _varint(size), record,
                      b"\x12", _varint(response_len), response))
+
+
+def encode_signature_logs(records: Sequence[bytes], outputs: Mapping[str, np.ndarray],
+                          input_alias: str, signature_name: str) -> List[bytes]:
+    """The serialized PredictionLogs tfx_bsl builds for a batch run through a predict
+    signature that parses serialized examples: record i under `input_alias` in the
+    request, row i of each output in the response, `signature_name` in both model specs.
+    """
+    spec = _field(0x1A, signature_name.encode())  # ModelSpec.signature_name
+    request_spec, response_spec = _field(0x0A, spec), _field(0x12, spec)
+    example_key = _field(0x0A, input_alias.encode()) + b"\x12"
+    names = [(_field(0x0A, name.encode()), value) for name, value in outputs.items()]
+    return [_frame(record, request_spec,
+                   b"".join(_field(0x0A, key + _field(0x12, _tensor_bytes(value[i])))
+                            for key, value in names) + response_spec,
+                   example_key)
+            for i, record in enumerate(records)]
 
 
 # (model_id, output name, dtype, shape) -> (response bytes before the output's tensor
@@ -197,11 +230,11 @@ def _single_output_parts(model_id: str, name: str, value: np.ndarray):
             raise ValueError(f"cannot encode outputs of dtype {value.dtype}")
         content_len = value.nbytes
         key_bytes = _field(0x0A, name.encode())
-        tensor_len = len(_tensor_head(dtype, value.shape, content_len)) + content_len
+        tensor_len = len(_tensor_head(dtype, value.shape, content_len, value.size)) + content_len
         entry = key_bytes + b"\x12" + _varint(tensor_len)
         entry_len = len(entry) + tensor_len
         head = (b"\x0a" + _varint(entry_len) + entry
-                + _tensor_head(dtype, value.shape, content_len))
+                + _tensor_head(dtype, value.shape, content_len, value.size))
         spec = _model_spec(model_id, 0x12)
         response_len = len(head) + content_len + len(spec)
         parts = (b"\x12" + _varint(response_len) + head, spec, content_len)
@@ -236,7 +269,8 @@ def _single_numeric(inference: Any):
         value = np.asarray(inference)
     else:
         return None
-    return value if value.dtype in _DTYPES else None
+    dtype = _DTYPES.get(value.dtype)
+    return value if dtype is not None and _raw_content(dtype, value.size) else None
 
 
 def encode_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()) -> bytes:
@@ -274,6 +308,20 @@ def _frame_single(record: bytes, request_spec: bytes, response_head: bytes, cont
                      response_head, content, response_spec))
 
 
+def encode_results(results: Sequence[PredictionResult],
+                   output_names: Sequence[str] = ()) -> List[bytes]:
+    """`encode_prediction_log` of each of one model's results; when every output is one
+    array of the same shape and dtype, they are stacked and written by `encode_batch`."""
+    values = [result.inference for result in results]
+    if values and type(values[0]) is np.ndarray:  # noqa: E721
+        shape, dtype = values[0].shape, values[0].dtype
+        if all(type(v) is np.ndarray and v.shape == shape and v.dtype == dtype  # noqa: E721
+               for v in values):
+            return encode_batch([result.example for result in results], np.stack(values),
+                                results[0].model_id or "", output_names)
+    return [encode_prediction_log(result, output_names) for result in results]
+
+
 def encode_batch(records: Sequence[bytes], outputs: Any, model_id: str = "",
                  output_names: Sequence[str] = ()) -> List[bytes]:
     """Serialized PredictionLogs for a batch: `records[i]` with row i of `outputs`.
@@ -286,7 +334,9 @@ def encode_batch(records: Sequence[bytes], outputs: Any, model_id: str = "",
     count = len(records)
     if hasattr(outputs, "shape") and len(output_names) <= 1:
         array = to_numpy(outputs)
-        if array.dtype in _DTYPES and len(array) == count:
+        dtype = _DTYPES.get(array.dtype)
+        if (dtype is not None and len(array) == count
+                and _raw_content(dtype, array[0].size if count else 0)):
             if not count:
                 return []
             array = np.ascontiguousarray(array)

@@ -35,6 +35,28 @@ def test_logs_read_back_with_tensorflow(inference, expected):
         np.testing.assert_array_equal(got[0], value)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32, np.int64,
+                                   np.int8, np.uint8, np.bool_])
+@pytest.mark.parametrize("shape", [(), (1,), (3,), (2, 2)])
+def test_outputs_are_encoded_as_tf_make_tensor_proto_encodes_them(dtype, shape):
+    """TFX's logs hold tf.make_tensor_proto(output row, shape [1, ...]): raw bytes for
+    several values, the dtype's value field for one (e.g. float_val, int64_val)."""
+    value = (np.arange(int(np.prod(shape))) - 1).reshape(shape).astype(dtype)
+    expected = prediction_log_pb2.PredictionLog()
+    expected.predict_log.request.model_spec.name = "m"
+    expected.predict_log.request.inputs[encoding.EXAMPLES_INPUT].CopyFrom(
+        tf.make_tensor_proto([RECORD], shape=[1]))
+    expected.predict_log.response.model_spec.name = "m"
+    expected.predict_log.response.outputs["output_0"].CopyFrom(
+        tf.make_tensor_proto(value, shape=(1,) + shape))
+    result = PredictionResult(RECORD, value, "m")
+    assert prediction_log_pb2.PredictionLog.FromString(
+        encoding.encode_prediction_log(result)) == expected
+    batch = np.stack([value, value])
+    assert [prediction_log_pb2.PredictionLog.FromString(data) for data in
+            encoding.encode_batch([RECORD, RECORD], batch, "m")] == [expected, expected]
+
+
 def test_output_names_rename_unnamed_outputs_and_must_match():
     log = encoding.to_prediction_log(
         PredictionResult(RECORD, np.float32([0.5]), "m"), output_names=["probability"])
