@@ -89,6 +89,8 @@ def test_prediction_logs_equal_tfx_bulk_inferrer(tmp_path, data, tf_model):
         mine = ours_by[key].predict_log.response.outputs["outputs"]
         expected = log.predict_log.response.outputs["outputs"]
         np.testing.assert_allclose(tf.make_ndarray(mine), tf.make_ndarray(expected), atol=1e-6)
+        assert [f.name for f, _ in mine.ListFields()] == [f.name for f, _ in
+                                                          expected.ListFields()]
         # Same request (example, signature); outputs equal up to batch-order float noise.
         assert ours_by[key].predict_log.request == log.predict_log.request
         assert ours_by[key].predict_log.response.model_spec == log.predict_log.response.model_spec
