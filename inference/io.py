@@ -7,7 +7,7 @@ of records read before the damage) instead of killing the run. It yields chunks 
 records, see `inference.handler`), and `WriteRecordChunks` writes them back as TFRecords,
 so no stage in between pays Beam's per-element cost per record.
 """
-import io
+import struct
 from typing import Sequence
 
 import apache_beam as beam
@@ -95,10 +95,12 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
                          compression_type=CompressionTypes.AUTO)
 
     def write_record(self, file_handle, value: Sequence[bytes]):
-        buffer = io.BytesIO()
+        crc, pack = _TFRecordUtil._masked_crc32c, struct.pack  # pylint: disable=protected-access
+        parts = []
         for record in value:
-            _TFRecordUtil.write_record(buffer, record)
-        file_handle.write(buffer.getvalue())
+            length = pack("<Q", len(record))
+            parts += (length, pack("<I", crc(length)), record, pack("<I", crc(record)))
+        file_handle.write(b"".join(parts))
 
 
 class WriteRecordChunks(beam.PTransform):

@@ -1,7 +1,7 @@
 """Beam transforms of the engine: serialized examples in, per-model predictions and dead
 letters out, everything counted."""
 import functools
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, \
@@ -9,7 +9,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, \
 
 from inference import routing as routing_lib
 from inference.config import ConfigError, InferenceConfig, ModelConfig
-from inference.encoding import encode_prediction_log
+from inference.encoding import encode_results
 from inference.failures import FAILURES_TAG, Failure, timeout_or_inference
 from inference.handler import ExampleModelHandler, chunk_size, create_handler, \
     min_batch_size
@@ -229,10 +229,14 @@ class _KeyedChunks(KeyedModelHandler):
 
 class Encode(beam.PTransform):
     """PCollection of chunks' results -> chunks of bytes (`main`) and Failures
-    (`failures`, stage encoding), with `encoder(result) -> bytes` one of the output
-    formats' encoders."""
+    (`failures`, stage encoding).
 
-    def __init__(self, encoder: Callable[[PredictionResult], bytes], split: str = ""):
+    encoder(results) -> [bytes]: one of the output formats' encoders, for a chunk at once;
+    when a chunk fails, each record is encoded on its own, so only its bad records fail.
+    """
+
+    def __init__(self, encoder: Callable[[Sequence[PredictionResult]], List[bytes]],
+                 split: str = ""):
         super().__init__()
         self._encoder = encoder
         self._split = split
@@ -241,10 +245,15 @@ class Encode(beam.PTransform):
         encoder, split = self._encoder, self._split
 
         def encode(chunk):  # a chunk's PredictionResults
+            try:
+                yield encoder(chunk)
+                return
+            except Exception:  # pylint: disable=broad-except
+                pass
             encoded = []
             for result in chunk:
                 try:
-                    encoded.append(encoder(result))
+                    encoded += encoder([result])
                 except Exception as e:  # pylint: disable=broad-except
                     yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                         "encoding", e, result.example, result.model_id or "", split))
@@ -254,7 +263,7 @@ class Encode(beam.PTransform):
         return results | beam.FlatMap(encode).with_outputs(FAILURES_TAG, main="main")
 
 
-def prediction_log_encoder(output_names: Sequence[str] = ()) -> Callable[[PredictionResult],
-                                                                         bytes]:
+def prediction_log_encoder(output_names: Sequence[str] = ()
+                           ) -> Callable[[Sequence[PredictionResult]], List[bytes]]:
     """The encoder of serialized PredictionLogs, as TFX's BulkInferrer writes them."""
-    return functools.partial(encode_prediction_log, output_names=tuple(output_names))
+    return functools.partial(encode_results, output_names=tuple(output_names))

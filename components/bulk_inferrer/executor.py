@@ -252,15 +252,15 @@ def _write_examples(predictions, handlers, config: InferenceConfig, output_examp
     for name in names:
         to_log = prediction_log_encoder(handlers[name].output_names)
 
-        def to_example(result, to_log=to_log) -> bytes:
-            log = prediction_log_pb2.PredictionLog.FromString(to_log(result))
-            return prediction_to_example_utils.convert(
-                log, output_example_spec).SerializeToString()
+        def to_examples(results, to_log=to_log) -> List[bytes]:
+            return [prediction_to_example_utils.convert(
+                prediction_log_pb2.PredictionLog.FromString(log), output_example_spec
+            ).SerializeToString() for log in to_log(results)]
 
         prefix = spec.EXAMPLES_FILE_NAME if len(names) == 1 else (
             f"{spec.EXAMPLES_FILE_NAME}-{name}")
         encoded = predictions[name] | f"ToExamples[{name}][{split}]" >> Encode(
-            to_example, split)
+            to_examples, split)
         _ = encoded.main | f"WriteExamples[{name}][{split}]" >> WriteRecordChunks(
             os.path.join(split_uri, prefix))
         failures.append(encoded[FAILURES_TAG])
