@@ -186,7 +186,8 @@ def write(folder: str, rows, target_items, environment, profile=None, prep=None)
           f"{environment.get('started')} on {environment.get('cpus')} CPUs "
           f"(load average at start {environment.get('load_start')}, "
           f"at end {environment.get('load_end')}); "
-          f"isolation: {environment.get('isolation')}.", "",
+          f"isolation: {environment.get('isolation')}; each case the fastest of "
+          f"{environment.get('repeat', 1)} run(s).", "",
           markdown_table(rows), "", "## Targets", "", targets_markdown(target_items), "",
           "## Environment", "", "```", json.dumps(environment, indent=2, default=str), "```"]
     if profile:

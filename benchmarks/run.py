@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "per core anyway")
     parser.add_argument("--shards", type=int, default=8, help="input files per data set")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of every case, in rounds; the table keeps each case's "
+                             "fastest (on a noisy machine, 3 gives steadier ratios)")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile ours on pytorch (in_memory) and break it down")
     parser.add_argument("--profile_n", type=int, default=50_000)
@@ -219,7 +222,7 @@ def environment(args) -> Dict[str, Any]:
     env: Dict[str, Any] = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "load_start": _load(), "python": platform.python_version(),
-        "isolation": args.isolation, "argv": sys.argv[1:],
+        "isolation": args.isolation, "repeat": args.repeat, "argv": sys.argv[1:],
     }
     try:
         from importlib import metadata  # pylint: disable=import-outside-toplevel
@@ -365,19 +368,25 @@ def main(argv=None) -> Dict[str, Any]:
     data_roots = {int(n): root for n, root in prep["data_roots"].items()}
 
     from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
-    rows = []
-    for case in plan(args, data_roots, prep["models"], folder):
-        result = _run(case_module.run_case, case, args)
-        row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
-                                                              "model_uri", "out")},
-               **result}
-        rows.append(row)
-        eps = report.examples_per_sec(row)
-        status = (f"{eps:,.0f} examples/s in {row['seconds']:.1f} s" if eps else
-                  f"ERROR {row.get('error')}")
-        print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,} "
-              f"w={row['workers']}: {status}, peak RSS {row.get('max_rss_mb', '-')} MB",
-              flush=True)
+    planned = plan(args, data_roots, prep["models"], folder)
+    best: Dict[str, Dict[str, Any]] = {}
+    for _ in range(args.repeat):  # rounds over every case: noise spreads over all of them
+        for case in planned:
+            result = _run(case_module.run_case, case, args)
+            row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
+                                                                  "model_uri", "out")},
+                   **result}
+            eps = report.examples_per_sec(row)
+            status = (f"{eps:,.0f} examples/s in {row['seconds']:.1f} s" if eps else
+                      f"ERROR {row.get('error')}")
+            print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,} "
+                  f"w={row['workers']}: {status}, peak RSS {row.get('max_rss_mb', '-')} MB",
+                  flush=True)
+            kept = best.get(case["name"])
+            if kept is None or (eps and (not report.examples_per_sec(kept)
+                                         or row["seconds"] < kept["seconds"])):
+                best[case["name"]] = row
+    rows = [best[case["name"]] for case in planned]
 
     profile = None
     if args.profile and "pytorch" in prep["models"]:

@@ -7,6 +7,7 @@ of records read before the damage) instead of killing the run. It yields chunks 
 records, see `inference.handler`), and `WriteRecordChunks` writes them back as TFRecords,
 so no stage in between pays Beam's per-element cost per record.
 """
+import gzip
 import struct
 from typing import Sequence
 
@@ -84,15 +85,31 @@ class ReadRecords(beam.PTransform):
                     self._split, self._chunk_size)).with_outputs(FAILURES_TAG, main="main"))
 
 
+# gzip level for the outputs: 1 compresses about 3x faster than zlib's default (6, what
+# Beam writes), for files about 10% larger; compression was the biggest cost of writing.
+GZIP_LEVEL = 1
+
+
 class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     """Beam's TFRecord file sink, taking a chunk of records per element: the chunk is
-    framed in memory and written (and compressed) in one call."""
+    framed in memory and written (and compressed) in one call. `.gz` files are gzipped at
+    GZIP_LEVEL."""
 
     def __init__(self, file_path_prefix: str, file_name_suffix: str):
         super().__init__(file_path_prefix, coder=coders.BytesCoder(),
                          file_name_suffix=file_name_suffix,
                          mime_type="application/octet-stream",
-                         compression_type=CompressionTypes.AUTO)
+                         compression_type=CompressionTypes.UNCOMPRESSED)
+        self._gzip = file_name_suffix.endswith(".gz")
+
+    def open(self, temp_path):
+        raw = super().open(temp_path)
+        if not self._gzip:
+            return raw
+        return _GzipWriter(raw)
+
+    def close(self, file_handle):
+        file_handle.close()
 
     def write_record(self, file_handle, value: Sequence[bytes]):
         crc, pack = _TFRecordUtil._masked_crc32c, struct.pack  # pylint: disable=protected-access
@@ -101,6 +118,21 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
             length = pack("<Q", len(record))
             parts += (length, pack("<I", crc(length)), record, pack("<I", crc(record)))
         file_handle.write(b"".join(parts))
+
+
+class _GzipWriter:
+    """A gzip stream at GZIP_LEVEL over a file Beam opened; closes both."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL)
+
+    def write(self, data: bytes):
+        self._gzip.write(data)
+
+    def close(self):
+        self._gzip.close()
+        self._raw.close()
 
 
 class WriteRecordChunks(beam.PTransform):
