@@ -11,7 +11,7 @@ is several times faster than building the message field by field and serializing
 per-record protobuf calls dominate the cost of encoding. `encode_batch` does the same for a
 whole batch of records and the framework's batched output at once.
 """
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
@@ -310,15 +310,15 @@ def _frame_single(record: bytes, request_spec: bytes, response_head: bytes, cont
 
 def encode_results(results: Sequence[PredictionResult],
                    output_names: Sequence[str] = ()) -> List[bytes]:
-    """`encode_prediction_log` of each of one model's results; when every output is one
-    array of the same shape and dtype, they are stacked and written by `encode_batch`."""
-    values = [result.inference for result in results]
-    if values and type(values[0]) is np.ndarray:  # noqa: E721
-        shape, dtype = values[0].shape, values[0].dtype
-        if all(type(v) is np.ndarray and v.shape == shape and v.dtype == dtype  # noqa: E721
-               for v in values):
-            return encode_batch([result.example for result in results], np.stack(values),
-                                results[0].model_id or "", output_names)
+    """`encode_prediction_log` of each of one model's results; when every record's output
+    has the same structure of NumPy values, they are stacked and written as a batch."""
+    if results:
+        columns = _stacked([result.inference for result in results], output_names)
+        if columns is not None:
+            encoded = _encode_columns([result.example for result in results], columns,
+                                      results[0].model_id or "")
+            if encoded is not None:
+                return encoded
     return [encode_prediction_log(result, output_names) for result in results]
 
 
@@ -332,23 +332,16 @@ def encode_batch(records: Sequence[bytes], outputs: Any, model_id: str = "",
       PredictionResult, without the per-record tensor conversions.
     """
     count = len(records)
-    if hasattr(outputs, "shape") and len(output_names) <= 1:
-        array = to_numpy(outputs)
-        dtype = _DTYPES.get(array.dtype)
-        if (dtype is not None and len(array) == count
-                and _raw_content(dtype, array[0].size if count else 0)):
-            if not count:
-                return []
-            array = np.ascontiguousarray(array)
-            head, spec, content_len = _single_output_parts(
-                model_id, output_names[0] if output_names else "output_0", array[0])
-            flat = array.tobytes()
-            request_spec = _request_spec(model_id)
-            return [_frame_single(record, request_spec, head,
-                                  flat[i * content_len:(i + 1) * content_len], spec)
-                    for i, record in enumerate(records)]
+    columns = None
     if isinstance(outputs, Mapping):
-        columns = {k: to_numpy(v) for k, v in outputs.items()}
+        columns = {str(k): to_numpy(v) for k, v in outputs.items()}
+    elif hasattr(outputs, "shape") and len(output_names) <= 1:
+        columns = {output_names[0] if output_names else "output_0": to_numpy(outputs)}
+    if columns is not None and all(len(v) == count for v in columns.values()):
+        encoded = _encode_columns(records, columns, model_id)
+        if encoded is not None:
+            return encoded
+    if isinstance(outputs, Mapping):
         rows = [{k: v[i] for k, v in columns.items()} for i in range(count)]
     else:
         rows = list(to_numpy(outputs)) if hasattr(outputs, "shape") else list(outputs)
@@ -356,3 +349,67 @@ def encode_batch(records: Sequence[bytes], outputs: Any, model_id: str = "",
         raise ValueError(f"{len(rows)} outputs for a batch of {count} records")
     return [encode_prediction_log(PredictionResult(record, row, model_id), output_names)
             for record, row in zip(records, rows)]
+
+
+_NUMPY = (np.ndarray, np.generic)
+
+
+def _stacked(values: Sequence[Any], output_names: Sequence[str]
+             ) -> Optional[Dict[str, np.ndarray]]:
+    """Per-record outputs as {output name: [batch, ...]}: when every record holds one
+    NumPy value, or a dict of them, of the same shapes and dtypes; else None."""
+    first = values[0]
+    if isinstance(first, _NUMPY):
+        if len(output_names) > 1 or not _alike(values, first):
+            return None
+        return {output_names[0] if output_names else "output_0": np.stack(values)}
+    if isinstance(first, dict) and first:
+        if not all(type(v) is dict and v.keys() == first.keys()  # noqa: E721
+                   for v in values):
+            return None
+        columns = {}
+        for key, sample in first.items():
+            column = [v[key] for v in values]
+            if not isinstance(sample, _NUMPY) or not _alike(column, sample):
+                return None
+            columns[str(key)] = np.stack(column)
+        return columns
+    return None
+
+
+def _alike(values: Sequence[Any], first) -> bool:
+    shape, dtype = first.shape, first.dtype
+    return all(isinstance(v, _NUMPY) and v.shape == shape and v.dtype == dtype
+               for v in values)
+
+
+def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],
+                    model_id: str) -> Optional[List[bytes]]:
+    """The batch's serialized PredictionLogs, each output's row written as raw bytes; None
+    when an output's rows are not written that way (strings, one integer: see
+    `_raw_content`)."""
+    if not records:
+        return []
+    outputs = []  # (map entry bytes up to the row's values, all rows' bytes, row length)
+    for name, array in columns.items():
+        dtype = _DTYPES.get(array.dtype)
+        row = array[0]
+        if dtype is None or not _raw_content(dtype, row.size):
+            return None
+        tensor_head = _tensor_head(dtype, row.shape, row.nbytes, row.size)
+        entry = _field(0x0A, name.encode()) + b"\x12" + _varint(len(tensor_head) + row.nbytes)
+        head = b"\x0a" + _varint(len(entry) + len(tensor_head) + row.nbytes) + entry + tensor_head
+        outputs.append((head, np.ascontiguousarray(array).tobytes(), row.nbytes))
+    response_spec = _model_spec(model_id, 0x12)
+    response_len = sum(len(head) + size for head, _, size in outputs) + len(response_spec)
+    response_head = b"\x12" + _varint(response_len)
+    request_spec = _request_spec(model_id)
+    if len(outputs) == 1:
+        (head, flat, size), = outputs
+        return [_frame_single(record, request_spec, response_head,
+                              head + flat[i * size:(i + 1) * size], response_spec)
+                for i, record in enumerate(records)]
+    return [_frame_single(record, request_spec, response_head,
+                          b"".join(head + flat[i * size:(i + 1) * size]
+                                   for head, flat, size in outputs), response_spec)
+            for i, record in enumerate(records)]

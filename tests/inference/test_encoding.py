@@ -57,6 +57,21 @@ def test_outputs_are_encoded_as_tf_make_tensor_proto_encodes_them(dtype, shape):
             encoding.encode_batch([RECORD, RECORD], batch, "m")] == [expected, expected]
 
 
+@pytest.mark.parametrize("outputs", [
+    [np.float64(i) for i in range(3)],  # scikit-learn's predict: a NumPy scalar per record
+    [np.float32([i, 2 * i]) for i in range(3)],
+    [{"score": np.float32(i), "probabilities": np.float32([i, 1 - i])}  # ONNX: by name
+     for i in range(3)],
+    [{"label": np.int64(i)} for i in range(3)],  # one integer each: not raw bytes
+    [np.float32([1.0]), np.float32([1.0, 2.0]), np.float32([3.0])],  # shapes differ
+    [np.array([b"x"]), np.array([b"y"]), np.array([b"z"])],
+])
+def test_a_chunk_encodes_as_each_of_its_records_alone(outputs):
+    results = [PredictionResult(RECORD, output, "m") for output in outputs]
+    assert encoding.encode_results(results) == [encoding.encode_prediction_log(r)
+                                                for r in results]
+
+
 def test_output_names_rename_unnamed_outputs_and_must_match():
     log = encoding.to_prediction_log(
         PredictionResult(RECORD, np.float32([0.5]), "m"), output_names=["probability"])
