@@ -12,12 +12,11 @@ import struct
 from typing import Sequence
 
 import apache_beam as beam
+import google_crc32c
 from apache_beam import coders
 import tensorflow as tf
 from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
-# The TFRecord framing (length, masked crc32c) Beam's own TFRecord sink writes.
-from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from inference.failures import FAILURES_TAG, Failure
 from inference.handler import DEFAULT_MIN_BATCH_SIZE
@@ -90,6 +89,16 @@ class ReadRecords(beam.PTransform):
 GZIP_LEVEL = 1
 
 
+# TFRecord framing: length (uint64), masked crc32c of the length, data, masked crc32c of
+# the data (what Beam's _TFRecordUtil.write_record writes, without its per-call lookups).
+_HEADS = {}  # record size -> length and its masked crc
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff)
+
+
 class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     """Beam's TFRecord file sink, taking a chunk of records per element: the chunk is
     framed in memory and written (and compressed) in one call. `.gz` files are gzipped at
@@ -112,11 +121,16 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
         file_handle.close()
 
     def write_record(self, file_handle, value: Sequence[bytes]):
-        crc, pack = _TFRecordUtil._masked_crc32c, struct.pack  # pylint: disable=protected-access
         parts = []
         for record in value:
-            length = pack("<Q", len(record))
-            parts += (length, pack("<I", crc(length)), record, pack("<I", crc(record)))
+            size = len(record)
+            head = _HEADS.get(size)
+            if head is None:  # records of a model's logs have few distinct sizes
+                length = struct.pack("<Q", size)
+                head = length + _masked_crc(length)
+                if len(_HEADS) < 65536:
+                    _HEADS[size] = head
+            parts += (head, record, _masked_crc(record))
         file_handle.write(b"".join(parts))
 
 
