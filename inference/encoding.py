@@ -403,13 +403,36 @@ def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],
     response_spec = _model_spec(model_id, 0x12)
     response_len = sum(len(head) + size for head, _, size in outputs) + len(response_spec)
     response_head = b"\x12" + _varint(response_len)
+    tail_len = len(response_head) + response_len
     request_spec = _request_spec(model_id)
-    if len(outputs) == 1:
-        (head, flat, size), = outputs
-        return [_frame_single(record, request_spec, response_head,
-                              head + flat[i * size:(i + 1) * size], response_spec)
-                for i, record in enumerate(records)]
-    return [_frame_single(record, request_spec, response_head,
-                          b"".join(head + flat[i * size:(i + 1) * size]
-                                   for head, flat, size in outputs), response_spec)
-            for i, record in enumerate(records)]
+    prefixes: Dict[int, bytes] = {}  # record size -> the log's bytes before the record
+    (first_head, first_flat, first_size), rest = outputs[0], outputs[1:]
+    middle = response_head + first_head
+    encoded = []
+    for i, record in enumerate(records):
+        size = len(record)
+        prefix = prefixes.get(size)
+        if prefix is None:
+            prefix = prefixes[size] = _log_prefix(size, request_spec, tail_len)
+        parts = [prefix, record, middle, first_flat[i * first_size:(i + 1) * first_size]]
+        for head, flat, row_size in rest:
+            parts += (head, flat[i * row_size:(i + 1) * row_size])
+        parts.append(response_spec)
+        encoded.append(b"".join(parts))
+    return encoded
+
+
+def _log_prefix(size: int, request_spec: bytes, tail_len: int) -> bytes:
+    """A PredictionLog's bytes up to its record (of `size` bytes), when the response that
+    follows the request is `tail_len` bytes with its tag and length."""
+    size_varint = _varint(size)
+    tensor_len = _EXAMPLE_TENSOR_HEAD_LEN + len(size_varint) + size
+    tensor_varint = _varint(tensor_len)
+    entry_len = _EXAMPLE_KEY_LEN + len(tensor_varint) + tensor_len
+    entry_varint = _varint(entry_len)
+    request_len = len(request_spec) + 1 + len(entry_varint) + entry_len
+    request_varint = _varint(request_len)
+    log_len = 1 + len(request_varint) + request_len + tail_len
+    return b"".join((b"\x32", _varint(log_len), b"\x0a", request_varint, request_spec,
+                     b"\x12", entry_varint, _EXAMPLE_KEY, tensor_varint,
+                     _EXAMPLE_TENSOR_HEAD, size_varint))

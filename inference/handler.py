@@ -179,13 +179,14 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             self._split_or_fail("inference", e, records, positions, model, inference_args,
                                 out)
             return
+        name = self.model_name
         for position, result in zip(positions, inferred):
-            out[position] = self._finish(
-                PredictionResult(records[position], _inference(result), self.model_name))
+            out[position] = PredictionResult(records[position], _inference(result), name)
+        if self._postprocess is not None:
+            for position in positions:
+                out[position] = self._finish(out[position])
 
     def _finish(self, result: PredictionResult) -> PredictionResult:
-        if self._postprocess is None:
-            return result
         try:
             return self._postprocess(result)
         except Exception as e:  # pylint: disable=broad-except

@@ -8,6 +8,7 @@ records, see `inference.handler`), and `WriteRecordChunks` writes them back as T
 so no stage in between pays Beam's per-element cost per record.
 """
 import gzip
+import itertools
 import struct
 from typing import Sequence
 
@@ -38,26 +39,36 @@ class _ReadTFRecordFile(beam.DoFn):
             COUNTERS_NAMESPACE, failures_counter("", self._split, "read"))
 
     def process(self, path: str):
-        compression = next((c for suffix, c in _COMPRESSION.items() if path.endswith(suffix)),
-                           "")
-        count, chunk = 0, []
+        options = tf.io.TFRecordOptions(next(
+            (c for suffix, c in _COMPRESSION.items() if path.endswith(suffix)), ""))
+        count = 0
         try:
-            for record in tf.compat.v1.io.tf_record_iterator(
-                    path, tf.io.TFRecordOptions(compression)):
+            records = tf.compat.v1.io.tf_record_iterator(path, options)
+            while True:
+                chunk = list(itertools.islice(records, self._chunk_size))
+                if not chunk:
+                    return
+                count += len(chunk)
+                yield from self._emit(chunk)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        # The file is damaged after `count` records: read on one by one up to the damage.
+        chunk = []
+        try:
+            for record in itertools.islice(
+                    tf.compat.v1.io.tf_record_iterator(path, options), count, None):
                 chunk.append(record)
-                if len(chunk) == self._chunk_size:
-                    count += len(chunk)
-                    self._records.inc(len(chunk))
-                    yield chunk
-                    chunk = []
         except Exception as e:  # pylint: disable=broad-except
             self._failures.inc()
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                 "read", e, split=self._split,
                 source=f"{path}: unreadable after {count + len(chunk)} record(s)"))
-        if chunk:
-            self._records.inc(len(chunk))
-            yield chunk
+        for start in range(0, len(chunk), self._chunk_size):
+            yield from self._emit(chunk[start:start + self._chunk_size])
+
+    def _emit(self, chunk):
+        self._records.inc(len(chunk))
+        yield chunk
 
 
 class ReadRecords(beam.PTransform):
