@@ -11,6 +11,7 @@ is several times faster than building the message field by field and serializing
 per-record protobuf calls dominate the cost of encoding. `encode_batch` does the same for a
 whole batch of records and the framework's batched output at once.
 """
+import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,6 +61,20 @@ def named_outputs(inference: Any, output_names: Sequence[str] = ()) -> Dict[str,
         raise ValueError(f"output_names {names} do not match the model's {len(values)} "
                          f"output(s)")
     return {name: to_numpy(value) for name, value in zip(names, values)}
+
+
+def text(value: Any) -> bytes:
+    """A value of a string output as bytes: structured values (e.g. a Hugging Face
+    token-classification entity, a dict) as JSON, anything else as its text."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=_plain).encode()
+    return str(value).encode()
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
@@ -155,7 +170,7 @@ def _tensor_head(dtype_enum: int, shape: Tuple[int, ...], content_len: int,
 def _tensor_bytes(value: np.ndarray) -> bytes:
     """`tensor_proto(value).SerializeToString()`, written directly."""
     if value.dtype.kind in "SUO":
-        strings = [v if isinstance(v, bytes) else str(v).encode() for v in value.reshape(-1)]
+        strings = [text(v) for v in value.reshape(-1)]
         return (b"\x08" + _varint(types_pb2.DT_STRING)
                 + _field(0x12, _shape_bytes(value.shape))
                 + b"".join(b"\x42" + _varint(len(s)) + s for s in strings))

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from inference.config import InferenceConfig
-from inference.encoding import named_outputs
+from inference.encoding import named_outputs, text
 from inference.failures import FAILURES_TAG, Failure
 
 
@@ -127,5 +127,5 @@ def enrich(result, output_names=()) -> bytes:
             feature.float_list.value.extend(values.astype(np.float32).tolist())
         else:
             feature.bytes_list.value.extend(
-                v if isinstance(v, bytes) else str(v).encode() for v in values)
+                text(v) for v in values)
     return example.SerializeToString()

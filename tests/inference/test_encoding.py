@@ -1,4 +1,6 @@
 """The PredictionLog encoder writes what TFX readers expect, for every output kind."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -70,6 +72,17 @@ def test_a_chunk_encodes_as_each_of_its_records_alone(outputs):
     results = [PredictionResult(RECORD, output, "m") for output in outputs]
     assert encoding.encode_results(results) == [encoding.encode_prediction_log(r)
                                                 for r in results]
+
+
+def test_structured_outputs_are_written_as_json_strings():
+    """Hugging Face token classification: a list of entity dicts per record."""
+    entities = [{"entity": "B-PER", "score": np.float32(0.5), "index": 1, "word": "bob"},
+                {"entity": "I-PER", "score": np.float32(0.25), "index": 2, "word": "smith"}]
+    log = encoding.to_prediction_log(PredictionResult(RECORD, entities, "m"))
+    values = log.predict_log.response.outputs["output_0"].string_val
+    assert [json.loads(v) for v in values] == [
+        {"entity": "B-PER", "score": 0.5, "index": 1, "word": "bob"},
+        {"entity": "I-PER", "score": 0.25, "index": 2, "word": "smith"}]
 
 
 def test_output_names_rename_unnamed_outputs_and_must_match():
