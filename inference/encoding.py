@@ -8,8 +8,10 @@ PredictionLogs from tfx_bsl's TensorFlow handler pass through unchanged.
 `encode_prediction_log` returns the same log already serialized: it writes the protobuf
 wire format directly (the bytes `to_prediction_log(...).SerializeToString()` gives), which
 is several times faster than building the message field by field and serializing it, since
-per-record protobuf calls dominate the cost of encoding. `encode_batch` does the same for a
-whole batch of records and the framework's batched output at once.
+per-record protobuf calls dominate the cost of encoding. `encode_batch` and
+`encode_results` do the same for a whole batch of records at once: everything but each
+record and its output values is written once per batch. Values are encoded as
+`tf.make_tensor_proto` encodes them, as TFX's BulkInferrer writes them.
 """
 import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -138,7 +140,7 @@ def _model_spec(model_id: str, tag: int) -> bytes:
 _EXAMPLE_KEY = _field(0x0A, EXAMPLES_INPUT.encode()) + b"\x12"
 _EXAMPLE_TENSOR_HEAD = (b"\x08" + _varint(types_pb2.DT_STRING)
                         + _field(0x12, _shape_bytes(())) + b"\x42")
-_EXAMPLE_KEY_LEN, _EXAMPLE_TENSOR_HEAD_LEN = len(_EXAMPLE_KEY), len(_EXAMPLE_TENSOR_HEAD)
+_EXAMPLE_TENSOR_HEAD_LEN = len(_EXAMPLE_TENSOR_HEAD)
 
 
 # tf.make_tensor_proto writes a numeric tensor's values as raw `tensor_content` (4),
@@ -200,17 +202,26 @@ def _output_entries(outputs: Mapping[str, np.ndarray]) -> bytes:
 def _frame(record: bytes, request_spec: bytes, response: bytes,
            example_key: bytes = _EXAMPLE_KEY) -> bytes:
     """The serialized PredictionLog around one record and its serialized PredictResponse."""
-    size = len(record)
-    tensor_len = len(_EXAMPLE_TENSOR_HEAD) + len(_varint(size)) + size
-    entry_len = len(example_key) + len(_varint(tensor_len)) + tensor_len
-    request_len = len(request_spec) + 1 + len(_varint(entry_len)) + entry_len
-    response_len = len(response)
-    log_len = (1 + len(_varint(request_len)) + request_len
-               + 1 + len(_varint(response_len)) + response_len)
-    return b"".join((b"\x32", _varint(log_len), b"\x0a", _varint(request_len), request_spec,
-                     b"\x12", _varint(entry_len), example_key, _varint(tensor_len),
-                     _EXAMPLE_TENSOR_HEAD, _varint(size), record,
-                     b"\x12", _varint(response_len), response))
+    tail = b"\x12" + _varint(len(response))
+    return b"".join((_log_prefix(len(record), request_spec, len(tail) + len(response),
+                                 example_key), record, tail, response))
+
+
+def _log_prefix(size: int, request_spec: bytes, tail_len: int,
+                example_key: bytes = _EXAMPLE_KEY) -> bytes:
+    """A PredictionLog's bytes up to its record (of `size` bytes), when the response that
+    follows the request is `tail_len` bytes with its tag and length."""
+    size_varint = _varint(size)
+    tensor_len = _EXAMPLE_TENSOR_HEAD_LEN + len(size_varint) + size
+    tensor_varint = _varint(tensor_len)
+    entry_len = len(example_key) + len(tensor_varint) + tensor_len
+    entry_varint = _varint(entry_len)
+    request_len = len(request_spec) + 1 + len(entry_varint) + entry_len
+    request_varint = _varint(request_len)
+    log_len = 1 + len(request_varint) + request_len + tail_len
+    return b"".join((b"\x32", _varint(log_len), b"\x0a", request_varint, request_spec,
+                     b"\x12", entry_varint, example_key, tensor_varint,
+                     _EXAMPLE_TENSOR_HEAD, size_varint))
 
 
 def encode_signature_logs(records: Sequence[bytes], outputs: Mapping[str, np.ndarray],
@@ -230,34 +241,6 @@ def encode_signature_logs(records: Sequence[bytes], outputs: Mapping[str, np.nda
             for i, record in enumerate(records)]
 
 
-# (model_id, output name, dtype, shape) -> (response bytes before the output's tensor
-# content, after it, content length): for one numeric output, everything but the content
-# is the same for every record of a model.
-_HEADS: Dict[tuple, Tuple[bytes, bytes, int]] = {}
-
-
-def _single_output_parts(model_id: str, name: str, value: np.ndarray):
-    key = (model_id, name, value.dtype, value.shape)
-    parts = _HEADS.get(key)
-    if parts is None:
-        dtype = _DTYPES.get(value.dtype)
-        if dtype is None:
-            raise ValueError(f"cannot encode outputs of dtype {value.dtype}")
-        content_len = value.nbytes
-        key_bytes = _field(0x0A, name.encode())
-        tensor_len = len(_tensor_head(dtype, value.shape, content_len, value.size)) + content_len
-        entry = key_bytes + b"\x12" + _varint(tensor_len)
-        entry_len = len(entry) + tensor_len
-        head = (b"\x0a" + _varint(entry_len) + entry
-                + _tensor_head(dtype, value.shape, content_len, value.size))
-        spec = _model_spec(model_id, 0x12)
-        response_len = len(head) + content_len + len(spec)
-        parts = (b"\x12" + _varint(response_len) + head, spec, content_len)
-        if len(_HEADS) < 4096:
-            _HEADS[key] = parts
-    return parts
-
-
 _REQUEST_SPECS: Dict[str, bytes] = {}
 
 
@@ -270,57 +253,15 @@ def _request_spec(model_id: str) -> bytes:
     return spec
 
 
-def _single_numeric(inference: Any):
-    """The record's output as a NumPy array when it is one numeric tensor, else None."""
-    kind = type(inference)
-    if kind is np.ndarray:
-        value = inference
-    elif kind.__name__ == "Tensor" and kind.__module__ == "torch":
-        try:
-            value = inference.numpy()  # no copy; refused for tensors needing grad or a device
-        except (RuntimeError, TypeError):
-            value = inference.detach().cpu().numpy()
-    elif isinstance(inference, (np.generic, float, int)) and not isinstance(inference, bool):
-        value = np.asarray(inference)
-    else:
-        return None
-    dtype = _DTYPES.get(value.dtype)
-    return value if dtype is not None and _raw_content(dtype, value.size) else None
-
-
 def encode_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()) -> bytes:
     """`to_prediction_log(result, output_names).SerializeToString()`, written directly."""
     inference = result.inference
     if isinstance(inference, _PredictionLog):
         return inference.SerializeToString()
     model_id = result.model_id or ""
-    record = result.example
-    value = _single_numeric(inference)
-    if value is not None and len(output_names) <= 1:
-        head, spec, content_len = _single_output_parts(
-            model_id, output_names[0] if output_names else "output_0", value)
-        return _frame_single(record, _request_spec(model_id), head, value.tobytes(), spec)
     response = (_output_entries(named_outputs(inference, output_names))
                 + _model_spec(model_id, 0x12))
-    return _frame(record, _request_spec(model_id), response)
-
-
-def _frame_single(record: bytes, request_spec: bytes, response_head: bytes, content: bytes,
-                  response_spec: bytes) -> bytes:
-    size = len(record)
-    size_varint = _varint(size)
-    tensor_len = _EXAMPLE_TENSOR_HEAD_LEN + len(size_varint) + size
-    tensor_varint = _varint(tensor_len)
-    entry_len = _EXAMPLE_KEY_LEN + len(tensor_varint) + tensor_len
-    entry_varint = _varint(entry_len)
-    request_len = len(request_spec) + 1 + len(entry_varint) + entry_len
-    request_varint = _varint(request_len)
-    log_len = (1 + len(request_varint) + request_len
-               + len(response_head) + len(content) + len(response_spec))
-    return b"".join((b"\x32", _varint(log_len), b"\x0a", request_varint, request_spec,
-                     b"\x12", entry_varint, _EXAMPLE_KEY, tensor_varint,
-                     _EXAMPLE_TENSOR_HEAD, size_varint, record,
-                     response_head, content, response_spec))
+    return _frame(result.example, _request_spec(model_id), response)
 
 
 def encode_results(results: Sequence[PredictionResult],
@@ -435,19 +376,3 @@ def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],
         parts.append(response_spec)
         encoded.append(b"".join(parts))
     return encoded
-
-
-def _log_prefix(size: int, request_spec: bytes, tail_len: int) -> bytes:
-    """A PredictionLog's bytes up to its record (of `size` bytes), when the response that
-    follows the request is `tail_len` bytes with its tag and length."""
-    size_varint = _varint(size)
-    tensor_len = _EXAMPLE_TENSOR_HEAD_LEN + len(size_varint) + size
-    tensor_varint = _varint(tensor_len)
-    entry_len = _EXAMPLE_KEY_LEN + len(tensor_varint) + tensor_len
-    entry_varint = _varint(entry_len)
-    request_len = len(request_spec) + 1 + len(entry_varint) + entry_len
-    request_varint = _varint(request_len)
-    log_len = 1 + len(request_varint) + request_len + tail_len
-    return b"".join((b"\x32", _varint(log_len), b"\x0a", request_varint, request_spec,
-                     b"\x12", entry_varint, _EXAMPLE_KEY, tensor_varint,
-                     _EXAMPLE_TENSOR_HEAD, size_varint))
