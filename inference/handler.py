@@ -96,12 +96,6 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         _freeze_long_lived_objects()
         return model
 
-    def model_inputs(self, records: Sequence[bytes]) -> Any:
-        """The batch's inputs as the framework's handler takes them."""
-        if not self.decodes:
-            return list(records)
-        return self._prepare(self._decoder(records))
-
     def _prepare(self, columns: decoding.Columns) -> Any:
         inputs = self._mapping(columns)
         if self._preprocess is not None:

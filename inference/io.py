@@ -150,7 +150,9 @@ class _GzipWriter:
 
     def __init__(self, raw):
         self._raw = raw
-        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL)
+        # No file name or time in the header: the same records give the same bytes.
+        self._gzip = gzip.GzipFile(filename="", fileobj=raw, mode="wb",
+                                   compresslevel=GZIP_LEVEL, mtime=0)
 
     def write(self, data: bytes):
         self._gzip.write(data)
