@@ -48,11 +48,18 @@ def cumulative(config: InferenceConfig) -> List[float]:
 
 
 def ab_index(record: bytes, num_models: int, bounds: List[float], feature: str) -> int:
-    """The model index for `record`: a stable hash of its key into [0, 1), then the share."""
+    """The model index for `record`: a stable hash of its key into [0, 1), then the share.
+
+    The key is the record's `feature` value (missing: empty), or the record itself when
+    there is no feature or the record does not parse (its model then dead-letters it).
+    """
     key = record
     if feature:
-        value = feature_value(record, feature)
-        key = (value if value is not None else "").encode()
+        try:
+            value = feature_value(record, feature)
+            key = (value if value is not None else "").encode()
+        except Exception:  # pylint: disable=broad-except
+            pass
     point = int.from_bytes(hashlib.md5(key).digest()[:8], "big") / 2.0**64
     return min(bisect.bisect_right(bounds, point), num_models - 1)
 

@@ -15,6 +15,7 @@ from inference.handler import ExampleModelHandler, chunk_size, create_handler, \
     min_batch_size
 from inference.metrics import COUNTERS_NAMESPACE, failures_counter, predictions_counter
 
+
 def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, str]] = None,
                     schema=None, transform_output_dir: Optional[str] = None
                     ) -> Dict[str, ExampleModelHandler]:

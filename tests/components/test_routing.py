@@ -6,6 +6,7 @@ import tensorflow as tf
 import torch
 
 from components.bulk_inferrer import spec
+from inference import routing
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 
@@ -96,6 +97,13 @@ def test_ab_split_is_deterministic_and_adds_up(setup):
     assert not ids["a"] & ids["b"] and len(ids["a"]) + len(ids["b"]) == N + 1
     assert 0.1 < len(ids["a"]) / (N + 1) < 0.4
     assert first.get_int_custom_property("predictions") == N + 1
+
+
+def test_ab_routes_a_record_that_does_not_parse_by_its_bytes():
+    """It reaches a model, which dead-letters it at decode; routing itself never fails."""
+    garbage = b"\xff\xfenot a tf.Example"
+    index = routing.ab_index(garbage, 2, [0.5], "id")
+    assert index in (0, 1) and index == routing.ab_index(garbage, 2, [0.5], "id")
 
 
 def _keyed(uris, **kwargs):
