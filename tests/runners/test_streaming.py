@@ -6,6 +6,7 @@ import json
 import apache_beam as beam
 import numpy as np
 import pytest
+import tensorflow as tf
 import torch
 from apache_beam import Pipeline, window
 from apache_beam.io.gcp import bigquery_tools
@@ -166,6 +167,41 @@ def test_batches_span_bundles_with_max_batch_duration(tmp_path):
         outputs = streaming.build_pipeline(pipeline | _one_bundle_each(range(4)), per_bundle,
                                            window_secs=WINDOW)
         assert_that(outputs.rows, _rows_equal(expected(1.0)), label="rows")
+
+
+class PaddedWidth(torch.nn.Module):
+    """Outputs the width its batch was padded to."""
+
+    def forward(self, ids):
+        return torch.ones(ids.shape[0], 1) * ids.shape[1]
+
+
+def _length_and_width(keyed):
+    _, results = keyed
+    for result in results:
+        ids = tf.train.Example.FromString(result.example).features.feature["ids"]
+        yield len(ids.int64_list.value), float(result.inference[0])
+
+
+def test_length_buckets_in_streaming(tmp_path):
+    """One batch of 4 token-id messages across bundles; with length_buckets=[3] the short
+    ones are padded to 2 and the long ones to 6, not all to 6."""
+    uri = _save(PaddedWidth(), tmp_path / "padded_width.pt")
+    config = InferenceConfig(models=[ModelConfig(
+        name="clf", uri=uri, min_batch_size=4, max_batch_size=4, max_batch_duration_secs=30,
+        inputs=InputSpec(features=["ids"], dtype="int64", padding="longest"),
+        length_feature="ids", length_buckets=[3])])
+    stream = TestStream().advance_watermark_to(0)
+    for at, length in enumerate((1, 5, 2, 6)):
+        stream = stream.add_elements([window.TimestampedValue(
+            json.dumps({"ids": [length] * length}).encode(), at)])
+    stream = stream.advance_processing_time(60).advance_watermark_to_infinity()
+    with _streaming_pipeline() as pipeline:
+        outputs = streaming.build_pipeline(pipeline | stream, config, window_secs=WINDOW)
+        assert_that(outputs.predictions["clf"] | beam.FlatMap(_length_and_width),
+                    equal_to([(1, 2.0), (2, 2.0), (5, 6.0), (6, 6.0)]))
+        held = _hold_batching_keys(pipeline)
+    assert held
 
 
 def test_watch_model_pattern_builds_the_watching_side_input(tmp_path):
