@@ -316,27 +316,35 @@ def _stacked(values: Sequence[Any], output_names: Sequence[str]
     NumPy value, or a dict of them, of the same shapes and dtypes; else None."""
     first = values[0]
     if isinstance(first, _NUMPY):
-        if len(output_names) > 1 or not _alike(values, first):
+        column = _column(values)
+        if len(output_names) > 1 or column is None:
             return None
-        return {output_names[0] if output_names else "output_0": np.stack(values)}
+        return {output_names[0] if output_names else "output_0": column}
     if isinstance(first, dict) and first:
         if not all(type(v) is dict and v.keys() == first.keys()  # noqa: E721
                    for v in values):
             return None
         columns = {}
-        for key, sample in first.items():
-            column = [v[key] for v in values]
-            if not isinstance(sample, _NUMPY) or not _alike(column, sample):
+        for key in first:
+            columns[str(key)] = _column([v[key] for v in values])
+            if columns[str(key)] is None:
                 return None
-            columns[str(key)] = np.stack(column)
         return columns
     return None
 
 
-def _alike(values: Sequence[Any], first) -> bool:
-    shape, dtype = first.shape, first.dtype
-    return all(isinstance(v, _NUMPY) and v.shape == shape and v.dtype == dtype
-               for v in values)
+def _column(values: Sequence[Any]) -> Optional[np.ndarray]:
+    """NumPy values of one shape and dtype as one [batch, ...] array, else None."""
+    first = values[0]
+    if isinstance(first, np.generic):  # a scalar's type fixes its dtype and shape
+        kind = type(first)
+        return np.array(values) if all(type(v) is kind for v in values) else None
+    if isinstance(first, np.ndarray):
+        shape, dtype = first.shape, first.dtype
+        if all(type(v) is np.ndarray and v.shape == shape and v.dtype == dtype
+               for v in values):
+            return np.array(values)
+    return None
 
 
 def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],

@@ -66,6 +66,8 @@ def test_outputs_are_encoded_as_tf_make_tensor_proto_encodes_them(dtype, shape):
      for i in range(3)],
     [{"label": np.int64(i)} for i in range(3)],  # one integer each: not raw bytes
     [np.float32([1.0]), np.float32([1.0, 2.0]), np.float32([3.0])],  # shapes differ
+    [np.float32(1.0), np.float64(2.0)],  # dtypes differ
+    [np.float32([1.0, 2.0]), np.float64([3.0, 4.0])],
     [np.array([b"x"]), np.array([b"y"]), np.array([b"z"])],
 ])
 def test_a_chunk_encodes_as_each_of_its_records_alone(outputs):
