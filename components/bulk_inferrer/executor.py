@@ -88,6 +88,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         pipeline = self._make_beam_pipeline()
         dead_letters = []
+        # Records are read in chunks that fit every model's smallest batch.
         chunk_size = min(h.batch_elements_kwargs()["min_batch_size"] for h in handlers.values())
         for split, uri in sorted(split_uris.items()):
             read = pipeline | f"ReadData[{split}]" >> ReadRecords(

@@ -11,12 +11,11 @@ options:
 import functools
 import posixpath
 
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference import sklearn_inference
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows
+from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
 
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")
 _PICKLE_FORMATS = {
@@ -49,7 +48,7 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
 
 
 def _call(model, batch, inference_args=None, *, method: str):
-    return getattr(model, method)(np.stack(batch), **(inference_args or {}))
+    return getattr(model, method)(stack_rows(batch), **(inference_args or {}))
 
 
 def _check_trusted(model: ModelConfig, path: str):

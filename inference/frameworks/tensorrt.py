@@ -10,7 +10,7 @@ import posixpath
 import numpy as np
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows
+from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
 
 
 def build(model: ModelConfig, path: str) -> FrameworkHandler:
@@ -59,7 +59,7 @@ def _padded_inference(batch, engine, inference_args=None):
     from apache_beam.ml.inference import tensorrt_inference
     binding = engine.inputs[0]
     full = np.zeros(binding["shape"], binding["dtype"])
-    stacked = np.stack(batch).astype(binding["dtype"], copy=False)
+    stacked = stack_rows(batch).astype(binding["dtype"], copy=False)
     if len(stacked) > len(full):
         raise ValueError(f"a batch of {len(stacked)} exceeds the engine's batch size "
                          f"{len(full)}: lower max_batch_size")

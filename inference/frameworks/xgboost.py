@@ -7,13 +7,12 @@ options:
 """
 import functools
 
-import numpy as np
 import xgboost
 from apache_beam.ml.inference import xgboost_inference
 from apache_beam.ml.inference.base import PredictionResult
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows
+from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
 
 MODEL_CLASSES = {
     "classifier": xgboost.XGBClassifier,
@@ -49,7 +48,7 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
 def _predict(batch, model, inference_args=None, *, method: str):
     """Beam's default calls predict once per element, each a 2-D array; our elements are
     single rows, so this stacks the batch into one 2-D array and predicts once."""
-    features = np.stack(batch)
+    features = stack_rows(batch)
     if isinstance(model, xgboost.Booster):
         predictions = model.predict(xgboost.DMatrix(features), **(inference_args or {}))
     else:
