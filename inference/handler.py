@@ -173,9 +173,9 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             self._split_or_fail("inference", e, records, positions, model, inference_args,
                                 out)
             return
-        name = self.model_name
+        name, make = self.model_name, PredictionResult._make  # _make skips a Python __new__
         for position, result in zip(positions, inferred):
-            out[position] = PredictionResult(records[position], _inference(result), name)
+            out[position] = make((records[position], _inference(result), name))
         if self._postprocess is not None:
             for position in positions:
                 out[position] = self._finish(out[position])

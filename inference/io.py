@@ -105,9 +105,8 @@ GZIP_LEVEL = 1
 _HEADS = {}  # record size -> length and its masked crc
 
 
-def _masked_crc(data: bytes) -> bytes:
-    crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff)
+def _masked(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
 
 class _TFRecordChunkSink(filebasedsink.FileBasedSink):
@@ -132,16 +131,18 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
         file_handle.close()
 
     def write_record(self, file_handle, value: Sequence[bytes]):
-        parts = []
+        parts, crc32c, pack = [], google_crc32c.value, struct.pack
         for record in value:
             size = len(record)
             head = _HEADS.get(size)
             if head is None:  # records of a model's logs have few distinct sizes
-                length = struct.pack("<Q", size)
-                head = length + _masked_crc(length)
+                length = pack("<Q", size)
+                head = length + pack("<I", _masked(crc32c(length)))
                 if len(_HEADS) < 65536:
                     _HEADS[size] = head
-            parts += (head, record, _masked_crc(record))
+            crc = crc32c(record)  # _masked, inline: a call per record costs more than crc
+            parts += (head, record,
+                      pack("<I", (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff))
         file_handle.write(b"".join(parts))
 
 
