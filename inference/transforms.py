@@ -1,5 +1,5 @@
-"""Beam transforms of the engine: serialized examples in, per-model predictions and dead
-letters out, everything counted."""
+"""Beam transforms of the engine: chunks of serialized examples in, per-model predictions
+and dead letters out, everything counted."""
 import functools
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
