@@ -87,10 +87,10 @@ class ModelConfig:
     #     result, e.g. class ids to label names.
     preprocess_fn: str = ""
     postprocess_fn: str = ""
-    # Length bucketing: each batch is split by the value count of `length_feature` at the
-    # `length_buckets` boundaries (lower-inclusive, as Beam's batch_bucket_boundaries;
-    # default Beam's [16, 32, 64, 128, 256, 512]) and each part runs, padded, on its own,
-    # so short records are not padded to the batch's longest.
+    # Length bucketing: each decoded batch is split by the value count of `length_feature`
+    # (one of inputs.features) at the `length_buckets` boundaries (lower-inclusive, as
+    # Beam's batch_bucket_boundaries; default Beam's [16, 32, 64, 128, 256, 512]) and each
+    # part runs, padded, on its own, so short records are not padded to the batch's longest.
     length_feature: str = ""
     length_buckets: List[int] = dataclasses.field(default_factory=list)
 
@@ -218,6 +218,9 @@ def _model_problems(model: ModelConfig) -> List[str]:
             and model.min_batch_size > model.max_batch_size):
         problems.append(f"min_batch_size={model.min_batch_size} > "
                         f"max_batch_size={model.max_batch_size}")
+    if model.length_feature and model.length_feature not in model.inputs.features:
+        problems.append(f"length_feature={model.length_feature!r} must be one of "
+                        f"inputs.features (its decoded value counts are the lengths)")
     if model.length_buckets and not model.length_feature:
         problems.append("length_buckets need length_feature: the feature whose value count "
                         "is the record's length")

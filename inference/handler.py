@@ -11,7 +11,6 @@ It owns the Beam-level controls (batch sizes, `large_model`, `model_copies`) and
 loading and the forward pass to the framework's own Beam handler. Each batch is decoded
 once, so no per-record parsing happens in Python.
 """
-import bisect
 import copy
 import dataclasses
 import gc
@@ -19,9 +18,10 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import decoding, detection, frameworks, metrics, routing
+from inference import decoding, detection, frameworks, metrics
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.frameworks import FrameworkHandler
@@ -69,8 +69,6 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
                             if model.preprocess_fn else None)
         self._postprocess = (frameworks.import_object(model.postprocess_fn)
                              if model.postprocess_fn else None)
-        self._length = (routing.FeatureLength(model.length_feature)
-                        if model.length_feature else None)
         self._buckets = list(model.length_buckets or DEFAULT_LENGTH_BUCKETS)
 
     @property
@@ -113,8 +111,8 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         """
         records = [record for chunk in batch for record in chunk]
         results: List[Optional[PredictionResult]] = [None] * len(records)
-        for positions in self._groups(records):
-            self._infer(records, positions, model, inference_args, results)
+        for positions, columns in self._groups(records):
+            self._infer(records, positions, model, inference_args, results, columns)
         failed = [r.inference for r in results if isinstance(r.inference, Failure)]
         if failed:
             logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
@@ -129,23 +127,35 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             start += len(chunk)
         return per_chunk
 
-    def _groups(self, records: Sequence[bytes]) -> List[List[int]]:
-        """The batch's positions, split by length bucket when the model buckets."""
-        if self._length is None:
-            return [list(range(len(records)))]
-        buckets: Dict[int, List[int]] = {}
-        for position, record in enumerate(records):
-            try:
-                bucket = bisect.bisect_right(self._buckets, self._length(record))
-            except Exception:  # pylint: disable=broad-except  (decoding will say why)
-                bucket = -1
-            buckets.setdefault(bucket, []).append(position)
-        return [buckets[b] for b in sorted(buckets)]
+    def _groups(self, records: Sequence[bytes]):
+        """[(positions, their decoded columns or None)]: the whole batch, or with length
+        bucketing one group per bucket, by the value counts the batch decodes to."""
+        everything = list(range(len(records)))
+        if not self._model.length_feature:
+            return [(everything, None)]
+        try:
+            columns = self._decoder(records)
+        except Exception:  # pylint: disable=broad-except  (`_infer` isolates the bad records)
+            return [(everything, None)]
+        column = columns.get(self._model.length_feature)
+        if column is None:  # no record has it: the input mapping says so, per record
+            return [(everything, columns)]
+        # side="right": boundaries are lower-inclusive, as Beam's bisect_right
+        buckets = np.searchsorted(self._buckets, column.lengths, side="right")
+        groups = []
+        for bucket in np.unique(buckets):
+            rows = np.flatnonzero(buckets == bucket)
+            groups.append((rows.tolist(), decoding.take(columns, rows)))
+        return groups
 
-    def _infer(self, records, positions, model, inference_args, out):
+    def _infer(self, records, positions, model, inference_args, out, columns=None):
+        """Infers records[positions] into out[positions]; `columns`: already decoded."""
         batch = [records[i] for i in positions]
         try:
-            inputs = self._decoder(batch) if self.decodes else batch
+            if columns is not None:
+                inputs = columns
+            else:
+                inputs = self._decoder(batch) if self.decodes else batch
         except Exception as e:  # pylint: disable=broad-except
             self._split_or_fail("decode", e, records, positions, model, inference_args, out)
             return
@@ -260,6 +270,9 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     framework, path = detection.resolve(uri or model.uri, model.framework)
     model = dataclasses.replace(model, framework=framework, uri=path)
     built = frameworks.build(model, path)
+    if built.to_examples is None and model.length_feature:
+        raise ConfigError(f"model {model.name!r} ({framework}) takes serialized records as "
+                          f"they are, so length bucketing (length_feature) does not apply")
     if built.to_examples is not None and not model.inputs.features:
         raise ConfigError(f"model {model.name!r} ({framework}) needs inputs.features: the "
                           f"features it takes, in order")

@@ -29,18 +29,6 @@ def feature_value(record: bytes, feature: str) -> Optional[str]:
     return first.decode() if isinstance(first, bytes) else str(first)
 
 
-class FeatureLength:
-    """A record's length for length-aware batching: the value count of one feature."""
-
-    def __init__(self, feature: str):
-        self._feature = feature
-
-    def __call__(self, record: bytes) -> int:
-        values = tf.train.Example.FromString(record).features.feature.get(self._feature)
-        kind = values.WhichOneof("kind") if values is not None else None
-        return len(getattr(values, kind).value) if kind else 0
-
-
 def cumulative(config: InferenceConfig) -> List[float]:
     """Upper bounds of each model's share of [0, 1), for A/B routing."""
     shares = config.fractions or [1.0 / len(config.models)] * len(config.models)

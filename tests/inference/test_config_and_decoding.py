@@ -80,12 +80,37 @@ def test_decoding_pads_variable_length_and_names_bad_rows():
     assert raised.value.rows.tolist() == [0, 2]  # 3 values and 0 values, where 1 is due
 
 
+def test_taking_rows_of_decoded_columns_equals_decoding_those_rows():
+    import tensorflow as tf
+    no_ids = tf.train.Example()
+    no_ids.features.feature["ids"].int64_list.SetInParent()
+    no_ids.features.feature["w"].bytes_list.value.extend([b"b", b"c"])
+    records = [helpers.example({"ids": [1, 2, 3], "w": [b"a"]}),
+               helpers.example({"ids": [4]}),  # no "w"
+               no_ids.SerializeToString(),  # an empty "ids"
+               helpers.example({"ids": [5, 6], "w": [b"d"]})]
+    decode = decoding.ExampleDecoder()
+    columns = decode(records)
+    for rows in ([3, 0], [1], [2, 1, 0, 3]):
+        taken = decoding.take(columns, np.asarray(rows))
+        direct = decode([records[i] for i in rows])
+        # A feature none of the rows has is not decoded at all; taken, it is all missing.
+        assert set(taken) >= set(direct)
+        assert all(taken[name].missing.all() for name in set(taken) - set(direct))
+        for name, column in direct.items():
+            for got, want in zip(taken[name], column):
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {rows}")
+
+
 def test_length_buckets_need_a_feature_and_sorted_boundaries():
     bad = InferenceConfig(models=[ModelConfig(name="m", length_buckets=[16, 8])])
     with pytest.raises(ConfigError) as raised:
         bad.validate()
     assert "need length_feature" in str(raised.value)
     assert "must be sorted" in str(raised.value)
-    InferenceConfig(models=[ModelConfig(name="m", length_feature="ids")]).validate()
-    InferenceConfig(models=[ModelConfig(name="m", length_feature="ids",
+    with pytest.raises(ConfigError, match="must be one of inputs.features"):
+        InferenceConfig(models=[ModelConfig(name="m", length_feature="ids")]).validate()
+    ids = InputSpec(features=["ids"], dtype="int64", padding="longest")
+    InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids")]).validate()
+    InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids",
                                         length_buckets=[8])]).validate()
