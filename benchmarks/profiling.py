@@ -16,7 +16,7 @@ WRITE = "write (TFRecord framing + crc + gzip)"
 # (category, path fragments): a Python function's own time goes to the first category one
 # of whose fragments is in its file's path.
 _FILE_RULES: List[Tuple[str, Tuple[str, ...]]] = [
-    (READ, ("inference/io.py", "tensorflow/python/lib/io", "filebasedsource.py")),
+    (READ, ("inference/io.py", "filebasedsource.py")),
     (WRITE, ("tfrecordio.py", "apache_beam/io/filesystem.py", "localfilesystem.py",
              "filebasedsink.py", "apache_beam/io/iobase.py", "google_crc32c", "gzip.py")),
     ("decode (tfx_bsl -> numpy)", ("inference/decoding.py", "tfx_bsl/coders", "pyarrow")),
@@ -38,9 +38,12 @@ _FILE_RULES: List[Tuple[str, Tuple[str, ...]]] = [
                                                  "apache_beam/transforms/window.py",
                                                  "apache_beam/pvalue.py")),
 ]
+# Functions of a file whose other functions fall in another category: (category, file
+# fragment, function names), checked before the file rules.
+_FUNCTION_RULES = [(WRITE, "inference/io.py", ("write_record", "write", "open", "close"))]
 _BUILTIN_RULES = [  # C functions recognised by name, before their caller decides
     (READ, ("decompress' of 'zlib",)),  # before WRITE: "decompress" holds "compress"
-    (WRITE, ("compress' of 'zlib", "google_crc32c", "crc32c", "flush' of 'zlib")),
+    (WRITE, ("compress' of 'zlib", "flush' of 'zlib")),
     ("encode (PredictionLog)", ("SerializeToString", "FromString", "ParseFromString")),
     ("decode (tfx_bsl -> numpy)", ("DecodeBatch",)),
 ]
@@ -48,7 +51,10 @@ OTHER = "other (pipeline construction, model load, misc.)"
 
 
 def _category(func) -> str:
-    filename = func[0]
+    filename, _, name = func
+    for category, fragment, names in _FUNCTION_RULES:
+        if fragment in filename and name in names:
+            return category
     for category, fragments in _FILE_RULES:
         if any(fragment in filename for fragment in fragments):
             return category

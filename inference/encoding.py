@@ -14,25 +14,36 @@ record and its output values is written once per batch. Values are encoded as
 `tf.make_tensor_proto` encodes them, as TFX's BulkInferrer writes them.
 """
 import json
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
 EXAMPLES_INPUT = "examples"
+
+# TensorFlow's DataType numbers (tensorflow/core/framework/types.proto), written here so
+# that encoding imports no TensorFlow: workers running other frameworks never load it.
+DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT8, DT_STRING, DT_INT64, DT_BOOL, DT_HALF = (
+    1, 2, 3, 4, 6, 7, 9, 10, 19)
 _DTYPES = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT,
-    np.dtype(np.float64): types_pb2.DT_DOUBLE,
-    np.dtype(np.float16): types_pb2.DT_HALF,
-    np.dtype(np.int32): types_pb2.DT_INT32,
-    np.dtype(np.int64): types_pb2.DT_INT64,
-    np.dtype(np.int8): types_pb2.DT_INT8,
-    np.dtype(np.uint8): types_pb2.DT_UINT8,
-    np.dtype(np.bool_): types_pb2.DT_BOOL,
+    np.dtype(np.float32): DT_FLOAT,
+    np.dtype(np.float64): DT_DOUBLE,
+    np.dtype(np.float16): DT_HALF,
+    np.dtype(np.int32): DT_INT32,
+    np.dtype(np.int64): DT_INT64,
+    np.dtype(np.int8): DT_INT8,
+    np.dtype(np.uint8): DT_UINT8,
+    np.dtype(np.bool_): DT_BOOL,
 }
-_PredictionLog = prediction_log_pb2.PredictionLog
+_PREDICTION_LOG_MODULE = "tensorflow_serving.apis.prediction_log_pb2"
+
+
+def is_prediction_log(value: Any) -> bool:
+    """Whether `value` is a tensorflow_serving PredictionLog, without importing it: if the
+    module was never imported, no value can be one."""
+    module = sys.modules.get(_PREDICTION_LOG_MODULE)
+    return module is not None and isinstance(value, module.PredictionLog)
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -79,20 +90,21 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def tensor_proto(value: np.ndarray) -> tensor_pb2.TensorProto:
+def tensor_proto(value: np.ndarray):
     """`value` with a leading batch dim of 1, as TFX's BulkInferrer (tfx_bsl) encodes it."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     value = np.asarray(value)
     return tf.make_tensor_proto(value, shape=(1,) + value.shape)
 
 
-def to_prediction_log(result: PredictionResult,
-                      output_names: Sequence[str] = ()) -> prediction_log_pb2.PredictionLog:
+def to_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()):
     """The PredictionLog for one record's result."""
-    if isinstance(result.inference, _PredictionLog):
+    if is_prediction_log(result.inference):
         return result.inference
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
     # Parsing the directly written bytes once is cheaper than setting each field.
-    return _PredictionLog.FromString(encode_prediction_log(result, output_names))
+    return prediction_log_pb2.PredictionLog.FromString(
+        encode_prediction_log(result, output_names))
 
 
 # --- The wire format, written directly -------------------------------------------------
@@ -138,7 +150,7 @@ def _model_spec(model_id: str, tag: int) -> bytes:
 # Request prefix up to the example's bytes: the "examples" map entry key, then the string
 # tensor's fixed part: dtype DT_STRING, shape [1], string_val tag.
 _EXAMPLE_KEY = _field(0x0A, EXAMPLES_INPUT.encode()) + b"\x12"
-_EXAMPLE_TENSOR_HEAD = (b"\x08" + _varint(types_pb2.DT_STRING)
+_EXAMPLE_TENSOR_HEAD = (b"\x08" + _varint(DT_STRING)
                         + _field(0x12, _shape_bytes(())) + b"\x42")
 _EXAMPLE_TENSOR_HEAD_LEN = len(_EXAMPLE_TENSOR_HEAD)
 
@@ -147,16 +159,16 @@ _EXAMPLE_TENSOR_HEAD_LEN = len(_EXAMPLE_TENSOR_HEAD)
 # except a single value, which goes to its dtype's repeated field: float_val (5) and
 # double_val (6) hold the same raw bytes; the integer fields hold varints. Booleans
 # always go to bool_val (11), one varint byte each.
-_SINGLE_RAW_TAGS = {types_pb2.DT_FLOAT: b"\x2a", types_pb2.DT_DOUBLE: b"\x32"}
-_SINGLE_VARINT_TAGS = {types_pb2.DT_INT32: b"\x3a", types_pb2.DT_INT8: b"\x3a",
-                       types_pb2.DT_UINT8: b"\x3a", types_pb2.DT_INT64: b"\x52",
-                       types_pb2.DT_BOOL: b"\x5a", types_pb2.DT_HALF: b"\x6a"}
+_SINGLE_RAW_TAGS = {DT_FLOAT: b"\x2a", DT_DOUBLE: b"\x32"}
+_SINGLE_VARINT_TAGS = {DT_INT32: b"\x3a", DT_INT8: b"\x3a",
+                       DT_UINT8: b"\x3a", DT_INT64: b"\x52",
+                       DT_BOOL: b"\x5a", DT_HALF: b"\x6a"}
 
 
 def _raw_content(dtype_enum: int, count: int) -> bool:
     """Whether the values' bytes are written as they are (not for booleans, nor for one
     integer)."""
-    return dtype_enum != types_pb2.DT_BOOL and (count != 1 or dtype_enum in _SINGLE_RAW_TAGS)
+    return dtype_enum != DT_BOOL and (count != 1 or dtype_enum in _SINGLE_RAW_TAGS)
 
 
 def _tensor_head(dtype_enum: int, shape: Tuple[int, ...], content_len: int,
@@ -173,18 +185,18 @@ def _tensor_bytes(value: np.ndarray) -> bytes:
     """`tensor_proto(value).SerializeToString()`, written directly."""
     if value.dtype.kind in "SUO":
         strings = [text(v) for v in value.reshape(-1)]
-        return (b"\x08" + _varint(types_pb2.DT_STRING)
+        return (b"\x08" + _varint(DT_STRING)
                 + _field(0x12, _shape_bytes(value.shape))
                 + b"".join(b"\x42" + _varint(len(s)) + s for s in strings))
     dtype = _DTYPES.get(value.dtype)
     if dtype is None:
         raise ValueError(f"cannot encode outputs of dtype {value.dtype}")
     if not _raw_content(dtype, value.size):
-        if dtype == types_pb2.DT_BOOL:
+        if dtype == DT_BOOL:
             payload = value.astype(np.uint8).tobytes()
         else:
             item = value.reshape(-1)[0]
-            number = int(item.view(np.uint16)) if dtype == types_pb2.DT_HALF else int(item)
+            number = int(item.view(np.uint16)) if dtype == DT_HALF else int(item)
             payload = _varint(number & 0xFFFFFFFFFFFFFFFF)  # negatives: two's complement
         return (b"\x08" + _varint(dtype) + _field(0x12, _shape_bytes(value.shape))
                 + _SINGLE_VARINT_TAGS[dtype] + _varint(len(payload)) + payload)
@@ -256,7 +268,7 @@ def _request_spec(model_id: str) -> bytes:
 def encode_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()) -> bytes:
     """`to_prediction_log(result, output_names).SerializeToString()`, written directly."""
     inference = result.inference
-    if isinstance(inference, _PredictionLog):
+    if is_prediction_log(inference):
         return inference.SerializeToString()
     model_id = result.model_id or ""
     response = (_output_entries(named_outputs(inference, output_names))

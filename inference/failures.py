@@ -8,7 +8,12 @@ import concurrent.futures
 import dataclasses
 from typing import Optional
 
-import tensorflow as tf
+def example_class():
+    """tf.train.Example, imported when first needed: dead letters are rare, and workers
+    running other frameworks then never import TensorFlow."""
+    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    return example_pb2.Example
+
 
 # The tagged output that carries Failures out of a DoFn.
 FAILURES_TAG = "failures"
@@ -43,18 +48,16 @@ class Failure:
         return dataclasses.replace(self, split=split)
 
     def to_example(self) -> bytes:
-        def text(value: str):
-            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-        features = {f.name: text(getattr(self, f.name)) for f in dataclasses.fields(self)
-                    if f.name != "record"}
-        features["record"] = tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[self.record]))
-        return tf.train.Example(
-            features=tf.train.Features(feature=features)).SerializeToString()
+        example = example_class()()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            example.features.feature[field.name].bytes_list.value.append(
+                value if field.name == "record" else value.encode())
+        return example.SerializeToString()
 
     @classmethod
     def from_example(cls, serialized: bytes) -> "Failure":
-        feature = tf.train.Example.FromString(serialized).features.feature
+        feature = example_class().FromString(serialized).features.feature
         values = {f.name: feature[f.name].bytes_list.value[0]
                   for f in dataclasses.fields(cls) if f.name in feature}
         return cls(**{k: v if k == "record" else v.decode() for k, v in values.items()})

@@ -21,7 +21,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import decoding, detection, frameworks, metrics
+from inference import decoding, frameworks, metrics
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.frameworks import FrameworkHandler
@@ -267,6 +267,9 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     transform_output_dir: a tf.Transform output; the records are then raw examples, and
       the model reads their transformed features.
     """
+    # Detection reads the model's files with TensorFlow's gfile at pipeline construction;
+    # imported here so that workers, which only unpickle handlers, do not load TensorFlow.
+    from inference import detection  # pylint: disable=import-outside-toplevel
     framework, path = detection.resolve(uri or model.uri, model.framework)
     model = dataclasses.replace(model, framework=framework, uri=path)
     built = frameworks.build(model, path)

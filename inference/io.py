@@ -1,29 +1,133 @@
 """Sources and sinks of the engine, reading and writing chunks of records.
 
 `ReadRecords` reads TFRecord files tolerantly: Beam's TFRecord source fails the whole run on
-the first truncated or corrupt file, so each file is read here with TensorFlow's C++ record
-reader and a damaged file ends as a dead letter (stage "read", with the file and the number
-of records read before the damage) instead of killing the run. It yields chunks (lists of
+the first truncated or corrupt file, so each file is read here (`read_tfrecords`) and a
+damaged file ends as a dead letter (stage "read", with the file and the number of records
+read before the damage) instead of killing the run. It yields chunks (lists of
 records, see `inference.handler`), and `WriteRecordChunks` writes them back as TFRecords,
 so no stage in between pays Beam's per-element cost per record.
 """
 import gzip
-import itertools
 import struct
-from typing import Sequence
+import zlib
+from typing import Iterator, List, Sequence
 
 import apache_beam as beam
 import google_crc32c
 from apache_beam import coders
-import tensorflow as tf
 from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from inference.failures import FAILURES_TAG, Failure
 from inference.handler import DEFAULT_MIN_BATCH_SIZE
 from inference.metrics import COUNTERS_NAMESPACE, examples_counter, failures_counter
 
-_COMPRESSION = {".gz": "GZIP", ".gzip": "GZIP", ".zlib": "ZLIB"}
+_COMPRESSION = {".gz": 16 + zlib.MAX_WBITS, ".gzip": 16 + zlib.MAX_WBITS,
+                ".zlib": zlib.MAX_WBITS}  # file suffix -> zlib's wbits for the stream
+_BLOCK = 1 << 20  # bytes read (and inflated) at a time
+
+
+# TFRecord framing: length (uint64), masked crc32c of the length, data, masked crc32c of
+# the data (what Beam's _TFRecordUtil.write_record writes, without its per-call lookups).
+_HEADS = {}  # record size -> length and its masked crc
+_HEAD_CRCS = {}  # record size -> masked crc of its length
+
+
+def _head(size: int) -> bytes:
+    """The 12 bytes framing a record of `size` bytes ahead of its data."""
+    head = _HEADS.get(size)
+    if head is None:  # a split's records have few distinct sizes
+        head = struct.pack("<QI", size, _head_crc(size))
+        if len(_HEADS) < 65536:
+            _HEADS[size] = head
+    return head
+
+
+def _head_crc(size: int) -> int:
+    crc = _HEAD_CRCS.get(size)
+    if crc is None:
+        crc = _masked(google_crc32c.value(struct.pack("<Q", size)))
+        if len(_HEAD_CRCS) < 65536:
+            _HEAD_CRCS[size] = crc
+    return crc
+
+
+def _masked(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
+
+
+class DamagedFile(ValueError):
+    """A TFRecord file that cannot be read on: a bad checksum, a cut-off record or stream."""
+
+
+def read_tfrecords(path: str) -> Iterator[List[bytes]]:
+    """The records of a TFRecord file, gzip- or zlib-compressed by its suffix, in lists
+    (those found in each block read), each length and record checked against its crc32c
+    as TensorFlow's reader checks them.
+
+    Written here, not taken from TensorFlow's reader, so that workers running other
+    frameworks never import TensorFlow (seconds and hundreds of MB per Beam worker
+    process); Beam's own TFRecord source reads a record per call and fails the run on a
+    damaged file. Raises DamagedFile (or zlib's error) where the file is damaged, after
+    yielding every record before it.
+    """
+    wbits = next((w for suffix, w in _COMPRESSION.items() if path.endswith(suffix)), None)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        blocks = iter(lambda: raw.read(_BLOCK), b"")
+        yield from _unframe(blocks if wbits is None else _inflate(blocks, wbits))
+
+
+def _inflate(blocks: Iterator[bytes], wbits: int) -> Iterator[bytes]:
+    """Decompressed blocks of a (possibly multi-member) gzip or zlib stream."""
+    inflater, started = zlib.decompressobj(wbits), False
+    for block in blocks:
+        started = True
+        while block:
+            if inflater.eof:  # the next member
+                inflater = zlib.decompressobj(wbits)
+            yield inflater.decompress(block)
+            block = inflater.unused_data
+    if started and not inflater.eof:
+        raise DamagedFile("the compressed stream ends early")
+
+
+def _unframe(blocks: Iterator[bytes]) -> Iterator[List[bytes]]:
+    """Lists of records out of TFRecord framing (see `_head`) spread over `blocks`."""
+    buffer, pos, need, pending, pending_size = b"", 0, 12, [], 0
+    crc32c, unpack, heads = google_crc32c.value, struct.unpack_from, _HEAD_CRCS
+    for block in blocks:
+        pending.append(block)
+        pending_size += len(block)
+        if len(buffer) - pos + pending_size < need:
+            continue  # a record larger than a block: join once it is all here
+        buffer = b"".join([buffer[pos:]] + pending)
+        pos, pending, pending_size, end = 0, [], 0, len(buffer)
+        records = []
+        while True:
+            if end - pos < 12:
+                need = 12
+                break
+            size, size_crc = unpack("<QI", buffer, pos)
+            if size_crc != (heads.get(size) or _head_crc(size)):
+                yield records
+                raise DamagedFile(f"corrupt record length after {len(records)} record(s) "
+                                  f"of a block")
+            if end - pos < size + 16:
+                need = size + 16
+                break
+            start = pos + 12
+            pos = start + size + 4
+            record = buffer[start:pos - 4]
+            crc = crc32c(record)  # _masked, inline: a call per record costs more than crc
+            if unpack("<I", buffer, pos - 4)[0] != (
+                    ((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff:
+                yield records
+                raise DamagedFile(f"corrupt record data ({size} bytes)")
+            records.append(record)
+        yield records
+    if len(buffer) - pos + pending_size:
+        raise DamagedFile("the file ends inside a record")
 
 
 class _ReadTFRecordFile(beam.DoFn):
@@ -39,32 +143,23 @@ class _ReadTFRecordFile(beam.DoFn):
             COUNTERS_NAMESPACE, failures_counter("", self._split, "read"))
 
     def process(self, path: str):
-        options = tf.io.TFRecordOptions(next(
-            (c for suffix, c in _COMPRESSION.items() if path.endswith(suffix)), ""))
-        count = 0
+        chunk, count, size = [], 0, self._chunk_size
         try:
-            records = tf.compat.v1.io.tf_record_iterator(path, options)
-            while True:
-                chunk = list(itertools.islice(records, self._chunk_size))
-                if not chunk:
-                    return
-                count += len(chunk)
-                yield from self._emit(chunk)
-        except Exception:  # pylint: disable=broad-except
-            pass
-        # The file is damaged after `count` records: read on one by one up to the damage.
-        chunk = []
-        try:
-            for record in itertools.islice(
-                    tf.compat.v1.io.tf_record_iterator(path, options), count, None):
-                chunk.append(record)
+            for records in read_tfrecords(path):
+                chunk += records
+                whole = len(chunk) - len(chunk) % size
+                for start in range(0, whole, size):
+                    yield from self._emit(chunk[start:start + size])
+                count += whole
+                chunk = chunk[whole:]
         except Exception as e:  # pylint: disable=broad-except
+            # A damaged file: what was read before the damage goes on, the rest is a failure.
             self._failures.inc()
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                 "read", e, split=self._split,
                 source=f"{path}: unreadable after {count + len(chunk)} record(s)"))
-        for start in range(0, len(chunk), self._chunk_size):
-            yield from self._emit(chunk[start:start + self._chunk_size])
+        if chunk:
+            yield from self._emit(chunk)
 
     def _emit(self, chunk):
         self._records.inc(len(chunk))
@@ -100,15 +195,6 @@ class ReadRecords(beam.PTransform):
 GZIP_LEVEL = 1
 
 
-# TFRecord framing: length (uint64), masked crc32c of the length, data, masked crc32c of
-# the data (what Beam's _TFRecordUtil.write_record writes, without its per-call lookups).
-_HEADS = {}  # record size -> length and its masked crc
-
-
-def _masked(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
-
-
 class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     """Beam's TFRecord file sink, taking a chunk of records per element: the chunk is
     framed in memory and written (and compressed) in one call. `.gz` files are gzipped at
@@ -131,15 +217,9 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
         file_handle.close()
 
     def write_record(self, file_handle, value: Sequence[bytes]):
-        parts, crc32c, pack = [], google_crc32c.value, struct.pack
+        parts, crc32c, pack, heads = [], google_crc32c.value, struct.pack, _HEADS
         for record in value:
-            size = len(record)
-            head = _HEADS.get(size)
-            if head is None:  # records of a model's logs have few distinct sizes
-                length = pack("<Q", size)
-                head = length + pack("<I", _masked(crc32c(length)))
-                if len(_HEADS) < 65536:
-                    _HEADS[size] = head
+            head = heads.get(len(record)) or _head(len(record))
             crc = crc32c(record)  # _masked, inline: a call per record costs more than crc
             parts += (head, record,
                       pack("<I", (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff))

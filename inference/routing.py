@@ -9,16 +9,15 @@ from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-import tensorflow as tf
 
 from inference.config import InferenceConfig
 from inference.encoding import named_outputs, text
-from inference.failures import FAILURES_TAG, Failure
+from inference.failures import FAILURES_TAG, Failure, example_class
 
 
 def feature_value(record: bytes, feature: str) -> Optional[str]:
     """The first value of `feature` in a serialized tf.Example, as text; None if absent."""
-    values = tf.train.Example.FromString(record).features.feature.get(feature)
+    values = example_class().FromString(record).features.feature.get(feature)
     if values is None:
         return None
     kind = values.WhichOneof("kind")
@@ -112,7 +111,7 @@ def enrich_chunk(results, output_names=()) -> List[bytes]:
 
 def enrich(result, output_names=()) -> bytes:
     """The result's record with the model's outputs added as `<model>_<output>` features."""
-    example = tf.train.Example.FromString(result.example)
+    example = example_class().FromString(result.example)
     for name, value in named_outputs(result.inference, output_names).items():
         feature = example.features.feature[f"{result.model_id}_{name}"]
         values = np.asarray(value).reshape(-1)
