@@ -102,6 +102,23 @@ def test_taking_rows_of_decoded_columns_equals_decoding_those_rows():
                 np.testing.assert_array_equal(got, want, err_msg=f"{name} {rows}")
 
 
+def test_big_batches_decode_in_slices_to_the_columns_of_one_decode(monkeypatch):
+    records = ([helpers.example({"ids": [1, 2, 3], "x": [0.5]})] * 3
+               + [helpers.example({"x": [1.5]})] * 4  # a whole slice without "ids"
+               + [helpers.example({"ids": [7], "w": [b"z"]}), helpers.example({"ids": [8, 9]})])
+    whole = decoding.ExampleDecoder()(records)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 3)
+    sliced = decoding.ExampleDecoder()(records)
+    assert set(sliced) == set(whole) == {"ids", "x", "w"}
+    for name, column in whole.items():
+        for got, want in zip(sliced[name], column):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+            assert got.dtype == want.dtype, name
+    mixed = [helpers.example({"v": [1.5]})] * 3 + [helpers.example({"v": [2]})]
+    with pytest.raises(ValueError, match="'v' holds values of different types"):
+        decoding.ExampleDecoder()(mixed)
+
+
 def test_length_buckets_need_a_feature_and_sorted_boundaries():
     bad = InferenceConfig(models=[ModelConfig(name="m", length_buckets=[16, 8])])
     with pytest.raises(ConfigError) as raised:
