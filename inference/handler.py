@@ -63,6 +63,8 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         self._model = model
         self._inner = framework.handler
         self._to_examples = framework.to_examples
+        self._forward = framework.forward
+        self._decodes = framework.decodes
         self._decoder = decoder
         self._mapping = decoding.InputMapping(model.inputs)
         self._preprocess = (frameworks.import_object(model.preprocess_fn)
@@ -82,7 +84,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
     @property
     def decodes(self) -> bool:
         """False when the framework takes serialized records as they are."""
-        return self._to_examples is not None
+        return self._decodes
 
     def load_model(self) -> Any:
         try:
@@ -98,7 +100,14 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         inputs = self._mapping(columns)
         if self._preprocess is not None:
             inputs = self._preprocess(inputs)
-        return self._to_examples(inputs)
+        return inputs if self._forward is not None else self._to_examples(inputs)
+
+    def _run(self, inputs: Any, model: Any, inference_args) -> List[Any]:
+        """The model's output for each record of the batch."""
+        if self._forward is not None:
+            return frameworks.numpy_rows(self._forward(model, inputs, inference_args))
+        return [_inference(result)
+                for result in self._inner.run_inference(inputs, model, inference_args)]
 
     def run_inference(self, batch: Sequence[Chunk], model: Any,
                       inference_args: Optional[Dict[str, Any]] = None
@@ -175,7 +184,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
                                 out)
             return
         try:
-            inferred = list(self._inner.run_inference(inputs, model, inference_args))
+            inferred = self._run(inputs, model, inference_args)
             if len(inferred) != len(batch):
                 raise RuntimeError(f"model {self.model_name!r} returned {len(inferred)} "
                                    f"results for a batch of {len(batch)} records")
@@ -185,7 +194,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             return
         name, make = self.model_name, PredictionResult._make  # _make skips a Python __new__
         for position, result in zip(positions, inferred):
-            out[position] = make((records[position], _inference(result), name))
+            out[position] = make((records[position], result, name))
         if self._postprocess is not None:
             for position in positions:
                 out[position] = self._finish(out[position])
@@ -273,14 +282,14 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     framework, path = detection.resolve(uri or model.uri, model.framework)
     model = dataclasses.replace(model, framework=framework, uri=path)
     built = frameworks.build(model, path)
-    if built.to_examples is None and model.length_feature:
+    if not built.decodes and model.length_feature:
         raise ConfigError(f"model {model.name!r} ({framework}) takes serialized records as "
                           f"they are, so length bucketing (length_feature) does not apply")
-    if built.to_examples is not None and not model.inputs.features:
+    if built.decodes and not model.inputs.features:
         raise ConfigError(f"model {model.name!r} ({framework}) needs inputs.features: the "
                           f"features it takes, in order")
     decoder = None
-    if built.to_examples is not None:
+    if built.decodes:
         decoder = (decoding.TransformDecoder(transform_output_dir, model.inputs.features)
                    if transform_output_dir else
                    decoding.ExampleDecoder(schema, model.inputs.features))

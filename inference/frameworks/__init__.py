@@ -30,11 +30,23 @@ class FrameworkHandler(NamedTuple):
 
     handler: Beam's own handler for the framework (loading, device, forward pass).
     to_examples: turns the batch's model inputs (a stacked array or dict of arrays) into
-      the per-example sequence `handler.run_inference` takes. None: the handler takes the
-      serialized records themselves (no decoding), as TensorFlow's Example signatures do.
+      the per-example sequence `handler.run_inference` takes.
+    forward: instead, `forward(model, inputs, inference_args)` runs the model on the
+      batch's inputs as they are and returns outputs row-aligned with the batch (an
+      array, or a dict of arrays). For frameworks whose `handler.run_inference` would only
+      call the same function and wrap each row's output in a PredictionResult, for us to
+      unwrap again (~1 us per record); `handler` then only loads the model.
+    With neither, the handler takes the serialized records themselves (no decoding), as
+    TensorFlow's Example signatures do.
     """
     handler: ModelHandler
     to_examples: Optional[Callable[[Any], Sequence[Any]]]
+    forward: Optional[Callable[[Any, Any, Optional[Dict[str, Any]]], Any]] = None
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the model takes decoded inputs rather than the serialized records."""
+        return self.to_examples is not None or self.forward is not None
 
 
 def build(model: ModelConfig, path: str) -> FrameworkHandler:

@@ -7,7 +7,7 @@ import numpy as np
 from apache_beam.ml.inference import onnx_inference
 
 from inference.config import ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+from inference.frameworks import FrameworkHandler
 
 # ONNX Runtime's input type names -> the NumPy dtype it accepts for them.
 _ORT_DTYPES = {
@@ -26,16 +26,14 @@ _ORT_DTYPES = {
 def build(model: ModelConfig, path: str) -> FrameworkHandler:
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if model.device == "GPU"
                  else ["CPUExecutionProvider"])
-    handler = onnx_inference.OnnxModelHandlerNumpy(path, providers=providers,
-                                                   inference_fn=_run_session)
-    return FrameworkHandler(handler, numpy_rows)
+    handler = onnx_inference.OnnxModelHandlerNumpy(path, providers=providers)
+    return FrameworkHandler(handler, None, _run_session)
 
 
-def _run_session(session, batch, inference_args=None):
+def _run_session(session, stacked, inference_args=None):
     """Beam's default feeds the first input and keeps the first output only: this feeds
-    inputs by name and returns {output name: [batch, ...]}, which Beam splits per example."""
+    inputs by name and returns {output name: [batch, ...]}."""
     inputs = {meta.name: meta for meta in session.get_inputs()}
-    stacked = stack_rows(batch)
     if isinstance(stacked, dict):
         unknown = sorted(set(stacked) - set(inputs))
         if unknown:

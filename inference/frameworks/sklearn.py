@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference import sklearn_inference
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+from inference.frameworks import FrameworkHandler
 
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")
 _PICKLE_FORMATS = {
@@ -34,21 +34,20 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
     if model.inputs.layout != "stacked":
         raise ConfigError(f"model {model.name!r}: scikit-learn estimators take one array; "
                           f"use inputs.layout='stacked'")
-    inference_fn = functools.partial(_call, method=method)
+    forward = functools.partial(_call, method=method)
     # No GPU in scikit-learn: `device` does not apply.
     suffix = posixpath.splitext(path)[1].lower()
     if suffix == ".skops":
-        return FrameworkHandler(_skops_handler(model, path, inference_fn), numpy_rows)
+        return FrameworkHandler(_skops_handler(model, path), None, forward)
     _check_trusted(model, path)
     handler = sklearn_inference.SklearnModelHandlerNumpy(
         model_uri=path,
-        model_file_type=_PICKLE_FORMATS.get(suffix, sklearn_inference.ModelFileType.PICKLE),
-        inference_fn=inference_fn)
-    return FrameworkHandler(handler, numpy_rows)
+        model_file_type=_PICKLE_FORMATS.get(suffix, sklearn_inference.ModelFileType.PICKLE))
+    return FrameworkHandler(handler, None, forward)
 
 
-def _call(model, batch, inference_args=None, *, method: str):
-    return getattr(model, method)(stack_rows(batch), **(inference_args or {}))
+def _call(model, inputs, inference_args=None, *, method: str):
+    return getattr(model, method)(inputs, **(inference_args or {}))
 
 
 def _check_trusted(model: ModelConfig, path: str):
@@ -60,13 +59,13 @@ def _check_trusted(model: ModelConfig, path: str):
             f"format instead: ONNX (skl2onnx.to_onnx) or skops (skops.io.dump).")
 
 
-def _skops_handler(model: ModelConfig, path: str, inference_fn):
+def _skops_handler(model: ModelConfig, path: str):
     try:
         import skops.io  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"model {model.name!r}: {path!r} is a skops file; install the "
                           f"`skops` package to load it (pip install skops)") from e
-    return SkopsModelHandlerNumpy(model_uri=path, inference_fn=inference_fn,
+    return SkopsModelHandlerNumpy(model_uri=path,
                                   trusted_types=model.options.get("trusted_types"))
 
 

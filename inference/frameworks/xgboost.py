@@ -9,10 +9,9 @@ import functools
 
 import xgboost
 from apache_beam.ml.inference import xgboost_inference
-from apache_beam.ml.inference.base import PredictionResult
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+from inference.frameworks import FrameworkHandler
 
 MODEL_CLASSES = {
     "classifier": xgboost.XGBClassifier,
@@ -39,18 +38,14 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
     if model.device == "GPU":
         model_class = (functools.partial(model_class, params={"device": "cuda"})
                        if kind == "booster" else functools.partial(model_class, device="cuda"))
-    handler = xgboost_inference.XGBoostModelHandlerNumpy(
-        model_class=model_class, model_state=path,
-        inference_fn=functools.partial(_predict, method=method))
-    return FrameworkHandler(handler, numpy_rows)
+    handler = xgboost_inference.XGBoostModelHandlerNumpy(model_class=model_class,
+                                                         model_state=path)
+    return FrameworkHandler(handler, None, functools.partial(_predict, method=method))
 
 
-def _predict(batch, model, inference_args=None, *, method: str):
-    """Beam's default calls predict once per element, each a 2-D array; our elements are
-    single rows, so this stacks the batch into one 2-D array and predicts once."""
-    features = stack_rows(batch)
+def _predict(model, features, inference_args=None, *, method: str):
+    """One predict call on the whole batch (Beam's default calls predict once per element,
+    each a 2-D array; our elements are single rows)."""
     if isinstance(model, xgboost.Booster):
-        predictions = model.predict(xgboost.DMatrix(features), **(inference_args or {}))
-    else:
-        predictions = getattr(model, method)(features, **(inference_args or {}))
-    return [PredictionResult(x, y) for x, y in zip(batch, predictions)]
+        return model.predict(xgboost.DMatrix(features), **(inference_args or {}))
+    return getattr(model, method)(features, **(inference_args or {}))
