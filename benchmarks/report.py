@@ -76,11 +76,12 @@ def targets(rows: List[Dict[str, Any]], n: int) -> List[Dict[str, Any]]:
     add("ours >= 0.25x raw decode+forward, pytorch, 1 worker",
         _ratio(_find(rows, kind="ours", model="pytorch", n=n, workers=1),
                _find(rows, kind="raw", model="pytorch", n=n)), 0.25)
-    two = [r for r in rows if r["kind"] == "ours" and r["model"] == "pytorch" and r["n"] == n
-           and r["workers"] == 2 and examples_per_sec(r)]
-    add("2 workers >= 1.6x 1 worker (ours, pytorch)",
-        _ratio(two[0] if two else None,
-               _find(rows, kind="ours", model="pytorch", n=n, workers=1)), 1.6)
+    for size in sorted({n} | {r["n"] for r in rows if r["kind"] == "ours"
+                              and r["workers"] == 2}):
+        two = _find(rows, kind="ours", model="pytorch", n=size, workers=2)
+        add("2 workers >= 1.6x 1 worker (ours, pytorch)"
+            + ("" if size == n else f", N={size:,}"),
+            _ratio(two, _find(rows, kind="ours", model="pytorch", n=size, workers=1)), 1.6)
     sized = sorted((r for r in rows if r["kind"] == "ours" and r["model"] == "pytorch"
                     and r["workers"] == 1 and r.get("sizes_row") and examples_per_sec(r)),
                    key=lambda r: r["n"])

@@ -148,6 +148,10 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             continue
         add("raw", "pytorch", n=size, sizes_row=True)
         add("ours", "pytorch", n=size, sizes_row=True)
+    for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
+        for workers in args.direct_num_workers:
+            if workers != 1 and size != args.n:
+                add("ours", "pytorch", n=size, workers=workers, mode=args.direct_running_mode)
     return cases
 
 
