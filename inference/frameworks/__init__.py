@@ -88,7 +88,8 @@ def _from_module_file(file_path: str, attr: str) -> Any:
 
 
 def numpy_rows(inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> List[Any]:
-    """A batch's model inputs as per-example items for a NumPy handler's `run_inference`.
+    """A batch's model inputs as per-example items for a NumPy handler's `run_inference`
+    (or a `forward`'s outputs as one output per example).
 
     A stacked [batch, width] array gives its rows; a dict layout {feature: [batch, width]}
     gives one {feature: row} dict per example.
