@@ -6,9 +6,9 @@ run, writing outputs; not the interpreter's imports), then checks what was writt
 
 kinds:
   raw            read + tfx_bsl decode + forward, plain Python loop (no Beam): the limit
-  raw_encode     raw + `encoder` per record ("proto": to_prediction_log(...)
-                 .SerializeToString(), what the pipeline calls; "bytes":
-                 encode_prediction_log; "batch": encode_batch)
+  raw_encode     raw + `encoder` ("proto": to_prediction_log(...).SerializeToString()
+                 per record, building the message; "bytes": encode_prediction_log per
+                 record; "batch": encode_results on the batch, what the pipeline calls)
   raw_write      raw_encode + Beam's TFRecord writer into a gzipped file, per record
   plain_beam     ReadFromTFRecord | Map(parse tf.Example) | RunInference(Beam's handler)
                  | Map(str) | WriteToText
@@ -120,13 +120,14 @@ def _raw(case):
         count += len(records)
         if kind == "raw":
             continue
+        results = [PredictionResult(record, row, model_id)
+                   for record, row in zip(records, outputs)]
         if encoder == "batch":
-            encoded = encoding.encode_batch(records, outputs, model_id, names)
+            encoded = encoding.encode_results(results, names)
         else:
             encode = (encoding.encode_prediction_log if encoder == "bytes" else
                       lambda r, n: encoding.to_prediction_log(r, n).SerializeToString())
-            encoded = [encode(PredictionResult(record, row, model_id), names)
-                       for record, row in zip(records, outputs)]
+            encoded = [encode(result, names) for result in results]
         if writer:
             for log in encoded:
                 writer.write(log)

@@ -8,9 +8,9 @@ PredictionLogs from tfx_bsl's TensorFlow handler pass through unchanged.
 `encode_prediction_log` returns the same log already serialized: it writes the protobuf
 wire format directly (the bytes `to_prediction_log(...).SerializeToString()` gives), which
 is several times faster than building the message field by field and serializing it, since
-per-record protobuf calls dominate the cost of encoding. `encode_batch` and
-`encode_results` do the same for a whole batch of records at once: everything but each
-record and its output values is written once per batch. Values are encoded as
+per-record protobuf calls dominate the cost of encoding. `encode_results` does the same for
+a chunk of results at once: everything but each record and its output values is written
+once per chunk. Values are encoded as
 `tf.make_tensor_proto` encodes them, as TFX's BulkInferrer writes them.
 """
 import json
@@ -288,35 +288,6 @@ def encode_results(results: Sequence[PredictionResult],
             if encoded is not None:
                 return encoded
     return [encode_prediction_log(result, output_names) for result in results]
-
-
-def encode_batch(records: Sequence[bytes], outputs: Any, model_id: str = "",
-                 output_names: Sequence[str] = ()) -> List[bytes]:
-    """Serialized PredictionLogs for a batch: `records[i]` with row i of `outputs`.
-
-    outputs: the framework's batched output with a leading batch dim (a NumPy array or
-      torch tensor, or a dict of them by output name), or a sequence of per-record
-      outputs. The same bytes as `encode_prediction_log` of each record's
-      PredictionResult, without the per-record tensor conversions.
-    """
-    count = len(records)
-    columns = None
-    if isinstance(outputs, Mapping):
-        columns = {str(k): to_numpy(v) for k, v in outputs.items()}
-    elif hasattr(outputs, "shape") and len(output_names) <= 1:
-        columns = {output_names[0] if output_names else "output_0": to_numpy(outputs)}
-    if columns is not None and all(len(v) == count for v in columns.values()):
-        encoded = _encode_columns(records, columns, model_id)
-        if encoded is not None:
-            return encoded
-    if isinstance(outputs, Mapping):
-        rows = [{k: v[i] for k, v in columns.items()} for i in range(count)]
-    else:
-        rows = list(to_numpy(outputs)) if hasattr(outputs, "shape") else list(outputs)
-    if len(rows) != count:
-        raise ValueError(f"{len(rows)} outputs for a batch of {count} records")
-    return [encode_prediction_log(PredictionResult(record, row, model_id), output_names)
-            for record, row in zip(records, rows)]
 
 
 _NUMPY = (np.ndarray, np.generic)

@@ -54,9 +54,9 @@ def test_outputs_are_encoded_as_tf_make_tensor_proto_encodes_them(dtype, shape):
     result = PredictionResult(RECORD, value, "m")
     assert prediction_log_pb2.PredictionLog.FromString(
         encoding.encode_prediction_log(result)) == expected
-    batch = np.stack([value, value])
+    rows = [PredictionResult(RECORD, row, "m") for row in np.stack([value, value])]
     assert [prediction_log_pb2.PredictionLog.FromString(data) for data in
-            encoding.encode_batch([RECORD, RECORD], batch, "m")] == [expected, expected]
+            encoding.encode_results(rows)] == [expected, expected]
 
 
 @pytest.mark.parametrize("outputs", [
