@@ -6,8 +6,11 @@ the `record` feature holds the original serialized input.
 """
 import concurrent.futures
 import dataclasses
+import functools
 from typing import Optional
 
+
+@functools.lru_cache(maxsize=None)
 def example_class():
     """tf.train.Example, imported when first needed: dead letters are rare, and workers
     running other frameworks then never import TensorFlow."""
