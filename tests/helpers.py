@@ -70,10 +70,13 @@ def output_artifact(kind, uri: str):
     return artifact
 
 
-def beam_context(tmp_path) -> base_beam_executor.BaseBeamExecutor.Context:
+def beam_context(tmp_path, unique_id: str = "test"
+                 ) -> base_beam_executor.BaseBeamExecutor.Context:
+    """An in-process executor context. Naming an SDK image stops TFX from building its
+    ephemeral sdist for workers (seconds per executor)."""
     return base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1"], tmp_dir=str(tmp_path / "tmp"),
-        unique_id="test")
+        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
+        tmp_dir=str(tmp_path / "tmp"), unique_id=unique_id)
 
 
 def read_prediction_logs(pattern: str) -> List[prediction_log_pb2.PredictionLog]:
@@ -131,11 +134,6 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, **props):
     run_dir = tempfile.mkdtemp(prefix="bulk_inferrer-", dir=str(tmp_path))
     output = output_artifact(standard_artifacts.InferenceResult,
                              os.path.join(run_dir, spec.INFERENCE_RESULT_KEY))
-    # In-process runs need no packaged dependencies: naming an SDK image stops TFX from
-    # building its ephemeral sdist for workers (seconds per executor).
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
-        tmp_dir=str(tmp_path / "tmp"), unique_id=os.path.basename(run_dir))
-    executor.Executor(context).Do(inputs, {spec.INFERENCE_RESULT_KEY: [output]},
+    executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(inputs, {spec.INFERENCE_RESULT_KEY: [output]},
                                   exec_properties)
     return output

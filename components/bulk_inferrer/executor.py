@@ -6,7 +6,6 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 import tensorflow_transform as tft
 from absl import logging
 from tfx import types
@@ -15,7 +14,7 @@ from tfx.components.util import model_utils, tfxio_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
 from tfx.types import artifact_utils
-from tfx.utils import dependency_utils, io_utils, path_utils, proto_utils
+from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import spec
@@ -29,19 +28,6 @@ from inference.transforms import FAILURES_TAG, Encode, InferExamples, create_han
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs every configured model on the examples' splits with Beam RunInference."""
-
-    def __init__(self, context: Optional[base_beam_executor.BaseBeamExecutor.Context] = None):
-        if not _local_runner(getattr(context, "beam_pipeline_args", None) or []):
-            super().__init__(context)
-            return
-        # For remote workers TFX packages its whole installation as an sdist on every run
-        # (seconds, and ~45 MB in /tmp); local runners import it from this environment.
-        make_flags = dependency_utils.make_beam_dependency_flags
-        dependency_utils.make_beam_dependency_flags = lambda flags: flags
-        try:
-            super().__init__(context)
-        finally:
-            dependency_utils.make_beam_dependency_flags = make_flags
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
@@ -123,12 +109,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
         _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
             exec_properties))
-
-
-def _local_runner(beam_pipeline_args: List[str]) -> bool:
-    runner = PipelineOptions(beam_pipeline_args).view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner",
-                      "BundleBasedDirectRunner", "FnApiRunner")
 
 
 def _job_only(pipeline: beam.Pipeline) -> bool:

@@ -149,7 +149,6 @@ def test_sequence_feeds_each_model_the_previous_outputs(setup):
 
 def test_output_examples_of_one_inferrer_feed_the_next(setup, tmp_path):
     """Sequence across components: output_examples carry the score to a second inferrer."""
-    from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import bulk_inferrer_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -162,10 +161,7 @@ def test_output_examples_of_one_inferrer_feed_the_next(setup, tmp_path):
         bulk_inferrer_pb2.OutputColumnsSpec(predict_output=bulk_inferrer_pb2.PredictOutput(
             output_columns=[bulk_inferrer_pb2.PredictOutputCol(
                 output_key="output_0", output_column="first_score")]))])
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
-        tmp_dir=str(tmp_path / "tmp"), unique_id="first")
-    executor.Executor(context).Do(
+    executor.Executor(helpers.beam_context(tmp_path, "first")).Do(
         {spec.EXAMPLES_KEY: [examples]}, {spec.OUTPUT_EXAMPLES_KEY: [first_out]},
         {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
          spec.OUTPUT_EXAMPLE_SPEC_KEY: proto_utils.proto_to_json(output_spec),
