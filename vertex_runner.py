@@ -8,14 +8,12 @@
         submits that JSON to Vertex AI.
 
 The same `pipeline.create_pipeline(...)` as the local run, with every component running in
-the image built from ./Dockerfile and every Beam-based component on Dataflow; the
-BulkInferrers' Dataflow jobs also get GPU workers. Names, image, bucket and Dataflow
+the image built from ./Dockerfile and every Beam-based component on Dataflow; with
+DATAFLOW_GPU_TYPE set, the BulkInferrers' Dataflow jobs also get GPU workers. Names, image, bucket and Dataflow
 settings come from template/config.py (environment variables override them).
 Compiling needs no Google Cloud access.
 """
 import os
-from typing import List, Optional
-
 from absl import logging
 from tfx import v1 as tfx
 
@@ -24,11 +22,8 @@ from components import BulkInferrer
 from template import config
 
 
-def create_pipeline(beam_pipeline_args: Optional[List[str]] = None,
-                    gpu_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+def create_pipeline() -> tfx.dsl.Pipeline:
     """The pipeline as Vertex AI runs it: data and root on GCS, Beam on Dataflow."""
-    beam_args = (config.dataflow_beam_pipeline_args() if beam_pipeline_args is None
-                 else beam_pipeline_args)
     tfx_pipeline = pipeline.create_pipeline(
         pipeline_name=config.PIPELINE_NAME,
         pipeline_root=config.vertex_pipeline_root(),
@@ -37,11 +32,11 @@ def create_pipeline(beam_pipeline_args: Optional[List[str]] = None,
         train_num_steps=config.TRAIN_NUM_STEPS,
         eval_num_steps=config.EVAL_NUM_STEPS,
         inference_splits=config.INFERENCE_SPLITS,
-        beam_pipeline_args=beam_args,
+        beam_pipeline_args=config.dataflow_beam_pipeline_args(),
         # Vertex AI keeps ML Metadata itself.
         metadata_connection_config=None,
     )
-    gpu_args = config.dataflow_gpu_args() if gpu_args is None else gpu_args
+    gpu_args = config.dataflow_gpu_args()
     if gpu_args:
         # Component-level args come after the pipeline-level ones, so they win: only the
         # inference jobs get GPU workers.
@@ -51,8 +46,8 @@ def create_pipeline(beam_pipeline_args: Optional[List[str]] = None,
     return tfx_pipeline
 
 
-def runner(output_file: Optional[str] = None) -> "tfx.orchestration.experimental.KubeflowV2DagRunner":
-    output_file = output_file or config.vertex_pipeline_file()
+def runner() -> "tfx.orchestration.experimental.KubeflowV2DagRunner":
+    output_file = config.vertex_pipeline_file()
     directory = os.path.dirname(os.path.abspath(output_file))
     os.makedirs(directory, exist_ok=True)
     return tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -134,12 +134,13 @@ def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
 def dataflow_gpu_args() -> List[str]:
     """Extra Beam arguments of the BulkInferrers' Dataflow jobs: GPU workers.
 
-    DATAFLOW_GPU_TYPE (default nvidia-tesla-t4; "none": CPU workers), DATAFLOW_GPU_COUNT
+    DATAFLOW_GPU_TYPE (default "none": CPU workers; e.g. nvidia-tesla-t4), DATAFLOW_GPU_COUNT
     (default 1), DATAFLOW_GPU_MACHINE_TYPE (default n1-standard-4: T4s attach to N1 VMs).
-    Set INFERENCE_DEVICE=GPU too for frameworks that pick the device from the
-    configuration (PyTorch); TensorFlow uses a visible GPU by itself.
+    Set INFERENCE_DEVICE=GPU with it: PyTorch, Keras and ONNX models run on the device
+    their configuration names (TensorFlow SavedModels use a visible GPU by themselves).
+    Off by default, so that no GPU is paid for while the models run on CPUs.
     """
-    gpu = _env("DATAFLOW_GPU_TYPE", "nvidia-tesla-t4")
+    gpu = _env("DATAFLOW_GPU_TYPE", "none")
     if gpu.lower() == "none":
         return []
     return [
