@@ -16,8 +16,6 @@ import os
 import time
 
 from absl import logging
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 import pipeline
@@ -47,10 +45,7 @@ def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
     """
     if not os.path.exists(metadata_path):
         return False
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = metadata_path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    run = run_summary.latest_run(metadata_store.MetadataStore(connection), pipeline_name)
+    run = run_summary.latest_run(run_summary.open_store(metadata_path), pipeline_name)
     return run is not None and run.create_time_since_epoch >= int(started * 1000) - 1000
 
 

@@ -9,7 +9,8 @@ from ml_metadata.proto import metadata_store_pb2
 _STATES = metadata_store_pb2.Execution.State
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """The ML Metadata store at `metadata_path` (SQLite), read-only."""
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -40,7 +41,7 @@ def node_states(store, run) -> List[tuple]:
 
 def render(metadata_path: str, pipeline_name: str) -> str:
     """The summary text: component states, then per inference output its figures."""
-    store = _store(metadata_path)
+    store = open_store(metadata_path)
     run = latest_run(store, pipeline_name)
     if run is None:
         return f"No run of {pipeline_name!r} in {metadata_path}"

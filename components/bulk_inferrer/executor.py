@@ -87,9 +87,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         results, handlers[name], split,
                         _logs_dir(inference_result.uri, name, len(handlers))))
             if output_examples:
-                dead_letters.append(_write_examples(
+                dead_letters += _write_examples(
                     inferred.predictions, handlers, config, output_example_spec,
-                    artifact_utils.get_split_uri([output_examples], split), split))
+                    artifact_utils.get_split_uri([output_examples], split), split)
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
              | "WriteFailures" >> WriteFailures(
@@ -226,7 +226,7 @@ def _write_examples(predictions, handlers, config: InferenceConfig, output_examp
 
     One example per input record: the first model's predictions (shadow), the last
     model's (sequence), or each record's own model's (ab, keyed; a file set per model).
-    Returns the encoding failures."""
+    Returns the encoding failures, a PCollection per model."""
     names = {"shadow": list(handlers)[:1], "sequence": list(handlers)[-1:]}.get(
         config.routing, list(handlers))
     failures = []
@@ -245,8 +245,7 @@ def _write_examples(predictions, handlers, config: InferenceConfig, output_examp
         _ = encoded.main | f"WriteExamples[{name}][{split}]" >> WriteRecordChunks(
             os.path.join(split_uri, prefix))
         failures.append(encoded[FAILURES_TAG])
-    return failures | f"ExampleFailures[{split}]" >> beam.Flatten(
-        pipeline=predictions[names[0]].pipeline)
+    return failures
 
 
 def _max_failure_fraction(exec_properties) -> float:

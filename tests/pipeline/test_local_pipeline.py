@@ -42,7 +42,7 @@ def local_run(tmp_path_factory):
 
 
 def _states(metadata_path):
-    store = run_summary._store(metadata_path)
+    store = run_summary.open_store(metadata_path)
     return {node: (state, execution) for node, state, execution in
             run_summary.node_states(store, run_summary.latest_run(store, "test-pipeline"))}, store
 
@@ -69,7 +69,7 @@ def test_second_run_reuses_the_store_and_shows_cached_steps(local_run):
 
 def test_one_prediction_per_eval_example_for_each_model(local_run):
     metadata_path, _, _ = local_run
-    store = run_summary._store(metadata_path)
+    store = run_summary.open_store(metadata_path)
     by_type = {t.id: t.name for t in store.get_artifact_types()}
     examples = [a for a in store.get_artifacts() if by_type[a.type_id] == "Examples"
                 and "CsvExampleGen" in a.uri]
@@ -95,7 +95,7 @@ def test_raw_examples_through_transform_graph_match_transformed_examples(local_r
     from template import features
 
     metadata_path, _, _ = local_run
-    store = run_summary._store(metadata_path)
+    store = run_summary.open_store(metadata_path)
     by_type = {t.id: t.name for t in store.get_artifact_types()}
     artifacts = store.get_artifacts()
     transformed = [a for a in artifacts if by_type[a.type_id] == "Examples"
@@ -119,7 +119,7 @@ def test_raw_examples_through_transform_graph_match_transformed_examples(local_r
 
 
 def _pattern_result(metadata_path, pattern):
-    store = run_summary._store(metadata_path)
+    store = run_summary.open_store(metadata_path)
     by_type = {t.id: t.name for t in store.get_artifact_types()}
     return [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"
             and f"/BulkInferrer.{pattern}/" in a.uri][0]

@@ -13,9 +13,9 @@ import json
 import os
 
 import pytest
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import run_summary
 from tests.runners.conftest import BIN, REPO, run, subprocess_env
 
 PIPELINE = "copied-pipeline"
@@ -39,13 +39,6 @@ def cli_run(tmp_path_factory, sample_data):
                f"--pipeline_name={PIPELINE}"], env, cwd=project)
     return {"root": root, "project": project, "copied": copied, "created": created,
             "ran": ran, "metadata": root / "outputs" / "metadata" / PIPELINE / "metadata.db"}
-
-
-def _store(path) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
 
 
 def test_template_copy_scaffolds_a_project_with_the_pipeline_name(cli_run):
@@ -79,7 +72,7 @@ def test_pipeline_create_records_the_pipeline_in_the_cli_home(cli_run):
 
 
 def test_run_create_completes_every_component_in_ml_metadata(cli_run):
-    store = _store(cli_run["metadata"])
+    store = run_summary.open_store(str(cli_run["metadata"]))
     pipelines = [c.name for c in store.get_contexts_by_type("pipeline")]
     assert pipelines == [PIPELINE]
     (run_context,) = store.get_contexts_by_type("pipeline_run")
