@@ -6,10 +6,10 @@ run, writing outputs; not the interpreter's imports), then checks what was writt
 
 kinds:
   raw            read + tfx_bsl decode + forward, plain Python loop (no Beam): the limit
-  raw_encode     raw + `encoder` ("proto": to_prediction_log(...).SerializeToString()
-                 per record, building the message; "bytes": encode_prediction_log per
-                 record; "batch": encode_results on the batch, what the pipeline calls)
-  raw_write      raw_encode + Beam's TFRecord writer into a gzipped file, per record
+  raw_encode     raw + `encoder` ("proto": a PredictionLog built field by field with
+                 tf.make_tensor_proto per record, as tfx_bsl builds them; "bytes":
+                 encode_prediction_log per record; "batch": encode_results on the batch,
+                 what the pipeline calls)
   plain_beam     ReadFromTFRecord | Map(parse tf.Example) | RunInference(Beam's handler)
                  | Map(str) | WriteToText
   tfx            tfx.components.bulk_inferrer.executor.Executor (SavedModel)
@@ -18,7 +18,6 @@ kinds:
 import glob
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any, Dict, List
@@ -41,11 +40,7 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
         import torch  # pylint: disable=import-outside-toplevel
         torch.set_num_threads(case["torch_threads"])
     runner = _KINDS[case["kind"]]
-    result = runner(case)
-    result["self_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["children_max_rss_mb"] = (
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return result
+    return runner(case)
 
 
 # --- raw: no Beam -------------------------------------------------------------------
@@ -90,8 +85,8 @@ class _Forward:
             return self._serve(examples=self._tf.constant(records))["outputs"].numpy()
         x = self.decode(records)
         if self.name == "pytorch":
-            with self._torch.no_grad():
-                return self._module(self._torch.from_numpy(x))
+            with self._torch.no_grad():  # NumPy outputs, as the pipeline's PyTorch path
+                return self._module(self._torch.from_numpy(x)).numpy()
         if self.name == "sklearn":
             return self._model.predict(x)
         return self._session.run(None, {"x": x})[0]
@@ -108,64 +103,54 @@ def _read_batches(case):
 def _raw(case):
     from apache_beam.ml.inference.base import PredictionResult  # pylint: disable=import-outside-toplevel
     from inference import encoding  # pylint: disable=import-outside-toplevel
-    kind, encoder = case["kind"], case.get("encoder", "proto")
+    encoder = case.get("encoder", "proto")
     names = ("outputs",) if case["model"] == "keras" else ()
     model_id = case["model"]
-    writer = None
     started = time.perf_counter()
     forward = _Forward(case)
-    if kind == "raw_write":
-        writer = _BeamTFRecordWriter(os.path.join(case["out"], "prediction_logs.gz"))
     count = 0
     for records in _read_batches(case):
         outputs = forward(records)
         count += len(records)
-        if kind == "raw":
+        if case["kind"] == "raw":
             continue
         results = [PredictionResult(record, row, model_id)
                    for record, row in zip(records, outputs)]
         if encoder == "batch":
-            encoded = encoding.encode_results(results, names)
+            encoding.encode_results(results, names)
+        elif encoder == "bytes":
+            for result in results:
+                encoding.encode_prediction_log(result, names)
         else:
-            encode = (encoding.encode_prediction_log if encoder == "bytes" else
-                      lambda r, n: encoding.to_prediction_log(r, n).SerializeToString())
-            encoded = [encode(result, names) for result in results]
-        if writer:
-            for log in encoded:
-                writer.write(log)
-    if writer:
-        writer.close()
+            for result in results:
+                tfx_style_log(result, names).SerializeToString()
     seconds = time.perf_counter() - started
-    result = {"seconds": seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
-    if writer:
-        result["records_out"] = _count_records(os.path.join(case["out"], "*.gz"))
-    return result
+    return {"seconds": seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
 
 
-class _BeamTFRecordWriter:
-    """Beam's TFRecord record framing (crc32c) into Beam's gzip file, as WriteToTFRecord."""
-
-    def __init__(self, path):
-        from apache_beam.io.filesystem import CompressionTypes  # pylint: disable=import-outside-toplevel
-        from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-        from apache_beam.io.tfrecordio import _TFRecordUtil  # pylint: disable=import-outside-toplevel
-        self._file = FileSystems.create(path, compression_type=CompressionTypes.GZIP)
-        self._write = _TFRecordUtil.write_record
-
-    def write(self, record: bytes):
-        self._write(self._file, record)
-
-    def close(self):
-        self._file.close()
+def tfx_style_log(result, names):
+    """The PredictionLog built field by field, each output with tf.make_tensor_proto, as
+    tfx_bsl builds them (the issue's per-record encoding anchor)."""
+    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    from inference import encoding  # pylint: disable=import-outside-toplevel
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = result.model_id
+    log.predict_log.response.model_spec.name = result.model_id
+    example = request.inputs["examples"]
+    example.dtype = types_pb2.DT_STRING
+    example.tensor_shape.dim.add().size = 1
+    example.string_val.append(result.example)
+    for name, value in encoding.named_outputs(result.inference, names).items():
+        log.predict_log.response.outputs[name].CopyFrom(encoding.tensor_proto(value))
+    return log
 
 
 def _count_records(pattern: str) -> int:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    total = 0
-    for path in sorted(glob.glob(pattern)):
-        options = tf.io.TFRecordOptions("GZIP" if path.endswith(".gz") else "")
-        total += sum(1 for _ in tf.compat.v1.io.tf_record_iterator(path, options))
-    return total
+    from inference.io import read_tfrecords  # pylint: disable=import-outside-toplevel
+    return sum(len(records) for path in glob.glob(pattern)
+               for records in read_tfrecords(path))
 
 
 def _count_lines(pattern: str) -> int:
@@ -180,12 +165,16 @@ def _count_lines(pattern: str) -> int:
 
 
 class _CapturedRuns:
-    """Records every PipelineResult (TFX's executor keeps its own), for its metrics."""
+    """Within `with`, records every PipelineResult (TFX's executor keeps its own), for
+    its metrics."""
 
     def __init__(self):
-        import apache_beam as beam  # pylint: disable=import-outside-toplevel
         self.results = []
-        original = beam.Pipeline.run
+        self._original = None
+
+    def __enter__(self):
+        import apache_beam as beam  # pylint: disable=import-outside-toplevel
+        self._original = original = beam.Pipeline.run
 
         def run(pipeline, *args, **kwargs):
             result = original(pipeline, *args, **kwargs)
@@ -193,6 +182,11 @@ class _CapturedRuns:
             return result
 
         beam.Pipeline.run = run
+        return self
+
+    def __exit__(self, *exc_info):
+        import apache_beam as beam  # pylint: disable=import-outside-toplevel
+        beam.Pipeline.run = self._original
 
     def mean_batch_size(self):
         from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
@@ -245,7 +239,6 @@ def _plain_beam(case):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    captured = _CapturedRuns()
     started = time.perf_counter()
     handler, parse = _beam_handler(case)
     pattern = os.path.join(case["data_root"], "Split-*", "*.gz")
@@ -257,7 +250,8 @@ def _plain_beam(case):
          | "RunInference" >> RunInference(handler)
          | "Format" >> beam.Map(format_result)
          | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".txt"))
-    pipeline.run().wait_until_finish()
+    with _CapturedRuns() as captured:
+        pipeline.run().wait_until_finish()
     seconds = time.perf_counter() - started
     mean_batch, batches = captured.mean_batch_size()
     return {"seconds": seconds, "records_out": _count_lines(prefix + "*.txt"),
@@ -281,14 +275,14 @@ def _context(case):
 def _tfx(case):
     from tfx.components.bulk_inferrer import executor  # pylint: disable=import-outside-toplevel
     from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
-    captured = _CapturedRuns()
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
     os.makedirs(output.uri, exist_ok=True)
     props = {"model_spec": "{}", "data_spec": "{}"}
     started = time.perf_counter()
-    executor.Executor(_context(case)).Do(_executor_inputs(case),
-                                         {"inference_result": [output]}, props)
+    with _CapturedRuns() as captured:
+        executor.Executor(_context(case)).Do(_executor_inputs(case),
+                                             {"inference_result": [output]}, props)
     seconds = time.perf_counter() - started
     mean_batch, batches = captured.mean_batch_size()
     return {"seconds": seconds,
@@ -311,41 +305,29 @@ def ours_config(case):
 def _ours(case):
     from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
     from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
-    captured = _CapturedRuns()
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
-    os.makedirs(output.uri, exist_ok=True)
-    outputs = {spec.INFERENCE_RESULT_KEY: [output]}
-    failures_key = getattr(spec, "FAILURES_KEY", None)
-    failures_type = getattr(spec, "InferenceFailures", None)
-    if failures_key and failures_type:
-        failures = failures_type()
-        failures.uri = os.path.join(case["out"], "failures")
-        os.makedirs(failures.uri, exist_ok=True)
-        outputs[failures_key] = [failures]
+    failures = spec.InferenceFailures()
+    failures.uri = os.path.join(case["out"], "failures")
+    for artifact in (output, failures):
+        os.makedirs(artifact.uri, exist_ok=True)
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: ours_config(case).to_json()}
     started = time.perf_counter()
-    executor.Executor(_context(case)).Do(_executor_inputs(case), outputs, props)
+    executor.Executor(_context(case)).Do(
+        _executor_inputs(case),
+        {spec.INFERENCE_RESULT_KEY: [output], spec.FAILURES_KEY: [failures]}, props)
     seconds = time.perf_counter() - started
     name = case["model"]
-    mean_batch = (output.get_float_custom_property(f"{name}.mean_batch_size")
-                  if output.has_custom_property(f"{name}.mean_batch_size") else None)
-    if mean_batch is None:
-        mean_batch, _ = captured.mean_batch_size()
-    figures = {key: output.get_custom_property(key) for key in
-               ("examples_in", "predictions", "failures", "pipeline_seconds")
-               if output.has_custom_property(key)}
     return {"seconds": seconds,
             "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
-            "mean_batch_size": mean_batch,
-            "batches": (output.get_int_custom_property(f"{name}.batches")
-                        if output.has_custom_property(f"{name}.batches") else None),
-            "figures": {k: (v if isinstance(v, (int, float, str)) else str(v))
-                        for k, v in figures.items()}}
+            "mean_batch_size": output.get_float_custom_property(f"{name}.mean_batch_size"),
+            "batches": output.get_int_custom_property(f"{name}.batches"),
+            "figures": {key: output.get_custom_property(key) for key in
+                        ("examples_in", "predictions", "failures", "pipeline_seconds")}}
 
 
-_KINDS = {"raw": _raw, "raw_encode": _raw, "raw_write": _raw, "plain_beam": _plain_beam,
+_KINDS = {"raw": _raw, "raw_encode": _raw, "plain_beam": _plain_beam,
           "tfx": _tfx, "ours": _ours}
 
 
@@ -353,6 +335,8 @@ def main(argv):
     """`python -m benchmarks.cases <case.json> <result.json>` (the harness's spawn mode)."""
     with open(argv[1]) as f:
         case = json.load(f)
+    from benchmarks import harness  # pylint: disable=import-outside-toplevel
+    harness.preload()  # imports outside the timings, as in fork mode
     result = run_case(case)
     with open(argv[2], "w") as f:
         json.dump(result, f)

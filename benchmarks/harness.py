@@ -15,6 +15,7 @@ which counts pages shared between processes once per process).
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,10 +108,10 @@ def run_isolated(fn: Callable[[Dict[str, Any]], Dict[str, Any]], case: Dict[str,
 
     In spawn mode `fn` must be `benchmarks.cases.run_case`.
     """
-    os.makedirs(case["out"], exist_ok=True)
+    # An empty folder per run: --repeat's rounds would otherwise count the last one's files.
+    shutil.rmtree(case["out"], ignore_errors=True)
+    os.makedirs(case["out"])
     result_path = os.path.join(case["out"], "result.json")
-    if os.path.exists(result_path):
-        os.remove(result_path)
     log_file = log_file or os.path.join(case["out"], "log.txt")
     started = time.perf_counter()
     if spawn:

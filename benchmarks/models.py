@@ -126,6 +126,8 @@ def save_onnx(weights: Weights, root: str) -> BuiltModel:
 
 def build_models(root: str, matrix: np.ndarray, seed: int,
                  frameworks: Sequence[str] = FRAMEWORKS) -> Dict[str, BuiltModel]:
+    """The models of `frameworks`, and the PyTorch one always (the others copy its
+    weights, and `check_parity` compares with it)."""
     mlp = torch_mlp(matrix, seed)
     weights = weights_of(mlp)
     built = {"pytorch": save_pytorch(mlp, root)}
@@ -135,7 +137,7 @@ def build_models(root: str, matrix: np.ndarray, seed: int,
         built["sklearn"] = save_sklearn(weights, matrix, root)
     if "onnx" in frameworks:
         built["onnx"] = save_onnx(weights, root)
-    return {name: model for name, model in built.items() if name in frameworks}
+    return built
 
 
 def predict(model: BuiltModel, matrix: np.ndarray, records: Sequence[bytes]) -> np.ndarray:

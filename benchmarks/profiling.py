@@ -11,6 +11,8 @@ import pstats
 import time
 from typing import Any, Dict, List, Tuple
 
+from benchmarks.data import PROJECT_DIR
+
 READ = "read (TFRecord + gunzip)"
 WRITE = "write (TFRecord framing + crc + gzip)"
 # (category, path fragments): a Python function's own time goes to the first category one
@@ -96,7 +98,7 @@ def categorize(stats: pstats.Stats) -> Dict[str, float]:
 def _function_label(func) -> str:
     filename, line, name = func
     parts = filename.split("site-packages/")[-1]
-    parts = parts.split("/work/main/")[-1]
+    parts = parts.split(PROJECT_DIR + os.sep)[-1]
     return f"{parts}:{line}({name})"
 
 

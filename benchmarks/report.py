@@ -6,7 +6,6 @@ from typing import Any, Dict, List, Optional
 KIND_LABELS = {
     "raw": "raw decode+forward (no Beam)",
     "raw_encode": "raw + encode",
-    "raw_write": "raw + encode + TFRecord write",
     "plain_beam": "plain Beam (hand-written)",
     "tfx": "TFX BulkInferrer",
     "ours": "ours (BulkInferrer executor)",
@@ -15,14 +14,15 @@ KIND_LABELS = {
 
 def case_label(case: Dict[str, Any]) -> str:
     label = KIND_LABELS.get(case["kind"], case["kind"])
-    if case["kind"] in ("raw_encode", "raw_write"):
+    if case["kind"] == "raw_encode":
         label += f" [{case.get('encoder', 'proto')}]"
     return label
 
 
 def examples_per_sec(row: Dict[str, Any]) -> Optional[float]:
+    """N / seconds; None for a case that failed or did not write every record."""
     seconds = row.get("seconds")
-    if not seconds or row.get("error"):
+    if not seconds or row.get("error") or row.get("records_out", row["n"]) != row["n"]:
         return None
     return row["n"] / seconds
 
@@ -111,7 +111,7 @@ def _cell(row, key) -> str:
         return case_label(row)
     if key == "workers":
         return f"{row['workers']} ({row['mode']})" if row["kind"] not in (
-            "raw", "raw_encode", "raw_write") else "-"
+            "raw", "raw_encode") else "-"
     if key == "check":
         if row.get("error"):
             return "ERROR: " + str(row["error"])[:120]

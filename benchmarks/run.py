@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of pytorch,keras,sklearn,onnx")
     parser.add_argument("--kinds", default=None,
-                        help="comma-separated subset of raw,raw_encode,raw_write,plain_beam,"
+                        help="comma-separated subset of raw,raw_encode,plain_beam,"
                              "tfx,ours")
     parser.add_argument("--direct_num_workers", type=int, nargs="+", default=None,
                         help="worker counts; counts > 1 run ours on pytorch again "
@@ -93,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.direct_num_workers = args.direct_num_workers or [1]
     args.n = args.n or DEFAULT_N
     args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
-    args.kinds = [k for k in (args.kinds or "raw,raw_encode,raw_write,plain_beam,tfx,ours"
+    args.kinds = [k for k in (args.kinds or "raw,raw_encode,plain_beam,tfx,ours"
                               ).split(",") if k]
     args.direct_num_workers = args.direct_num_workers or [1, 2]
     if args.isolation == "inline":
@@ -125,11 +125,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
         add("raw", model)
         if not args.quick or model == "pytorch":
             add("raw_encode", model, encoder="proto")
+            add("raw_encode", model, encoder="batch")
     add("raw_encode", "pytorch", encoder="bytes")
-    if not args.quick:
-        add("raw_encode", "pytorch", encoder="batch")
-        add("raw_write", "pytorch", encoder="proto")
-        add("raw_write", "pytorch", encoder="bytes")
     for model in args.models:
         if model != "keras":
             add("plain_beam", model)
@@ -169,60 +166,15 @@ def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
                                 job["models"])
     sample = data.resample(matrix, 256, job["seed"] + 1)
     parity = models.check_parity(built, sample, data.ExampleSerializer()(sample))
-    encoder = check_encoder()
+    built = {name: model for name, model in built.items() if name in job["models"]}
     return {"data_roots": {str(n): r for n, r in roots.items()},
             "models": {name: m._asdict() for name, m in built.items()},
-            "max_abs_diff_vs_pytorch": parity, "encoder_check": encoder,
+            "max_abs_diff_vs_pytorch": parity,
             "seconds": round(time.perf_counter() - started, 2), "out": job["out"]}
 
 
-def check_encoder() -> str:
-    """encode_prediction_log writes the bytes of the PredictionLog built field by field,
-    to_prediction_log returns an equal message, and tf.make_ndarray reads the values."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    import torch  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.base import PredictionResult  # pylint: disable=import-outside-toplevel
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-    from inference import encoding  # pylint: disable=import-outside-toplevel
-    outputs = [torch.tensor([0.25]), np.float64(1.5), np.arange(6, dtype=np.float32).reshape(2, 3),
-               np.array([1, 2], np.int64), np.float32(-3.0)]
-    for record in (b"", b"r" * 40, b"s" * 20000):
-        for value in outputs:
-            for names in ((), ("score",)):
-                result = PredictionResult(record, value, "model")
-                fast = encoding.encode_prediction_log(result, names)
-                proto = encoding.to_prediction_log(result, names)
-                reference = _reference_log(result, names)
-                if fast != reference.SerializeToString() or proto != reference:
-                    raise AssertionError(f"encoder differs for {value!r}, names {names}")
-                log = prediction_log_pb2.PredictionLog.FromString(fast)
-                tensor = log.predict_log.response.outputs[names[0] if names else "output_0"]
-                expected = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-                np.testing.assert_array_equal(tf.make_ndarray(tensor)[0], expected)
-    return "ok: byte-identical to the field-by-field PredictionLog; tf.make_ndarray reads it"
-
-
-def _reference_log(result, names):
-    """The PredictionLog built field by field (the encoder's original implementation)."""
-    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-    from inference import encoding  # pylint: disable=import-outside-toplevel
-    log = prediction_log_pb2.PredictionLog()
-    request = log.predict_log.request
-    request.model_spec.name = result.model_id
-    log.predict_log.response.model_spec.name = result.model_id
-    example = request.inputs["examples"]
-    example.dtype = types_pb2.DT_STRING
-    example.tensor_shape.dim.add().size = 1
-    example.string_val.append(result.example)
-    for name, value in encoding.named_outputs(result.inference, names).items():
-        log.predict_log.response.outputs[name].CopyFrom(encoding.tensor_proto(value))
-    return log
-
-
 def environment(args) -> Dict[str, Any]:
-    """Versions and the hot C paths: protobuf backend, crc32c implementation used by Beam."""
+    """Versions and the hot C paths: protobuf backend, crc32c implementation."""
     env: Dict[str, Any] = {
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(), "load_start": _load(), "python": platform.python_version(),
@@ -235,7 +187,8 @@ def environment(args) -> Dict[str, Any]:
             "onnxruntime", "protobuf", "google-crc32c", "crcmod", "python-snappy")}
         from google.protobuf.internal import api_implementation  # pylint: disable=import-outside-toplevel
         env["protobuf_backend"] = api_implementation.Type()
-        env["crc32c"] = crc32c_check()
+        import google_crc32c  # pylint: disable=import-outside-toplevel
+        env["crc32c"] = google_crc32c.implementation
     except Exception as e:  # pylint: disable=broad-except
         env["environment_error"] = repr(e)
     return env
@@ -246,62 +199,6 @@ def _version(metadata, package):
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-def crc32c_check() -> Dict[str, Any]:
-    """Which crc32c Beam's TFRecord sink uses, and its cost per record."""
-    import timeit  # pylint: disable=import-outside-toplevel
-    from apache_beam.io import tfrecordio  # pylint: disable=import-outside-toplevel
-    record = b"x" * 330  # about one PredictionLog of the benchmark
-    tfrecordio._default_crc32c_fn(b"")  # pylint: disable=protected-access  (resolves .fn)
-    fn = tfrecordio._default_crc32c_fn.fn  # pylint: disable=protected-access
-    info: Dict[str, Any] = {"beam_uses": f"{getattr(fn, '__module__', '')}."
-                                         f"{getattr(fn, '__name__', repr(fn))}"}
-    try:
-        import google_crc32c  # pylint: disable=import-outside-toplevel
-        info["google_crc32c_implementation"] = google_crc32c.implementation
-    except ImportError:
-        info["google_crc32c_implementation"] = None
-    try:
-        import crcmod  # pylint: disable=import-outside-toplevel,unused-import
-        info["crcmod"] = "installed"
-    except ImportError:
-        info["crcmod"] = "not installed"
-    number = 20000
-    write_record = tfrecordio._TFRecordUtil.write_record  # pylint: disable=protected-access
-
-    class _Sink:
-        def write(self, _):
-            pass
-
-    sink = _Sink()
-    info["beam_masked_crc_us"] = round(timeit.timeit(
-        lambda: tfrecordio._TFRecordUtil._masked_crc32c(record),  # pylint: disable=protected-access
-        number=number) / number * 1e6, 2)
-    info["beam_write_record_framing_us"] = round(timeit.timeit(
-        lambda: write_record(sink, record), number=number) / number * 1e6, 2)
-    info["pure_python_crc32c_us"] = round(_pure_python_crc_us(record), 1)
-    return info
-
-
-def _pure_python_crc_us(record: bytes) -> float:
-    """What a pure-Python crc32c (the slow fallback) costs on one record, for comparison."""
-    import timeit  # pylint: disable=import-outside-toplevel
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-        table.append(crc)
-
-    def crc32c(data):
-        crc = 0xFFFFFFFF
-        for byte in data:
-            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
-
-    number = 200
-    return timeit.timeit(lambda: crc32c(record), number=number) / number * 1e6
 
 
 def _load():

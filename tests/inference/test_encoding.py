@@ -37,6 +37,22 @@ def test_logs_read_back_with_tensorflow(inference, expected):
         np.testing.assert_array_equal(got[0], value)
 
 
+@pytest.mark.parametrize("record", [b"", b"r" * 127, b"s" * 20000])
+def test_records_of_any_size_are_framed_as_protobuf_frames_them(record):
+    """Length prefixes of one, two and three bytes, in the per-record and chunk paths."""
+    value = np.float32([1.5, 2.5])
+    expected = prediction_log_pb2.PredictionLog()
+    expected.predict_log.request.model_spec.name = "m"
+    expected.predict_log.request.inputs[encoding.EXAMPLES_INPUT].CopyFrom(
+        tf.make_tensor_proto([record], shape=[1]))
+    expected.predict_log.response.model_spec.name = "m"
+    expected.predict_log.response.outputs["output_0"].CopyFrom(
+        tf.make_tensor_proto(value, shape=(1, 2)))
+    results = [PredictionResult(record, value, "m")] * 2
+    assert encoding.encode_prediction_log(results[0]) == expected.SerializeToString()
+    assert encoding.encode_results(results) == [expected.SerializeToString()] * 2
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32, np.int64,
                                    np.int8, np.uint8, np.bool_])
 @pytest.mark.parametrize("shape", [(), (1,), (3,), (2, 2)])
