@@ -6,7 +6,7 @@ scikit-learn, ONNX; same weights), then measures on those same records, each cas
 fresh process (peak RSS per case):
 
   raw          tfx_bsl batch decode + forward in a plain Python loop (the limit), and the
-               same plus the PredictionLog encoder (and the TFRecord writer) per record;
+               same plus PredictionLog encoding (per record as tfx_bsl does, or ours);
   plain_beam   the pipeline a user writes by hand: ReadFromTFRecord, parse each tf.Example
                in a beam.Map, RunInference with Beam's framework handler, WriteToText;
   tfx          TFX's own BulkInferrer executor on the SavedModel;
