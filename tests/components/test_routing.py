@@ -100,7 +100,8 @@ def test_ab_split_is_deterministic_and_adds_up(setup):
 
 
 def test_ab_routes_a_record_that_does_not_parse_by_its_bytes():
-    """It reaches a model, which dead-letters it at decode; routing itself never fails."""
+    """Routing hashes it by its bytes, stably, instead of failing (its model then
+    dead-letters it at decode, as the bad-input test in test_reliability shows)."""
     garbage = b"\xff\xfenot a tf.Example"
     index = routing.ab_index(garbage, 2, [0.5], "id")
     assert index in (0, 1) and index == routing.ab_index(garbage, 2, [0.5], "id")

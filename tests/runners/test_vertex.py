@@ -13,12 +13,13 @@ from tests.runners.conftest import BIN, REPO, run, subprocess_env
 IMAGE = "us-central1-docker.pkg.dev/test-project/tfx/vertex-test:1"
 SETTINGS = {"GOOGLE_CLOUD_PROJECT": "test-project", "GOOGLE_CLOUD_REGION": "us-central1",
             "GCS_BUCKET": "test-bucket", "PIPELINE_IMAGE": IMAGE,
-            "DATAFLOW_GPU_TYPE": "nvidia-tesla-t4", "FRAMEWORKS": "keras,pytorch"}
+            "DATAFLOW_GPU_TYPE": "nvidia-tesla-t4", "DATAFLOW_MACHINE_TYPE": "n2-standard-8",
+            "FRAMEWORKS": "keras,pytorch"}
 FRAMEWORKS = ("keras", "pytorch")
 COMPONENTS = {"CsvExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
               "Transform"} | {f"{kind}.{framework}" for kind in ("Trainer", "BulkInferrer")
                               for framework in FRAMEWORKS}
-BEAM_COMPONENTS = {"StatisticsGen", "SchemaGen", "ExampleValidator", "Transform"} | {
+BEAM_COMPONENTS = {"CsvExampleGen", "StatisticsGen", "Transform"} | {
     f"BulkInferrer.{framework}" for framework in FRAMEWORKS}
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=us-central1",
                  "--temp_location=gs://test-bucket/dataflow/tmp",
@@ -46,6 +47,10 @@ def _check(pipeline_json: dict, name: str):
             assert args[args.index("--executor_class_path") + 1] == \
                 "components.bulk_inferrer.executor.Executor"
             assert GPU in args and "--experiments=no_use_multiple_sdk_containers" in args
+            # The component's GPU machine comes after the pipeline's: Beam takes the last.
+            machines = [a for a in args if a.startswith("--machine_type=")]
+            assert machines == ["--machine_type=n2-standard-8",
+                                "--machine_type=n1-standard-4"], machines
         else:
             assert GPU not in args, component
         if component in BEAM_COMPONENTS:
