@@ -37,17 +37,23 @@ def test_logs_read_back_with_tensorflow(inference, expected):
         np.testing.assert_array_equal(got[0], value)
 
 
+def _tfx_log(record: bytes, value: np.ndarray) -> prediction_log_pb2.PredictionLog:
+    """The log TFX's BulkInferrer writes for model "m" and one output row."""
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.model_spec.name = "m"
+    log.predict_log.request.inputs[encoding.EXAMPLES_INPUT].CopyFrom(
+        tf.make_tensor_proto([record], shape=[1]))
+    log.predict_log.response.model_spec.name = "m"
+    log.predict_log.response.outputs["output_0"].CopyFrom(
+        tf.make_tensor_proto(value, shape=(1,) + value.shape))
+    return log
+
+
 @pytest.mark.parametrize("record", [b"", b"r" * 127, b"s" * 20000])
 def test_records_of_any_size_are_framed_as_protobuf_frames_them(record):
     """Length prefixes of one, two and three bytes, in the per-record and chunk paths."""
     value = np.float32([1.5, 2.5])
-    expected = prediction_log_pb2.PredictionLog()
-    expected.predict_log.request.model_spec.name = "m"
-    expected.predict_log.request.inputs[encoding.EXAMPLES_INPUT].CopyFrom(
-        tf.make_tensor_proto([record], shape=[1]))
-    expected.predict_log.response.model_spec.name = "m"
-    expected.predict_log.response.outputs["output_0"].CopyFrom(
-        tf.make_tensor_proto(value, shape=(1, 2)))
+    expected = _tfx_log(record, value)
     results = [PredictionResult(record, value, "m")] * 2
     assert encoding.encode_prediction_log(results[0]) == expected.SerializeToString()
     assert encoding.encode_results(results) == [expected.SerializeToString()] * 2
@@ -60,13 +66,7 @@ def test_outputs_are_encoded_as_tf_make_tensor_proto_encodes_them(dtype, shape):
     """TFX's logs hold tf.make_tensor_proto(output row, shape [1, ...]): raw bytes for
     several values, the dtype's value field for one (e.g. float_val, int64_val)."""
     value = (np.arange(int(np.prod(shape))) - 1).reshape(shape).astype(dtype)
-    expected = prediction_log_pb2.PredictionLog()
-    expected.predict_log.request.model_spec.name = "m"
-    expected.predict_log.request.inputs[encoding.EXAMPLES_INPUT].CopyFrom(
-        tf.make_tensor_proto([RECORD], shape=[1]))
-    expected.predict_log.response.model_spec.name = "m"
-    expected.predict_log.response.outputs["output_0"].CopyFrom(
-        tf.make_tensor_proto(value, shape=(1,) + shape))
+    expected = _tfx_log(RECORD, value)
     result = PredictionResult(RECORD, value, "m")
     assert prediction_log_pb2.PredictionLog.FromString(
         encoding.encode_prediction_log(result)) == expected
