@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import gc
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -72,6 +73,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         self._postprocess = (frameworks.import_object(model.postprocess_fn)
                              if model.postprocess_fn else None)
         self._buckets = list(model.length_buckets or DEFAULT_LENGTH_BUCKETS)
+        self._origin = time.time()  # built with the pipeline; batches are timed from here
 
     @property
     def model_name(self) -> str:
@@ -118,6 +120,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
         A batch that fails is split until only the records that fail on their own are
         left, so one bad record never costs its neighbours their predictions.
         """
+        started = time.time()
         records = [record for chunk in batch for record in chunk]
         results: List[Optional[PredictionResult]] = [None] * len(records)
         for positions, columns in self._groups(records):
@@ -127,9 +130,7 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
                             self.model_name, len(failed), len(records),
                             failed[0].error_type, failed[0].stage, failed[0].message)
-        beam.metrics.Metrics.distribution(
-            metrics.COUNTERS_NAMESPACE,
-            metrics.batch_records_distribution(self.model_name)).update(len(records))
+        metrics.record_batch(self.model_name, len(records), started, self._origin)
         per_chunk, start = [], 0
         for chunk in batch:
             per_chunk.append(results[start:start + len(chunk)])

@@ -5,9 +5,10 @@ engine's own metrics (named here) count examples in per split, predictions per m
 split, failures per model, split and stage, and the records in each model's batches.
 """
 import dataclasses
+import time
 from typing import Dict, Iterable
 
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 
 from inference.config import ModelConfig
 
@@ -29,6 +30,23 @@ def failures_counter(model_name: str, split: str, stage: str) -> str:
 def batch_records_distribution(model_name: str) -> str:
     return f"batch_records|{model_name}"
 
+
+def active_ms_distribution(model_name: str) -> str:
+    """Each batch's start and end, in ms since the model's handler was built: its min and
+    max bound the time the model was inferring, across workers."""
+    return f"active_ms|{model_name}"
+
+
+def record_batch(model_name: str, records: int, started: float, origin: float):
+    """Counts a batch of `records` that began at `started` (time.time()) and ends now."""
+    Metrics.distribution(COUNTERS_NAMESPACE,
+                         batch_records_distribution(model_name)).update(records)
+    # Milliseconds since `origin`, not since the epoch: the distribution's sum stays far
+    # from int64's limit however many batches a long streaming job counts.
+    active = Metrics.distribution(COUNTERS_NAMESPACE, active_ms_distribution(model_name))
+    active.update(int((started - origin) * 1000))
+    active.update(int((time.time() - origin) * 1000))
+
 KEYED_NAMESPACE = "BeamML_KeyedModels"  # Beam's KeyedModelHandler metrics namespace
 
 
@@ -45,8 +63,10 @@ class ModelFigures:
     model_loads: int = 0
     mean_batch_size: float = 0.0
     batches: int = 0
-    examples_per_sec: float = 0.0
-
+    examples_per_sec: float = 0.0  # predictions per second of the whole pipeline run
+    # From the start of the model's first batch to the end of its last, over all workers:
+    # the run without pipeline set-up and worker start-up.
+    active_seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -90,7 +110,8 @@ def _engine_counters(metrics) -> Dict[tuple, int]:
 
 
 def _distribution(metrics, model: ModelConfig, name: str) -> tuple:
-    """(sum, count) of one of RunInference's distributions for `model`, or of ours.
+    """(sum, count, min, max) of one of RunInference's distributions for `model`, or of
+    ours.
 
     A model's own RunInference reports under its handler's namespace; Beam's
     KeyedModelHandler reports under its own, each name prefixed by the model's first key.
@@ -99,12 +120,15 @@ def _distribution(metrics, model: ModelConfig, name: str) -> tuple:
     if model.keys:
         wanted.add((KEYED_NAMESPACE, f"{model.keys[0]}-_{name}"))
     total = count = 0
+    least = most = None
     for result in metrics["distributions"]:
         value = _committed(result)
-        if value is not None and (result.key.metric.namespace,
-                                  result.key.metric.name) in wanted:
+        if value is not None and value.count and (result.key.metric.namespace,
+                                                  result.key.metric.name) in wanted:
             total, count = total + value.sum, count + value.count
-    return total, count
+            least = value.min if least is None else min(least, value.min)
+            most = value.max if most is None else max(most, value.max)
+    return total, count, least, most
 
 
 def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable[str],
@@ -131,10 +155,12 @@ def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable
             figures.predictions += predicted
             figures.failures += failed
         figures.examples_in = figures.predictions + figures.failures
-        batch_total, figures.batches = _distribution(
+        batch_total, figures.batches, _, _ = _distribution(
             metrics, model, batch_records_distribution(name))
-        load_total, figures.model_loads = _distribution(
+        load_total, figures.model_loads, _, _ = _distribution(
             metrics, model, "load_model_latency_milli_secs")
+        _, _, first, last = _distribution(metrics, model, active_ms_distribution(name))
+        figures.active_seconds = (last - first) / 1000 if first is not None else 0.0
         figures.mean_batch_size = batch_total / figures.batches if figures.batches else 0.0
         figures.model_load_ms = load_total / figures.model_loads if figures.model_loads else 0.0
         figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0

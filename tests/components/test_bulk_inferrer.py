@@ -147,6 +147,8 @@ def test_pytorch_predictions_equal_torchscript_forward(tmp_path, data, torch_mod
     assert figures["failures"] == 0
     assert 0 < figures["mean_batch_size"] <= 32
     assert figures["batches"] >= len(x) / 32
+    pipeline_seconds = output.get_float_custom_property("pipeline_seconds")
+    assert 0 < figures["active_seconds"] < pipeline_seconds
 
 
 def test_not_blessed_model_is_skipped(tmp_path, data, torch_model):
