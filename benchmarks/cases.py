@@ -323,8 +323,10 @@ def _ours(case):
             "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
             "mean_batch_size": output.get_float_custom_property(f"{name}.mean_batch_size"),
             "batches": output.get_int_custom_property(f"{name}.batches"),
-            "figures": {key: output.get_custom_property(key) for key in
-                        ("examples_in", "predictions", "failures", "pipeline_seconds")}}
+            "figures": {**{key: output.get_custom_property(key) for key in
+                           ("examples_in", "predictions", "failures", "pipeline_seconds")},
+                        "active_seconds": output.get_float_custom_property(
+                            f"{name}.active_seconds")}}
 
 
 _KINDS = {"raw": _raw, "raw_encode": _raw, "plain_beam": _plain_beam,

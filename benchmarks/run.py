@@ -46,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default: 1 2; --quick: 1)")
     parser.add_argument("--direct_running_mode", default="multi_processing",
                         choices=["in_memory", "multi_threading", "multi_processing"],
-                        help="DirectRunner mode for worker counts > 1 (1 worker: in_memory)")
+                        help="DirectRunner mode of the worker-scaling runs, 1 worker "
+                             "included (the other cases run 1 worker in_memory)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[],
                         help="extra record counts for ours and raw on pytorch (1 worker), "
                              "e.g. 100000 1000000")
@@ -110,6 +111,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
         if kind not in args.kinds or model not in models:
             return
         name = f"{len(cases):02d}-{kind}-{model}-{n}-w{workers}"
+        if mode != "in_memory":
+            name += f"-{mode}"
         if extra.get("encoder"):
             name += f"-{extra['encoder']}"
         cases.append(dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
@@ -133,22 +136,27 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     add("tfx", "keras")
     for model in args.models:
         add("ours", model)
-    for workers in args.direct_num_workers:
-        if workers != 1:
-            add("ours", "pytorch", workers=workers, mode=args.direct_running_mode)
+    scaling = args.direct_running_mode != "in_memory" and any(
+        workers != 1 for workers in args.direct_num_workers)
+
+    def add_scaling(n):  # each worker count in the mode compared, 1 worker included
+        for workers in args.direct_num_workers:
+            if workers != 1 or scaling:
+                add("ours", "pytorch", n=n, workers=workers, mode=args.direct_running_mode)
+
+    add_scaling(args.n)
     for size in args.sizes:
         if size == args.n:  # the main rows are this size's
             for case in cases:
                 if case["kind"] in ("raw", "ours") and case["model"] == "pytorch" \
-                        and case["workers"] == 1:
+                        and case["mode"] == "in_memory":
                     case["sizes_row"] = True
             continue
         add("raw", "pytorch", n=size, sizes_row=True)
         add("ours", "pytorch", n=size, sizes_row=True)
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
-        for workers in args.direct_num_workers:
-            if workers != 1 and size != args.n:
-                add("ours", "pytorch", n=size, workers=workers, mode=args.direct_running_mode)
+        if size != args.n:
+            add_scaling(size)
     return cases
 
 
