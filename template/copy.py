@@ -41,13 +41,15 @@ def copy(destination: str, pipeline_name: str, source: str = SOURCE_DIR) -> List
         raise ValueError("the destination is this project itself")
     if os.path.exists(destination) and os.listdir(destination):
         raise FileExistsError(f"{destination} exists and is not empty")
+    missing = [name for name in FILES + PACKAGES
+               if not os.path.exists(os.path.join(source, name))]
+    if missing:  # a copy without them would not build or run
+        raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: not a whole project")
     os.makedirs(destination, exist_ok=True)
     copied = []
     for name in FILES:
-        path = os.path.join(source, name)
-        if os.path.isfile(path):
-            shutil.copy2(path, os.path.join(destination, name))
-            copied.append(name)
+        shutil.copy2(os.path.join(source, name), os.path.join(destination, name))
+        copied.append(name)
     for package in PACKAGES:
         shutil.copytree(os.path.join(source, package), os.path.join(destination, package),
                         ignore=IGNORED)
