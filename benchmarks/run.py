@@ -324,7 +324,8 @@ def main(argv=None) -> Dict[str, Any]:
     for t in target_items:
         result = {True: "PASS", False: "FAIL", None: "not measured"}[t["passed"]]
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
-        print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']})")
+        detail = f", {t['detail']}" if t.get("detail") else ""
+        print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")
     if profile:
         print()
         print(report.profile_markdown(profile))
