@@ -57,10 +57,10 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             schema: Optional[types.BaseChannel] = None,
             transform_graph: Optional[types.BaseChannel] = None,
             max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION):
-        if isinstance(inference_config, InferenceConfig):
-            inference_config = inference_config.validate().to_json()
-        elif inference_config:
-            inference_config = InferenceConfig.from_json(inference_config).validate().to_json()
+        if isinstance(inference_config, str) and inference_config:
+            inference_config = InferenceConfig.from_json(inference_config)
+        if inference_config:  # checked where the pipeline is defined, not hours into a run
+            inference_config = executor.bounded_config(inference_config).to_json()
         if not 0.0 <= max_failure_fraction <= 1.0:
             raise ValueError(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
         if output_example_spec:

@@ -117,11 +117,8 @@ def _job_only(pipeline: beam.Pipeline) -> bool:
     return bool(options.get("dry_run") or options.get("template_location"))
 
 
-def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
-    text = exec_properties.get(spec.INFERENCE_CONFIG_KEY)
-    config = InferenceConfig.from_json(text) if text else InferenceConfig()
-    model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
-    # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
+def bounded_config(config: InferenceConfig) -> InferenceConfig:
+    """The validated config, if a bounded (BulkInferrer) run can use it; else ValueError."""
     for model in config.models:
         if model.max_batch_duration_secs:
             # Beam's stateful, time-bounded batching lost records in bounded pipelines here
@@ -130,6 +127,15 @@ def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
                 f"model {model.name!r}: max_batch_duration_secs is for streaming "
                 f"(python -m inference.streaming); in a bounded BulkInferrer run, Beam's "
                 f"stateful batching loses records, and batches fill without waiting.")
+    return config.validate()
+
+
+def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
+    text = exec_properties.get(spec.INFERENCE_CONFIG_KEY)
+    config = bounded_config(InferenceConfig.from_json(text) if text else InferenceConfig())
+    model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
+    # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
+    for model in config.models:
         if model.framework in (None, "tensorflow"):
             model.options.setdefault("signature_name", list(model_spec.model_signature_name))
             model.options.setdefault("tag", list(model_spec.tag))

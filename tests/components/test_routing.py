@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import torch
+from tfx import types
+from tfx.types import standard_artifacts
 
-from components.bulk_inferrer import spec
+from components.bulk_inferrer import component, spec
 from inference import routing
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
@@ -188,5 +190,16 @@ def test_stateful_batching_is_refused_in_bounded_runs(setup, tmp_path):
     """max_batch_duration_secs uses Beam's stateful batching, which lost records in bounded
     pipelines (the accounting caught it); the component says so up front."""
     _, uris, _ = setup
+    config = InferenceConfig(models=[_model("m", uris[1], max_batch_duration_secs=1)])
     with pytest.raises(ValueError, match="is for streaming"):
-        _run(setup, InferenceConfig(models=[_model("m", uris[1], max_batch_duration_secs=1)]))
+        _run(setup, config)
+    # ... and where the pipeline is defined, before any upstream component runs.
+    examples = types.Channel(type=standard_artifacts.Examples)
+    with pytest.raises(ValueError, match="is for streaming"):
+        component.BulkInferrer(examples=examples, inference_config=config)
+    with pytest.raises(ValueError, match="is for streaming"):
+        component.BulkInferrer(examples=examples, inference_config=config.to_json())
+    config.models[0].max_batch_duration_secs = None
+    inferrer = component.BulkInferrer(examples=examples, inference_config=config)
+    assert InferenceConfig.from_json(
+        inferrer.exec_properties[spec.INFERENCE_CONFIG_KEY]) == config
