@@ -1,4 +1,6 @@
 """PyTorch: TorchScript files, or a state dict with its model class, via Beam's handlers."""
+import itertools
+
 import numpy as np
 import torch
 from apache_beam.ml.inference import pytorch_inference
@@ -21,11 +23,25 @@ def build(model: ModelConfig, path: str) -> FrameworkHandler:
             device=model.device, inference_fn=_numpy_outputs(
                 pytorch_inference.default_keyed_tensor_inference_fn), **location)
         return FrameworkHandler(handler, _keyed_rows)
-    handler = pytorch_inference.PytorchModelHandlerTensor(
-        device=model.device,
-        inference_fn=_numpy_outputs(pytorch_inference.default_tensor_inference_fn),
-        **location)
-    return FrameworkHandler(handler, _rows)
+    # Beam's handler loads the model (onto the GPU if asked and usable, else the CPU);
+    # `_forward` runs it on the stacked batch, as Beam's default_tensor_inference_fn does
+    # after stacking per-row tensors back and before wrapping each output row.
+    handler = pytorch_inference.PytorchModelHandlerTensor(device=model.device, **location)
+    return FrameworkHandler(handler, None, _forward)
+
+
+def _forward(module: torch.nn.Module, inputs: np.ndarray, inference_args=None):
+    """The module's outputs (in NumPy) for a [batch, ...] array, on the module's device."""
+    with torch.no_grad():  # as Beam's inference functions (GPU memory, apache/beam#22811)
+        batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(_device(module))
+        return _to_numpy(module(batch, **(inference_args or {})))
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    """Where the module's weights are: where Beam's handler loaded it."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _numpy_outputs(inference_fn):

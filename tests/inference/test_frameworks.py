@@ -246,6 +246,30 @@ class _TwoInputs(torch.nn.Module):
         return self.linear(both), both.sum(dim=1)
 
 
+def test_pytorch_state_dict_and_torchscript_on_the_device_the_weights_are_on(
+        tmp_path, tmp_path_factory, tabular):
+    """device="GPU": on a GPU the batch goes to the weights there; without one, Beam's
+    handler loads the weights onto the CPU and the batch follows them."""
+    folder = str(tmp_path_factory.mktemp("torch"))
+    torch.manual_seed(0)
+    mlp = _Mlp().eval()
+    torch.save(mlp.state_dict(), f"{folder}/weights.pt")
+    torch.jit.save(torch.jit.script(mlp), f"{folder}/model.pt")
+    inputs = InputSpec(features=FEATURES)
+    results = _run(tmp_path, tabular, [
+        ModelConfig(name="state_dict", uri=f"{folder}/weights.pt", framework="pytorch",
+                    inputs=inputs, device="GPU",
+                    options={"model_class": f"{__name__}._Mlp"}),
+        ModelConfig(name="torchscript", uri=f"{folder}/model.pt", inputs=inputs,
+                    device="GPU", max_batch_size=16),
+    ])
+
+    with torch.no_grad():
+        expected = {"output_0": mlp(torch.from_numpy(tabular.x)).numpy()}
+    _assert_equal(results["state_dict"], expected)
+    _assert_equal(results["torchscript"], expected)
+
+
 def test_onnx_from_torch_stacked_and_dict(tmp_path, tmp_path_factory, tabular):
     folder = str(tmp_path_factory.mktemp("torch2onnx"))
     torch.manual_seed(0)
