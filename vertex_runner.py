@@ -9,8 +9,9 @@
 
 The same `pipeline.create_pipeline(...)` as the local run, with every component running in
 the image built from ./Dockerfile and every Beam-based component on Dataflow; with
-DATAFLOW_GPU_TYPE set, the BulkInferrers' Dataflow jobs also get GPU workers. Names, image, bucket and Dataflow
-settings come from template/config.py (environment variables override them).
+DATAFLOW_GPU_TYPE set, the BulkInferrers' Dataflow jobs also get GPU workers. Names,
+image, bucket and Dataflow settings come from template/config.py (environment variables
+override them).
 Compiling needs no Google Cloud access.
 """
 import os

@@ -225,9 +225,10 @@ def _beam_handler(case):
         from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor  # pylint: disable=import-outside-toplevel
         return PytorchModelHandlerTensor(torch_script_model_path=path, **kwargs), parse_tensor
     if name == "sklearn":
-        from apache_beam.ml.inference.sklearn_inference import ModelFileType, SklearnModelHandlerNumpy  # pylint: disable=import-outside-toplevel
-        return SklearnModelHandlerNumpy(model_uri=path, model_file_type=ModelFileType.JOBLIB,
-                                        **kwargs), parse_features
+        from apache_beam.ml.inference import sklearn_inference  # pylint: disable=import-outside-toplevel
+        return sklearn_inference.SklearnModelHandlerNumpy(
+            model_uri=path, model_file_type=sklearn_inference.ModelFileType.JOBLIB,
+            **kwargs), parse_features
     if name == "onnx":
         from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy  # pylint: disable=import-outside-toplevel
         return OnnxModelHandlerNumpy(model_uri=path, providers=["CPUExecutionProvider"],

@@ -188,7 +188,8 @@ def targets_markdown(items) -> str:
 def profile_markdown(profile: Dict[str, Any]) -> str:
     if not profile or profile.get("error"):
         return f"Profile failed: {profile.get('error')}" if profile else ""
-    lines = [f"cProfile of ours ({profile.get('model', 'pytorch')}, N={profile['n']:,}, in_memory): "
+    lines = [f"cProfile of ours ({profile.get('model', 'pytorch')}, N={profile['n']:,}, "
+             f"in_memory): "
              f"{profile['profiled_wall_seconds']:.1f} s profiled "
              f"({profile.get('seconds') or 0:.1f} s in the executor).", "",
              "| where | seconds | us/record | share |", "|---|---|---|---|"]

@@ -56,7 +56,8 @@ def render(metadata_path: str, pipeline_name: str) -> str:
         artifacts = store.get_artifacts_by_id(outputs)
         types = {t.id: t.name for t in store.get_artifact_types_by_id(
             list({a.type_id for a in artifacts}))}
-        dead_letters = [a.uri for a in artifacts if types[a.type_id] == spec.InferenceFailures.TYPE_NAME]
+        dead_letters = [a.uri for a in artifacts
+                        if types[a.type_id] == spec.InferenceFailures.TYPE_NAME]
         for artifact in artifacts:
             if "models" in artifact.custom_properties and types[
                     artifact.type_id] != spec.InferenceFailures.TYPE_NAME:

@@ -18,7 +18,6 @@ import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 

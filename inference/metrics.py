@@ -47,6 +47,7 @@ def record_batch(model_name: str, records: int, started: float, origin: float):
     active.update(int((started - origin) * 1000))
     active.update(int((time.time() - origin) * 1000))
 
+
 KEYED_NAMESPACE = "BeamML_KeyedModels"  # Beam's KeyedModelHandler metrics namespace
 
 

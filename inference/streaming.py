@@ -33,8 +33,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Uni
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, \
-    RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, \
     StandardOptions
 from apache_beam.transforms import window

@@ -1,5 +1,4 @@
 """Builders for real test inputs: tf.Examples, Examples/Model artifacts, small models."""
-import gzip
 import os
 from typing import Dict, List, Sequence
 
@@ -134,6 +133,6 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, **props):
     run_dir = tempfile.mkdtemp(prefix="bulk_inferrer-", dir=str(tmp_path))
     output = output_artifact(standard_artifacts.InferenceResult,
                              os.path.join(run_dir, spec.INFERENCE_RESULT_KEY))
-    executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(inputs, {spec.INFERENCE_RESULT_KEY: [output]},
-                                  exec_properties)
+    executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(
+        inputs, {spec.INFERENCE_RESULT_KEY: [output]}, exec_properties)
     return output

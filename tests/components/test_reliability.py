@@ -1,6 +1,5 @@
 """Bad input, faulty models and thresholds: every record ends predicted or dead-lettered."""
 import gzip
-import os
 
 import numpy as np
 import pytest
