@@ -74,7 +74,8 @@ def render(metadata_path: str, pipeline_name: str) -> str:
             lines.append(
                 f"    {model}: {value('predictions')} of {value('examples_in')} examples "
                 f"inferred, {value('failures'):.0f} failures, "
-                f"{value('examples_per_sec'):.0f} examples/s, "
+                f"{value('examples_per_sec'):.0f} examples/s "
+                f"({value('active_seconds'):.2f} s inferring), "
                 f"mean batch {value('mean_batch_size'):.0f}, "
                 f"model load {value('model_load_ms'):.0f} ms")
         lines.append(f"    outputs: {artifact.uri}")

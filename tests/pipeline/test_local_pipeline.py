@@ -1,5 +1,6 @@
 """The whole pipeline under LocalDagRunner on a sample of the taxi data, run twice."""
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -49,9 +50,13 @@ def _states(metadata_path):
 
 def test_every_component_completes_and_summary_reports_models(local_run):
     metadata_path, first_summary, _ = local_run
-    for model in ("keras", "pytorch"):
+    models = ("keras", "pytorch")
+    for model in models:
         assert f"BulkInferrer.{model}" in first_summary
         assert f"{model}: " in first_summary and " 0 failures" in first_summary
+    inferring = re.findall(r"\((\d+\.\d\d) s inferring\)", first_summary)
+    assert len(inferring) == first_summary.count(" examples inferred, ") >= len(models)
+    assert all(float(seconds) > 0 for seconds in inferring)
     assert metadata_path in first_summary
 
 
