@@ -129,9 +129,13 @@ class ExampleDecoder:
         self._serialized_schema = schema.SerializeToString() if schema is not None else None
         self._decoder = None
 
-    def __call__(self, records: Sequence[bytes]) -> Columns:
-        if self._decoder is None:  # Built lazily: the C++ decoder does not pickle.
+    def load(self):
+        """Builds the decoder (here rather than at construction: it does not pickle)."""
+        if self._decoder is None:
             self._decoder = example_coder.ExamplesToRecordBatchDecoder(self._serialized_schema)
+
+    def __call__(self, records: Sequence[bytes]) -> Columns:
+        self.load()
         records = list(records)
         if len(records) <= DECODE_SLICE:
             return self._decode(records)
@@ -240,9 +244,15 @@ class TransformDecoder:
 
         return transform
 
-    def __call__(self, records: Sequence[bytes]) -> Columns:
+    def load(self):
+        """Loads the transform graph and traces the call: seconds, so the model handler
+        does it with the model rather than in the first batch (and its timeout)."""
         if self._fn is None:
             self._fn = self._build()
+            self._fn.get_concrete_function()
+
+    def __call__(self, records: Sequence[bytes]) -> Columns:
+        self.load()
         columns = {}
         for name, tensor in self._fn(list(records)).items():
             if hasattr(tensor, "indices"):  # SparseTensor: values and per-row counts

@@ -94,6 +94,8 @@ class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
             raise RuntimeError(
                 f"model {self.model_name!r} ({self._model.framework}) could not be loaded "
                 f"from {self._model.uri}: {type(e).__name__}: {e}") from e
+        if self._decoder is not None:  # a tf.Transform graph loads in seconds: load it now
+            self._decoder.load()
         _freeze_long_lived_objects()
         return model
 

@@ -131,3 +131,27 @@ def test_length_buckets_need_a_feature_and_sorted_boundaries():
     InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids")]).validate()
     InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids",
                                         length_buckets=[8])]).validate()
+
+
+def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
+    """Decoders build lazily (they do not pickle), and a tf.Transform graph takes seconds:
+    the handler builds its decoder when it loads the model, not in the first batch (whose
+    time, and timeout, are the model's own)."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    from inference.handler import create_handler
+
+    path = str(tmp_path / "model.joblib")
+    joblib.dump(LinearRegression().fit(np.eye(2, dtype=np.float32), [0.0, 1.0]), path)
+    model = ModelConfig(name="m", inputs=InputSpec(features=["a", "b"]),
+                        options={"trusted": True})
+    handler = create_handler(model, path)
+    decoder = handler._decoder  # pylint: disable=protected-access
+    assert decoder._decoder is None  # pylint: disable=protected-access
+
+    loaded = handler.load_model()
+
+    assert decoder._decoder is not None  # pylint: disable=protected-access
+    [[result]] = handler.run_inference([[helpers.example({"a": [1.0], "b": [0.0]})]], loaded)
+    assert result.inference == pytest.approx(0.0, abs=1e-6)
