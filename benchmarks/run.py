@@ -326,6 +326,9 @@ def main(argv=None) -> Dict[str, Any]:
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         detail = f", {t['detail']}" if t.get("detail") else ""
         print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")
+    if args.n < DEFAULT_N:
+        print(f"  (the targets are for N >= {DEFAULT_N:,}: at N={args.n:,}, each case's fixed "
+              f"cost, about a second of pipeline start and finish, weighs on every ratio)")
     if profile:
         print()
         print(report.profile_markdown(profile))
