@@ -102,14 +102,18 @@ def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
 
     Environment overrides: DATAFLOW_TEMP_LOCATION, DATAFLOW_STAGING_LOCATION,
     DATAFLOW_SDK_CONTAINER_IMAGE (default: the pipeline image), DATAFLOW_MACHINE_TYPE,
-    DATAFLOW_NUM_WORKERS, DATAFLOW_MAX_NUM_WORKERS, DATAFLOW_SETUP_FILE ("none" drops
-    `--setup_file`: the image has the project installed already), DATAFLOW_EXTRA_ARGS
-    (more flags, space-separated).
+    DATAFLOW_NUM_WORKERS, DATAFLOW_MAX_NUM_WORKERS, DATAFLOW_SETUP_FILE (a setup.py to
+    ship the project to the workers as a package, or "none"), DATAFLOW_EXTRA_ARGS (more
+    flags, space-separated).
 
-    setup_file: the `--setup_file` when DATAFLOW_SETUP_FILE is unset; by default the
-      project's setup.py inside the container, where Vertex AI launches the jobs.
+    setup_file: the `--setup_file` when DATAFLOW_SETUP_FILE is unset. By default, none
+      when the workers run the pipeline image, which has the project installed (a package
+      on top would cost each worker a pip install at start, of the same code); with
+      another image, the project's setup.py inside the container, where Vertex AI
+      launches the jobs.
     """
     bucket = gcs_bucket()
+    image = _env("DATAFLOW_SDK_CONTAINER_IMAGE", pipeline_image())
     args = [
         "--runner=DataflowRunner",
         f"--project={gcp_project()}",
@@ -117,15 +121,17 @@ def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
         f"--temp_location={_env('DATAFLOW_TEMP_LOCATION', f'gs://{bucket}/dataflow/tmp')}",
         "--staging_location="
         f"{_env('DATAFLOW_STAGING_LOCATION', f'gs://{bucket}/dataflow/staging')}",
-        # The workers run our image: TFX, the frameworks and this project are installed.
-        f"--sdk_container_image={_env('DATAFLOW_SDK_CONTAINER_IMAGE', pipeline_image())}",
+        # By default the workers run our image: TFX, the frameworks and this project are
+        # installed in it.
+        f"--sdk_container_image={image}",
         "--sdk_location=container",
         f"--machine_type={_env('DATAFLOW_MACHINE_TYPE', 'n1-standard-4')}",
         f"--num_workers={_env('DATAFLOW_NUM_WORKERS', '1')}",
         f"--max_num_workers={_env('DATAFLOW_MAX_NUM_WORKERS', '4')}",
     ]
-    setup = _env("DATAFLOW_SETUP_FILE",
-                 setup_file or os.path.join(CONTAINER_PROJECT_DIR, "setup.py"))
+    setup = _env("DATAFLOW_SETUP_FILE", setup_file or (
+        "none" if image == pipeline_image() else
+        os.path.join(CONTAINER_PROJECT_DIR, "setup.py")))
     if setup.lower() != "none":
         args.append(f"--setup_file={setup}")
     return args + _env("DATAFLOW_EXTRA_ARGS", "").split()

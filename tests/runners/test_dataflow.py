@@ -175,3 +175,19 @@ def test_dry_run_builds_and_validates_the_job(cloud_env, inputs):
     assert not (tmp_path / "job.json").exists()
 
 
+
+
+def test_project_is_shipped_as_a_package_only_to_workers_of_another_image(
+        cloud_env, monkeypatch):
+    """The pipeline image has the project installed: no `--setup_file` (a pip install per
+    worker at start, of the same code). Another worker image gets it from setup.py."""
+    assert not [a for a in config.dataflow_beam_pipeline_args()
+                if a.startswith("--setup_file")]
+    monkeypatch.setenv("DATAFLOW_SDK_CONTAINER_IMAGE", "apache/beam_python3.10_sdk:2.74.0")
+    assert "--setup_file=/pipeline/setup.py" in config.dataflow_beam_pipeline_args()
+    monkeypatch.setenv("DATAFLOW_SETUP_FILE", "none")
+    assert not [a for a in config.dataflow_beam_pipeline_args()
+                if a.startswith("--setup_file")]
+    monkeypatch.delenv("DATAFLOW_SDK_CONTAINER_IMAGE")
+    monkeypatch.setenv("DATAFLOW_SETUP_FILE", "/src/setup.py")
+    assert "--setup_file=/src/setup.py" in config.dataflow_beam_pipeline_args()

@@ -24,8 +24,7 @@ BEAM_COMPONENTS = {"CsvExampleGen", "StatisticsGen", "Transform"} | {
 DATAFLOW_ARGS = ["--runner=DataflowRunner", "--project=test-project", "--region=us-central1",
                  "--temp_location=gs://test-bucket/dataflow/tmp",
                  "--staging_location=gs://test-bucket/dataflow/staging",
-                 f"--sdk_container_image={IMAGE}", "--sdk_location=container",
-                 "--setup_file=/pipeline/setup.py"]
+                 f"--sdk_container_image={IMAGE}", "--sdk_location=container"]
 GPU = "--dataflow_service_options=worker_accelerator=type:nvidia-tesla-t4;count:1;" \
       "install-nvidia-driver"
 
@@ -56,6 +55,8 @@ def _check(pipeline_json: dict, name: str):
         if component in BEAM_COMPONENTS:
             missing = [a for a in DATAFLOW_ARGS if a not in args]
             assert not missing, (component, missing)
+            # The workers run the pipeline image, which has the project installed.
+            assert not [a for a in args if a.startswith("--setup_file")], component
     example_gen = json.dumps(spec["components"]["CsvExampleGen"]) + json.dumps(
         spec["deploymentSpec"]["executors"]["CsvExampleGen_executor"])
     assert f"gs://test-bucket/data/{name}" in example_gen + json.dumps(spec["root"])
