@@ -14,6 +14,9 @@ kinds:
                  | Map(str) | WriteToText
   tfx            tfx.components.bulk_inferrer.executor.Executor (SavedModel)
   ours           components.bulk_inferrer.executor.Executor
+  core           our engine in a Beam pipeline of its own, as a Beam user writes it:
+                 ReadRecords | InferExamples | Encode | WriteRecordChunks (+ dead letters);
+                 no TFX executor, artifacts or outcome checks
 """
 import glob
 import json
@@ -330,8 +333,39 @@ def _ours(case):
                             f"{name}.active_seconds")}}
 
 
+def _core(case):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    from inference import io, metrics, transforms  # pylint: disable=import-outside-toplevel
+    from inference.failures import FAILURES_TAG  # pylint: disable=import-outside-toplevel
+    started = time.perf_counter()
+    config = ours_config(case)
+    name = case["model"]
+    handlers = transforms.create_handlers(config, {name: case["model_path"]})
+    prefix = os.path.join(case["out"], "prediction_logs")
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args(case)))
+    read = pipeline | "Read" >> io.ReadRecords(
+        record_files(case["data_root"]),
+        chunk_size=handlers[name].batch_elements_kwargs()["min_batch_size"])
+    inferred = read.main | "Infer" >> transforms.InferExamples(handlers, config)
+    encoded = inferred.predictions[name] | "Encode" >> transforms.Encode(
+        transforms.prediction_log_encoder(handlers[name].output_names))
+    _ = encoded.main | "Write" >> io.WriteRecordChunks(prefix)
+    _ = ((read[FAILURES_TAG], inferred.failures, encoded[FAILURES_TAG])
+         | "Failures" >> beam.Flatten()
+         | "WriteFailures" >> io.WriteFailures(os.path.join(case["out"], "failures")))
+    result = pipeline.run()
+    result.wait_until_finish()
+    seconds = time.perf_counter() - started
+    figures = metrics.run_figures(result, config.models, [""], seconds).models[name]
+    return {"seconds": seconds, "records_out": _count_records(prefix + "-*"),
+            "mean_batch_size": figures.mean_batch_size, "batches": figures.batches,
+            "figures": {"predictions": figures.predictions, "failures": figures.failures,
+                        "active_seconds": figures.active_seconds}}
+
+
 _KINDS = {"raw": _raw, "raw_encode": _raw, "plain_beam": _plain_beam,
-          "tfx": _tfx, "ours": _ours}
+          "tfx": _tfx, "ours": _ours, "core": _core}
 
 
 def main(argv):

@@ -9,6 +9,7 @@ KIND_LABELS = {
     "plain_beam": "plain Beam (hand-written)",
     "tfx": "TFX BulkInferrer",
     "ours": "ours (BulkInferrer executor)",
+    "core": "ours, core in plain Beam",
 }
 
 

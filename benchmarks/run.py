@@ -35,12 +35,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="N=20,000, pytorch/sklearn/keras, 1 worker: a few minutes")
     parser.add_argument("--micro", action="store_true",
-                        help="a tiny smoke run (N=256, pytorch, raw and ours)")
+                        help="a tiny smoke run (N=256, pytorch, raw, ours and core)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of pytorch,keras,sklearn,onnx")
     parser.add_argument("--kinds", default=None,
                         help="comma-separated subset of raw,raw_encode,plain_beam,"
-                             "tfx,ours")
+                             "tfx,ours,core")
     parser.add_argument("--direct_num_workers", type=int, nargs="+", default=None,
                         help="worker counts; counts > 1 run ours on pytorch again "
                              "(default: 1 2; --quick: 1)")
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.micro:
         args.n = args.n or MICRO_N
         args.models = args.models or "pytorch"
-        args.kinds = args.kinds or "raw,raw_encode,ours"
+        args.kinds = args.kinds or "raw,raw_encode,ours,core"
         args.direct_num_workers = args.direct_num_workers or [1]
         args.shards = min(args.shards, 2)
     elif args.quick:
@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.direct_num_workers = args.direct_num_workers or [1]
     args.n = args.n or DEFAULT_N
     args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
-    args.kinds = [k for k in (args.kinds or "raw,raw_encode,plain_beam,tfx,ours"
+    args.kinds = [k for k in (args.kinds or "raw,raw_encode,plain_beam,tfx,ours,core"
                               ).split(",") if k]
     args.direct_num_workers = args.direct_num_workers or [1, 2]
     if args.isolation == "inline":
@@ -136,6 +136,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     add("tfx", "keras")
     for model in args.models:
         add("ours", model)
+    for model in args.models:
+        add("core", model)
     scaling = args.direct_running_mode != "in_memory" and any(
         workers != 1 for workers in args.direct_num_workers)
 

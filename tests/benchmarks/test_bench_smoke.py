@@ -11,12 +11,13 @@ def test_micro_benchmark_runs_and_reports(tmp_path):
 
     rows = {(r["kind"], r.get("encoder")): r for r in result["rows"]}
     assert set(rows) == {("raw", None), ("raw_encode", "proto"), ("raw_encode", "bytes"),
-                         ("raw_encode", "batch"), ("ours", None)}
+                         ("raw_encode", "batch"), ("ours", None), ("core", None)}
     for row in rows.values():
         assert not row.get("error"), row
         assert row["records_out"] == row["n"] == run.MICRO_N
         assert row["examples_per_sec"] > 0
     assert rows[("ours", None)]["mean_batch_size"] > 0
+    assert rows[("core", None)]["mean_batch_size"] > 0
     assert rows[("ours", None)]["x_raw"] > 0
     # The model's active time is part of the run's, so its throughput is the higher.
     assert rows[("ours", None)]["active_examples_per_sec"] > rows[("ours", None)][
