@@ -126,6 +126,9 @@ def test_keyed_routes_each_key_to_its_model_within_a_model_cap(setup):
     # The record whose key no model serves is a dead letter, not a loss.
     assert capped.get_int_custom_property("failures") == 1
     assert capped.get_int_custom_property("predictions") == N
+    # Each model's batches ran inside Beam's KeyedModelHandler, and were timed there too.
+    assert all(capped.get_float_custom_property(f"m{o}.active_seconds") > 0
+               for o in (1, 2, 3))
     # With one model allowed in memory, serving three keys means evicting and reloading;
     # grouping records by key first avoids most of that thrashing.
     capped_loads = sum(capped.get_int_custom_property(f"m{o}.model_loads") for o in (1, 2, 3))
