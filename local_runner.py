@@ -32,7 +32,7 @@ def create_pipeline() -> tfx.dsl.Pipeline:
         train_num_steps=config.TRAIN_NUM_STEPS,
         eval_num_steps=config.EVAL_NUM_STEPS,
         inference_splits=config.INFERENCE_SPLITS,
-        beam_pipeline_args=config.LOCAL_BEAM_PIPELINE_ARGS,
+        beam_pipeline_args=config.local_beam_pipeline_args(),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.METADATA_PATH),
     )
