@@ -65,7 +65,8 @@ class _Forward:
         if self.name == "pytorch":
             import torch  # pylint: disable=import-outside-toplevel
             self._torch = torch
-            self._module = torch.jit.load(path)
+            self._device = torch_device(case)
+            self._module = torch.jit.load(path, map_location=self._device)
         elif self.name == "sklearn":
             import joblib  # pylint: disable=import-outside-toplevel
             self._model = joblib.load(path)
@@ -89,10 +90,21 @@ class _Forward:
         x = self.decode(records)
         if self.name == "pytorch":
             with self._torch.no_grad():  # NumPy outputs, as the pipeline's PyTorch path
-                return self._module(self._torch.from_numpy(x)).numpy()
+                inputs = self._torch.from_numpy(x).to(self._device)
+                return self._module(inputs).cpu().numpy()
         if self.name == "sklearn":
             return self._model.predict(x)
         return self._session.run(None, {"x": x})[0]
+
+
+def torch_device(case):
+    """The case's PyTorch device: the GPU when asked for and CUDA is usable, else the CPU
+    (as Beam's PyTorch handler decides)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import pytorch_inference  # pylint: disable=import-outside-toplevel
+    if case.get("device") == "GPU" and pytorch_inference._cuda_device_is_usable():  # pylint: disable=protected-access
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _read_batches(case):
@@ -226,7 +238,9 @@ def _beam_handler(case):
     kwargs = {key: case[key] for key in ("min_batch_size", "max_batch_size") if case.get(key)}
     if name == "pytorch":
         from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor  # pylint: disable=import-outside-toplevel
-        return PytorchModelHandlerTensor(torch_script_model_path=path, **kwargs), parse_tensor
+        return PytorchModelHandlerTensor(torch_script_model_path=path,
+                                         device=case.get("device", "CPU"),
+                                         **kwargs), parse_tensor
     if name == "sklearn":
         from apache_beam.ml.inference import sklearn_inference  # pylint: disable=import-outside-toplevel
         return sklearn_inference.SklearnModelHandlerNumpy(
@@ -298,7 +312,8 @@ def ours_config(case):
     from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
     name = case["model"]
     model = ModelConfig(name=name, min_batch_size=case.get("min_batch_size"),
-                        max_batch_size=case.get("max_batch_size"))
+                        max_batch_size=case.get("max_batch_size"),
+                        device=case.get("device", "CPU") if name == "pytorch" else "CPU")
     if name != "keras":
         model.inputs = InputSpec(features=list(FEATURES), dtype="float32")
     if name == "sklearn":

@@ -186,6 +186,24 @@ def targets_markdown(items) -> str:
     return "\n".join(lines)
 
 
+def sweep_markdown(rows) -> str:
+    """Throughput vs batch size (`--batch_sizes`), PyTorch: raw loop and ours."""
+    by_batch: Dict[int, Dict[str, Any]] = {}
+    for row in rows:
+        if row.get("sweep_batch"):
+            by_batch.setdefault(row["sweep_batch"], {})[row["kind"]] = row
+    if not by_batch:
+        return ""
+    lines = ["| batch | raw examples/s | ours examples/s | ours active examples/s |",
+             "|---|---|---|---|"]
+    for batch, kinds in sorted(by_batch.items()):
+        cells = [_cell(kinds[kind], key) if kind in kinds else "-" for kind, key in (
+            ("raw", "examples_per_sec"), ("ours", "examples_per_sec"),
+            ("ours", "active_examples_per_sec"))]
+        lines.append(f"| {batch:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def profile_markdown(profile: Dict[str, Any]) -> str:
     if not profile or profile.get("error"):
         return f"Profile failed: {profile.get('error')}" if profile else ""
@@ -217,6 +235,9 @@ def write(folder: str, rows, target_items, environment, profile=None, prep=None)
           f"isolation: {environment.get('isolation')}; each case the fastest of "
           f"{environment.get('repeat', 1)} run(s).", "",
           markdown_table(rows), "", "## Targets", "", targets_markdown(target_items), "",
+          *(["## Throughput vs batch size (PyTorch, device "
+             f"{environment.get('device')}, CUDA {environment.get('cuda')})", "",
+             sweep_markdown(rows), ""] if sweep_markdown(rows) else []),
           "## Environment", "", "```", json.dumps(environment, indent=2, default=str), "```"]
     if profile:
         md += ["", "## Profile", "", profile_markdown(profile)]

@@ -62,6 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "OpenMP threads waiting on each other make forward passes "
                              "10-100x slower and the timings erratic; Beam runs one worker "
                              "per core anyway")
+    parser.add_argument("--device", choices=["CPU", "GPU"], default="CPU",
+                        help="where the PyTorch model runs, in every case (GPU: when CUDA "
+                             "is usable, else the CPU, as Beam's PyTorch handler decides)")
+    parser.add_argument("--batch_sizes", type=int, nargs="*", default=[],
+                        help="throughput vs batch size: raw and ours on pytorch at each "
+                             "fixed batch size (ours: min = max batch size)")
     parser.add_argument("--shards", type=int, default=8, help="input files per data set")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=1,
@@ -115,14 +121,16 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-{mode}"
         if extra.get("encoder"):
             name += f"-{extra['encoder']}"
-        cases.append(dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
-                          data_root=data_roots[n], model_path=models[model]["path"],
-                          model_uri=models[model]["artifact_uri"],
-                          raw_batch_size=args.raw_batch_size,
-                          torch_threads=args.torch_threads,
-                          min_batch_size=args.min_batch_size,
-                          max_batch_size=args.max_batch_size,
-                          out=os.path.join(folder, "cases", name), name=name, **extra))
+        if extra.get("sweep_batch"):
+            name += f"-b{extra['sweep_batch']}"
+        case = dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
+                    data_root=data_roots[n], model_path=models[model]["path"],
+                    model_uri=models[model]["artifact_uri"],
+                    raw_batch_size=args.raw_batch_size, torch_threads=args.torch_threads,
+                    min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
+                    device=args.device, out=os.path.join(folder, "cases", name), name=name)
+        case.update(extra)
+        cases.append(case)
 
     for model in args.models:
         add("raw", model)
@@ -159,6 +167,9 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
         if size != args.n:
             add_scaling(size)
+    for batch in args.batch_sizes:
+        add("raw", "pytorch", raw_batch_size=batch, sweep_batch=batch)
+        add("ours", "pytorch", min_batch_size=batch, max_batch_size=batch, sweep_batch=batch)
     return cases
 
 
@@ -177,7 +188,10 @@ def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
     sample = data.resample(matrix, 256, job["seed"] + 1)
     parity = models.check_parity(built, sample, data.ExampleSerializer()(sample))
     built = {name: model for name, model in built.items() if name in job["models"]}
-    return {"data_roots": {str(n): r for n, r in roots.items()},
+    import torch  # pylint: disable=import-outside-toplevel
+    # Asked here, in a child: CUDA initialised in the parent would fail in forked cases.
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"data_roots": {str(n): r for n, r in roots.items()}, "cuda": cuda,
             "models": {name: m._asdict() for name, m in built.items()},
             "max_abs_diff_vs_pytorch": parity,
             "seconds": round(time.perf_counter() - started, 2), "out": job["out"]}
@@ -199,6 +213,7 @@ def environment(args) -> Dict[str, Any]:
         env["protobuf_backend"] = api_implementation.Type()
         import google_crc32c  # pylint: disable=import-outside-toplevel
         env["crc32c"] = google_crc32c.implementation
+        env["device"] = args.device
     except Exception as e:  # pylint: disable=broad-except
         env["environment_error"] = repr(e)
     return env
@@ -277,6 +292,7 @@ def main(argv=None) -> Dict[str, Any]:
     print(f"  data and models ready in {prep['seconds']:.0f} s; outputs vs pytorch: "
           f"{prep['max_abs_diff_vs_pytorch']}", flush=True)
     data_roots = {int(n): root for n, root in prep["data_roots"].items()}
+    env["cuda"] = prep["cuda"]
 
     from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
     planned = plan(args, data_roots, prep["models"], folder)
@@ -328,6 +344,10 @@ def main(argv=None) -> Dict[str, Any]:
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         detail = f", {t['detail']}" if t.get("detail") else ""
         print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")
+    sweep = report.sweep_markdown(rows)
+    if sweep:
+        print()
+        print(sweep)
     if args.n < DEFAULT_N:
         print(f"  (the targets are for N >= {DEFAULT_N:,}: at N={args.n:,}, each case's fixed "
               f"cost, about a second of pipeline start and finish, weighs on every ratio)")
