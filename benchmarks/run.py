@@ -108,6 +108,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def make_case(args, kind: str, model: str, n: int, data_root: str,
+              built: Dict[str, str], out: str, workers: int = 1, mode: str = "in_memory",
+              **extra) -> Dict[str, Any]:
+    """One case: what it runs (kind, model, workers, mode), on what, and the run's
+    options; `extra` overrides them (e.g. a batch size)."""
+    case = dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
+                data_root=data_root, model_path=built["path"],
+                model_uri=built["artifact_uri"], raw_batch_size=args.raw_batch_size,
+                torch_threads=args.torch_threads, min_batch_size=args.min_batch_size,
+                max_batch_size=args.max_batch_size, device=args.device, out=out)
+    case.update(extra)
+    return case
+
+
 def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
          folder: str) -> List[Dict[str, Any]]:
     """Every case of this run, in order."""
@@ -123,14 +137,9 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-{extra['encoder']}"
         if extra.get("sweep_batch"):
             name += f"-b{extra['sweep_batch']}"
-        case = dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
-                    data_root=data_roots[n], model_path=models[model]["path"],
-                    model_uri=models[model]["artifact_uri"],
-                    raw_batch_size=args.raw_batch_size, torch_threads=args.torch_threads,
-                    min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
-                    device=args.device, out=os.path.join(folder, "cases", name), name=name)
-        case.update(extra)
-        cases.append(case)
+        cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
+                               os.path.join(folder, "cases", name), workers, mode,
+                               name=name, **extra))
 
     for model in args.models:
         add("raw", model)
@@ -323,13 +332,9 @@ def main(argv=None) -> Dict[str, Any]:
             # Profile on the main data set; the breakdown is per record either way.
             n, root = args.n, data_roots[args.n]
         from benchmarks import profiling  # pylint: disable=import-outside-toplevel
-        profile = _run(profiling.profile_case, dict(
-            kind="ours", model="pytorch", n=n, workers=1, mode="in_memory", data_root=root,
-            model_path=prep["models"]["pytorch"]["path"],
-            model_uri=prep["models"]["pytorch"]["artifact_uri"],
-            min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
-            raw_batch_size=args.raw_batch_size, torch_threads=args.torch_threads,
-            out=os.path.join(folder, "profile")), args)
+        profile = _run(profiling.profile_case, make_case(
+            args, "ours", "pytorch", n, root, prep["models"]["pytorch"],
+            os.path.join(folder, "profile")), args)
 
     report.add_ratios(rows)
     target_items = report.targets(rows, args.n)
