@@ -15,27 +15,27 @@ from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
-from apache_beam.ml.inference import tensorflow_inference, utils
+from apache_beam.ml.inference import tensorflow_inference
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+from inference.frameworks import FrameworkHandler
 
 DEFAULT_SIGNATURE = "serving_default"
 _KERAS_FILES = (".keras", ".h5")
 
 
 def build(model: ModelConfig, path: str) -> FrameworkHandler:
+    """Beam's handler loads the model; the forward calls it on the stacked batch (or the
+    dict of named arrays), as Beam's inference function would after stacking rows back."""
     device = "/GPU:0" if model.device == "GPU" else "/CPU:0"
     if posixpath.splitext(path)[1].lower() in _KERAS_FILES:
-        handler = KerasFileHandler(
-            path, inference_fn=functools.partial(_call_keras_model, device=device))
-    else:  # A subclass of Beam's handler: Keras 3's load_model refuses SavedModel folders.
-        handler = SavedModelSignatureHandler(
-            path, signature_name=_one(model, "signature_name") or DEFAULT_SIGNATURE,
-            tag=_one(model, "tag"), features=model.inputs.features,
-            layout=model.inputs.layout,
-            inference_fn=functools.partial(_call_signature, device=device))
-    return FrameworkHandler(handler, numpy_rows)
+        return FrameworkHandler(KerasFileHandler(path), None,
+                                functools.partial(_call_keras_model, device=device))
+    # A subclass of Beam's handler: Keras 3's load_model refuses SavedModel folders.
+    handler = SavedModelSignatureHandler(
+        path, signature_name=_one(model, "signature_name") or DEFAULT_SIGNATURE,
+        tag=_one(model, "tag"), features=model.inputs.features, layout=model.inputs.layout)
+    return FrameworkHandler(handler, None, functools.partial(_call_signature, device=device))
 
 
 @dataclasses.dataclass
@@ -107,33 +107,29 @@ class SavedModelSignatureHandler(tensorflow_inference.TFModelHandlerNumpy):
         return Signature(module, function, inputs)
 
 
-def _call_keras_model(model, batch, inference_args, model_id=None, *, device: str):
+def _call_keras_model(model, inputs, inference_args=None, *, device: str):
     with tf.device(device):
-        outputs = model(stack_rows(batch), **inference_args)
-    return _results(batch, outputs, model_id)
+        return _outputs(model(inputs, **(inference_args or {})))
 
 
-def _call_signature(signature: Signature, batch, inference_args, model_id=None, *,
-                    device: str):
-    stacked = stack_rows(batch)
-    if not isinstance(stacked, dict):
-        stacked = {next(iter(signature.inputs)): stacked}
+def _call_signature(signature: Signature, inputs, inference_args=None, *, device: str):
+    if not isinstance(inputs, Mapping):
+        inputs = {next(iter(signature.inputs)): inputs}
     feeds = {name: tf.convert_to_tensor(_as_dtype(value, signature.inputs[name].dtype))
-             for name, value in stacked.items()}
+             for name, value in inputs.items()}
     with tf.device(device):
-        outputs = signature.function(**feeds, **inference_args)
-    return _results(batch, outputs, model_id)
+        return _outputs(signature.function(**feeds, **(inference_args or {})))
 
 
-def _results(batch, outputs, model_id):
-    """Per-example results; Beam's default would pair a list of outputs with examples."""
+def _outputs(outputs):
+    """The batch's outputs in NumPy, row-aligned: a dict by output name, an array, or,
+    for a list of outputs, one tuple per record (Beam's default would pair the list's
+    items with records)."""
     if isinstance(outputs, Mapping):
-        outputs = {str(name): _numpy(value) for name, value in outputs.items()}
-    elif isinstance(outputs, (list, tuple)):
-        outputs = list(zip(*[_numpy(value) for value in outputs]))
-    else:
-        outputs = _numpy(outputs)
-    return utils._convert_to_result(batch, outputs, model_id)
+        return {str(name): _numpy(value) for name, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return list(zip(*[_numpy(value) for value in outputs]))
+    return _numpy(outputs)
 
 
 def _as_dtype(value: np.ndarray, dtype: tf.DType) -> np.ndarray:
