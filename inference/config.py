@@ -5,7 +5,9 @@ JSON out) so that a TFX component can carry it in its execution properties and a
 streaming job can take it from a flag; `validate()` checks it once, before any Beam work.
 """
 import dataclasses
+import difflib
 import json
+import typing
 from typing import Any, Dict, List, Optional, Union
 
 # Frameworks the registry knows (see inference/frameworks/). `None` means: detect from the
@@ -139,17 +141,21 @@ class InferenceConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "InferenceConfig":
-        data = dict(data)
-        models = []
-        for raw in data.pop("models", [{}]):
-            raw = dict(raw)
-            inputs = InputSpec(**_known(InputSpec, raw.pop("inputs", {}), "inputs"))
-            models.append(ModelConfig(inputs=inputs, **_known(ModelConfig, raw, "model")))
-        return cls(models=models, **_known(cls, data, "inference config"))
+        """The configuration that `data` (parsed JSON) describes; raises ConfigError listing
+        every unknown field and every value of the wrong type."""
+        problems = []
+        config = _typed(data, cls, "", problems, from_json=True)
+        _raise_if(problems)
+        return config
 
     def validate(self) -> "InferenceConfig":
-        """Checks the whole configuration; raises ConfigError listing every problem."""
+        """Checks the whole configuration; raises ConfigError listing every problem.
+
+        Values of the wrong type are reported first, alone: the other checks compare values.
+        """
         problems = []
+        _typed(self, InferenceConfig, "", problems)
+        _raise_if(problems)
         if not self.models:
             problems.append("no models: give at least one ModelConfig")
         if self.routing not in ROUTINGS:
@@ -162,10 +168,8 @@ class InferenceConfig:
             problems.append(f"model names must be unique, got {names}")
         for model in self.models:
             problems.extend(f"model {model.name!r}: {p}" for p in _model_problems(model))
-        if problems:
-            raise ConfigError("Invalid inference configuration:\n  - " + "\n  - ".join(problems))
+        _raise_if(problems)
         return self
-
 
     def _routing_problems(self) -> List[str]:
         problems = []
@@ -212,7 +216,7 @@ def _model_problems(model: ModelConfig) -> List[str]:
         problems.append("inputs.padding='max_length' needs a positive inputs.max_length")
     for field in ("min_batch_size", "max_batch_size", "max_batch_duration_secs", "model_copies"):
         value = getattr(model, field)
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and value < 1:
             problems.append(f"{field}={value!r}: must be a positive integer")
     if (model.min_batch_size and model.max_batch_size
             and model.min_batch_size > model.max_batch_size):
@@ -235,9 +239,99 @@ def _model_problems(model: ModelConfig) -> List[str]:
     return problems
 
 
-def _known(cls, data: Dict[str, Any], what: str) -> Dict[str, Any]:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ConfigError(f"Unknown {what} field(s) {unknown}; known: {sorted(fields)}")
-    return data
+def _raise_if(problems: List[str]) -> None:
+    if problems:
+        raise ConfigError("Invalid inference configuration:\n  - " + "\n  - ".join(problems))
+
+
+# What each type is called in messages: (one, several).
+_TYPE_NAMES = {bool: ("a boolean", "booleans"), int: ("an integer", "integers"),
+               float: ("a number", "numbers"), str: ("a string", "strings"),
+               type(None): ("null", "nulls"), dict: ("a dict with string keys",
+                                                     "dicts with string keys")}
+
+
+def _typed(value: Any, hint: Any, path: str, problems: List[str], from_json: bool = False):
+    """`value` checked against the type annotation `hint`, recursively through dataclass
+    fields, lists and dicts; each unknown field and ill-typed value is appended to
+    `problems` as "<path>: <what is wrong>". With `from_json`, a dict stands for the
+    dataclass `hint` names and is returned built as one; otherwise `value` is returned.
+
+    Written here rather than with pydantic's strict mode, which checks the same types but
+    takes a dict for a nested dataclass only when parsing JSON text and reports each arm of
+    a Union as an error of its own.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union and value is None and type(None) in args:
+        return value
+    if origin is Union and len(args) == 2 and type(None) in args:  # Optional[X]: checked as X
+        return _typed(value, next(a for a in args if a is not type(None)), path, problems,
+                      from_json)
+    if origin is Union:
+        for arm in args:
+            arm_problems = []
+            typed = _typed(value, arm, path, arm_problems, from_json)
+            if not arm_problems:
+                return typed
+    elif dataclasses.is_dataclass(hint) and isinstance(value, hint):
+        hints = typing.get_type_hints(hint)
+        for field in dataclasses.fields(hint):
+            _typed(getattr(value, field.name), hints[field.name], _join(path, field.name),
+                   problems)
+        return value
+    elif dataclasses.is_dataclass(hint) and from_json and isinstance(value, dict):
+        hints = typing.get_type_hints(hint)
+        for unknown in sorted(set(value) - set(hints), key=str):
+            problems.append(f"{_join(path, unknown)}: {_unknown_field(hint, unknown)}")
+        return hint(**{name: _typed(value[name], hints[name], _join(path, name), problems,
+                                    from_json)
+                       for name in hints if name in value})
+    elif origin is list and isinstance(value, list):
+        return [_typed(item, args[0], f"{path}[{i}]", problems, from_json)
+                for i, item in enumerate(value)]
+    elif origin is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {key: _typed(item, args[1], f"{path}.{key}", problems, from_json)
+                for key, item in value.items()}
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    elif hint in _TYPE_NAMES and type(value) is hint:
+        return value
+    problems.append(f"{path or 'the configuration'}: expected {_type_name(hint)}, "
+                    f"got {_shown(value)}")
+    return value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _type_name(hint: Any, several: bool = False) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_type_name(arm, several) for arm in args)
+    if origin is list:
+        return ("lists" if several else "a list") + " of " + _type_name(args[0], several=True)
+    if dataclasses.is_dataclass(hint):
+        return f"objects ({hint.__name__})" if several else f"an object ({hint.__name__})"
+    return _TYPE_NAMES[origin or hint][several]
+
+
+def _unknown_field(cls, name: Any) -> str:
+    fields = [field.name for field in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(str(name), fields, n=1)
+    if close:
+        return f"unknown field (did you mean {close[0]!r}?)"
+    return f"unknown field; the fields of {cls.__name__} are {', '.join(sorted(fields))}"
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """`value` as the JSON that would give it (as Python if it has no JSON form), cut short."""
+    try:
+        text = json.dumps(value)
+        if json.loads(text) != value:  # e.g. a dict's int keys, which JSON makes strings
+            text = repr(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
