@@ -116,8 +116,8 @@ def _read_batches(case):
 
 
 def _raw(case):
-    from apache_beam.ml.inference.base import PredictionResult  # pylint: disable=import-outside-toplevel
-    from inference import encoding  # pylint: disable=import-outside-toplevel
+    from inference import columns, encoding  # pylint: disable=import-outside-toplevel
+    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
     encoder = case.get("encoder", "proto")
     names = ("outputs",) if case["model"] == "keras" else ()
     model_id = case["model"]
@@ -129,43 +129,49 @@ def _raw(case):
         count += len(records)
         if case["kind"] == "raw":
             continue
-        results = [PredictionResult(record, row, model_id)
-                   for record, row in zip(records, outputs)]
+        result = ChunkResult(model_id, None, records,
+                             columns.from_batch(outputs, len(records), names), [])
         if encoder == "batch":
-            encoding.encode_results(results, names)
+            encoding.encode_logs(result)
         elif encoder == "bytes":
-            for result in results:
-                encoding.encode_prediction_log(result, names)
+            for i, record in enumerate(records):
+                encoding.encode_logs(result._replace(
+                    records=[record], outputs=columns.take(result.outputs, [i])))
         else:
-            for result in results:
-                tfx_style_log(result, names).SerializeToString()
+            for i, record in enumerate(records):
+                tfx_style_log(model_id, record, columns.row(result.outputs, i)
+                              ).SerializeToString()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
 
 
-def tfx_style_log(result, names):
+def tfx_style_log(model_id: str, record: bytes, outputs):
     """The PredictionLog built field by field, each output with tf.make_tensor_proto, as
-    tfx_bsl builds them (the issue's per-record encoding anchor)."""
+    tfx_bsl builds them (the per-record encoding anchor)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
     from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-    from inference import encoding  # pylint: disable=import-outside-toplevel
     log = prediction_log_pb2.PredictionLog()
     request = log.predict_log.request
-    request.model_spec.name = result.model_id
-    log.predict_log.response.model_spec.name = result.model_id
+    request.model_spec.name = model_id
+    log.predict_log.response.model_spec.name = model_id
     example = request.inputs["examples"]
     example.dtype = types_pb2.DT_STRING
     example.tensor_shape.dim.add().size = 1
-    example.string_val.append(result.example)
-    for name, value in encoding.named_outputs(result.inference, names).items():
-        log.predict_log.response.outputs[name].CopyFrom(encoding.tensor_proto(value))
+    example.string_val.append(record)
+    for name, value in outputs.items():
+        log.predict_log.response.outputs[name].CopyFrom(
+            tf.make_tensor_proto(value, shape=(1,) + value.shape))
     return log
 
 
 def _count_records(pattern: str) -> int:
-    from inference.io import read_tfrecords  # pylint: disable=import-outside-toplevel
-    return sum(len(records) for path in glob.glob(pattern)
-               for records in read_tfrecords(path))
+    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    total = 0
+    for path in glob.glob(pattern):
+        with open(path, "rb") as raw:
+            total += sum(len(records) for records in tfrecord.read_records(raw))
+    return total
 
 
 def _count_lines(pattern: str) -> int:
@@ -351,24 +357,19 @@ def _ours(case):
 def _core(case):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    from inference import io, metrics, transforms  # pylint: disable=import-outside-toplevel
-    from inference.failures import FAILURES_TAG  # pylint: disable=import-outside-toplevel
+    from inference import bounded, encoding, metrics  # pylint: disable=import-outside-toplevel
+    from inference.models import create_handlers  # pylint: disable=import-outside-toplevel
     started = time.perf_counter()
     config = ours_config(case)
     name = case["model"]
-    handlers = transforms.create_handlers(config, {name: case["model_path"]})
     prefix = os.path.join(case["out"], "prediction_logs")
+    plan = bounded.Plan(config, create_handlers(config, {name: case["model_path"]}),
+                        {"": record_files(case["data_root"])},
+                        [bounded.Output(name, "", prefix, encoding.encode_logs,
+                                        "PredictionLogs")],
+                        os.path.join(case["out"], "failures"))
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args(case)))
-    read = pipeline | "Read" >> io.ReadRecords(
-        record_files(case["data_root"]),
-        chunk_size=handlers[name].batch_elements_kwargs()["min_batch_size"])
-    inferred = read.main | "Infer" >> transforms.InferExamples(handlers, config)
-    encoded = inferred.predictions[name] | "Encode" >> transforms.Encode(
-        transforms.prediction_log_encoder(handlers[name].output_names))
-    _ = encoded.main | "Write" >> io.WriteRecordChunks(prefix)
-    _ = ((read[FAILURES_TAG], inferred.failures, encoded[FAILURES_TAG])
-         | "Failures" >> beam.Flatten()
-         | "WriteFailures" >> io.WriteFailures(os.path.join(case["out"], "failures")))
+    plan.expand(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - started

@@ -96,19 +96,6 @@ class ModelConfig:
     length_feature: str = ""
     length_buckets: List[int] = dataclasses.field(default_factory=list)
 
-    def batching_kwargs(self) -> Dict[str, Any]:
-        """The batching and memory controls, as Beam ModelHandler constructor kwargs."""
-        kwargs = {
-            "min_batch_size": self.min_batch_size,
-            "max_batch_size": self.max_batch_size,
-            "max_batch_duration_secs": self.max_batch_duration_secs,
-            "model_copies": self.model_copies,
-        }
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if self.large_model:
-            kwargs["large_model"] = True
-        return kwargs
-
 
 @dataclasses.dataclass
 class InferenceConfig:
@@ -128,9 +115,14 @@ class InferenceConfig:
     fractions: List[float] = dataclasses.field(default_factory=list)
     max_models_per_worker_hint: Optional[int] = None
     group_by_key: bool = False
-    # Per-batch inference timeout: a batch that takes longer is abandoned (the model is
-    # reloaded) and its records are retried one by one; those still too slow fail.
+    # Per-batch inference timeout: a batch that takes longer is abandoned (its call is left
+    # to a daemon thread) and its records are retried one by one; those still too slow
+    # fail at stage "timeout".
     timeout_secs: Optional[float] = None
+    # Bounded runs: a file of which nothing can be read (not a TFRecord file) fails the run
+    # by default; True makes it a dead letter, its records estimated from the split's bytes
+    # per record and counted toward max_failure_fraction.
+    skip_unreadable_files: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -148,14 +140,17 @@ class InferenceConfig:
         _raise_if(problems)
         return config
 
-    def validate(self) -> "InferenceConfig":
+    def validate(self, bounded: Optional[bool] = None) -> "InferenceConfig":
         """Checks the whole configuration; raises ConfigError listing every problem.
 
         Values of the wrong type are reported first, alone: the other checks compare values.
+        bounded: True for a bounded run (the BulkInferrer), False for streaming; options the
+          mode cannot honour are refused. None checks what holds in both.
         """
         problems = []
         _typed(self, InferenceConfig, "", problems)
         _raise_if(problems)
+        problems.extend(self._mode_problems(bounded))
         if not self.models:
             problems.append("no models: give at least one ModelConfig")
         if self.routing not in ROUTINGS:
@@ -170,6 +165,22 @@ class InferenceConfig:
             problems.extend(f"model {model.name!r}: {p}" for p in _model_problems(model))
         _raise_if(problems)
         return self
+
+    def _mode_problems(self, bounded: Optional[bool]) -> List[str]:
+        problems = []
+        if bounded:
+            for model in self.models:
+                if model.max_batch_duration_secs:
+                    # Beam's stateful, time-bounded batching lost records in bounded
+                    # pipelines here (Beam 2.74, DirectRunner).
+                    problems.append(
+                        f"model {model.name!r}: max_batch_duration_secs is for streaming "
+                        f"(python -m inference.streaming); in a bounded run, Beam's stateful "
+                        f"batching loses records, and batches fill without waiting")
+        elif bounded is False and self.skip_unreadable_files:
+            problems.append("skip_unreadable_files is for bounded runs (files); streaming "
+                            "reads messages")
+        return problems
 
     def _routing_problems(self) -> List[str]:
         problems = []

@@ -1,24 +1,21 @@
-"""Encoders: one per output format, shared by every framework.
+"""PredictionLogs, as TFX's BulkInferrer writes them, from columnar results.
 
-`to_prediction_log` writes what TFX's BulkInferrer writes: a `PredictionLog` whose
-`predict_log.request` holds the serialized input example (one string tensor of shape [1])
-and whose `response` holds the model's named outputs, each with a leading batch dim of 1.
-PredictionLogs from tfx_bsl's TensorFlow handler pass through unchanged.
-
-`encode_prediction_log` returns the same log already serialized: it writes the protobuf
-wire format directly (the bytes `to_prediction_log(...).SerializeToString()` gives), which
-is several times faster than building the message field by field and serializing it, since
-per-record protobuf calls dominate the cost of encoding. `encode_results` does the same for
-a chunk of results at once: everything but each record and its output values is written
-once per chunk. Values are encoded as
-`tf.make_tensor_proto` encodes them, as TFX's BulkInferrer writes them.
+A log's `predict_log.request` holds the serialized input example (one string tensor of
+shape [1]) and its `response` the model's named outputs, each with a leading batch dim of 1,
+encoded as `tf.make_tensor_proto` encodes them. The protobuf wire format is written here
+directly, a chunk at a time: everything but each record and its output values is written
+once per chunk, several times faster than building and serializing messages field by field
+(per-record protobuf calls would dominate the cost of the engine). Logs a framework wrote
+itself (the PREDICTION_LOG column) are written as they are.
 """
 import json
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from apache_beam.ml.inference.base import PredictionResult
+
+from inference.examples import text
+from inference.results import PREDICTION_LOG, ChunkResult
 
 EXAMPLES_INPUT = "examples"
 
@@ -36,76 +33,6 @@ _DTYPES = {
     np.dtype(np.uint8): DT_UINT8,
     np.dtype(np.bool_): DT_BOOL,
 }
-_PREDICTION_LOG_MODULE = "tensorflow_serving.apis.prediction_log_pb2"
-
-
-def is_prediction_log(value: Any) -> bool:
-    """Whether `value` is a tensorflow_serving PredictionLog, without importing it: if the
-    module was never imported, no value can be one."""
-    module = sys.modules.get(_PREDICTION_LOG_MODULE)
-    return module is not None and isinstance(value, module.PredictionLog)
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A framework tensor (torch, TF, NumPy, Python scalar or list) as a NumPy array."""
-    if type(value) is np.ndarray:  # noqa: E721  (the common case, checked first)
-        return value
-    if hasattr(value, "detach"):  # torch.Tensor
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "numpy"):  # tf.Tensor
-        value = value.numpy()
-    return np.asarray(value)
-
-
-def named_outputs(inference: Any, output_names: Sequence[str] = ()) -> Dict[str, np.ndarray]:
-    """A record's inference as {output name: array}.
-
-    Dicts keep their keys; a tuple/list of tensors or a single tensor is named by
-    `output_names`, else `output_0`, `output_1`, ... (TensorFlow's default output names).
-    """
-    if isinstance(inference, Mapping):
-        return {str(k): to_numpy(v) for k, v in inference.items()}
-    if isinstance(inference, (tuple, list)) and inference and hasattr(inference[0], "shape"):
-        values = list(inference)
-    else:
-        values = [inference]
-    names = list(output_names) or [f"output_{i}" for i in range(len(values))]
-    if len(names) != len(values):
-        raise ValueError(f"output_names {names} do not match the model's {len(values)} "
-                         f"output(s)")
-    return {name: to_numpy(value) for name, value in zip(names, values)}
-
-
-def text(value: Any) -> bytes:
-    """A value of a string output as bytes: structured values (e.g. a Hugging Face
-    token-classification entity, a dict) as JSON, anything else as its text."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=_plain).encode()
-    return str(value).encode()
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else str(value)
-
-
-def tensor_proto(value: np.ndarray):
-    """`value` with a leading batch dim of 1, as TFX's BulkInferrer (tfx_bsl) encodes it."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    value = np.asarray(value)
-    return tf.make_tensor_proto(value, shape=(1,) + value.shape)
-
-
-def to_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()):
-    """The PredictionLog for one record's result."""
-    if is_prediction_log(result.inference):
-        return result.inference
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-    # Parsing the directly written bytes once is cheaper than setting each field.
-    return prediction_log_pb2.PredictionLog.FromString(
-        encode_prediction_log(result, output_names))
-
 
 # --- The wire format, written directly -------------------------------------------------
 #
@@ -265,78 +192,28 @@ def _request_spec(model_id: str) -> bytes:
     return spec
 
 
-def encode_prediction_log(result: PredictionResult, output_names: Sequence[str] = ()) -> bytes:
-    """`to_prediction_log(result, output_names).SerializeToString()`, written directly."""
-    inference = result.inference
-    if is_prediction_log(inference):
-        return inference.SerializeToString()
-    model_id = result.model_id or ""
-    response = (_output_entries(named_outputs(inference, output_names))
-                + _model_spec(model_id, 0x12))
-    return _frame(result.example, _request_spec(model_id), response)
-
-
-def encode_results(results: Sequence[PredictionResult],
-                   output_names: Sequence[str] = ()) -> List[bytes]:
-    """`encode_prediction_log` of each of one model's results; when every record's output
-    has the same structure of NumPy values, they are stacked and written as a batch."""
-    if results:
-        columns = _stacked([result.inference for result in results], output_names)
-        if columns is not None:
-            encoded = _encode_columns([result.example for result in results], columns,
-                                      results[0].model_id or "")
-            if encoded is not None:
-                return encoded
-    return [encode_prediction_log(result, output_names) for result in results]
-
-
-_NUMPY = (np.ndarray, np.generic)
-
-
-def _stacked(values: Sequence[Any], output_names: Sequence[str]
-             ) -> Optional[Dict[str, np.ndarray]]:
-    """Per-record outputs as {output name: [batch, ...]}: when every record holds one
-    NumPy value, or a dict of them, of the same shapes and dtypes; else None."""
-    first = values[0]
-    if isinstance(first, _NUMPY):
-        column = _column(values)
-        if len(output_names) > 1 or column is None:
-            return None
-        return {output_names[0] if output_names else "output_0": column}
-    if isinstance(first, dict) and first:
-        if not all(type(v) is dict and v.keys() == first.keys()  # noqa: E721
-                   for v in values):
-            return None
-        columns = {}
-        for key in first:
-            columns[str(key)] = _column([v[key] for v in values])
-            if columns[str(key)] is None:
-                return None
-        return columns
-    return None
-
-
-def _column(values: Sequence[Any]) -> Optional[np.ndarray]:
-    """NumPy values of one shape and dtype as one [batch, ...] array, else None."""
-    first = values[0]
-    if isinstance(first, np.generic):  # a scalar's type fixes its dtype and shape
-        kind = type(first)
-        return np.array(values) if all(type(v) is kind for v in values) else None
-    if isinstance(first, np.ndarray):
-        shape, dtype = first.shape, first.dtype
-        if all(type(v) is np.ndarray and v.shape == shape and v.dtype == dtype
-               for v in values):
-            return np.array(values)
-    return None
+def encode_logs(result: ChunkResult) -> List[bytes]:
+    """The serialized PredictionLog of each predicted record of a chunk."""
+    if PREDICTION_LOG in result.outputs:
+        return list(result.outputs[PREDICTION_LOG])
+    encoded = _encode_columns(result.records, result.outputs, result.model)
+    if encoded is not None:
+        return encoded
+    request_spec, response_spec = _request_spec(result.model), _model_spec(result.model, 0x12)
+    return [_frame(record, request_spec, _output_entries(
+        {name: np.asarray(column[i]) for name, column in result.outputs.items()})
+        + response_spec) for i, record in enumerate(result.records)]
 
 
 def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],
                     model_id: str) -> Optional[List[bytes]]:
     """The batch's serialized PredictionLogs, each output's row written as raw bytes; None
-    when an output's rows are not written that way (strings, one integer: see
+    when an output's rows are not written that way (strings, ragged rows, one integer: see
     `_raw_content`)."""
     if not records:
         return []
+    if not columns:
+        return None
     outputs = []  # (map entry bytes up to the row's values, all rows' bytes, row length)
     for name, array in columns.items():
         dtype = _DTYPES.get(array.dtype)

@@ -1,249 +1,430 @@
-"""`ExampleModelHandler`: any framework's Beam handler, fed chunks of serialized tf.Examples.
+"""`ExampleModelHandler`: one model of any framework as a Beam ModelHandler over chunks.
 
-The engine moves records in chunks (lists of serialized records) rather than one by one:
-Beam's per-element cost (a few microseconds per transform) is more than decoding and
-running a small model costs per record, so a chunk is the element from the reader to the
-sink. The handler is a Beam `ModelHandler[chunk, list of PredictionResult, model]` and
-composes like one (`KeyedModelHandler` on `(key, chunk)`, `with_preprocess_fn`,
-`RunInference(...).with_exception_handling()`); Beam's `BatchElements` counts a chunk as
-its number of records (`element_size_fn`), so batch sizes are in records as usual.
-It owns the Beam-level controls (batch sizes, `large_model`, `model_copies`) and delegates
-loading and the forward pass to the framework's own Beam handler. Each batch is decoded
-once, so no per-record parsing happens in Python.
+An element is a chunk `(origin, records)` (see `inference.batching`); each chunk's outcome
+is a `ChunkResult`: its predicted records with their outputs as columns, and a `Failure`
+for each record that failed. The handler composes like any Beam handler
+(`KeyedModelHandler` on `(key, chunk)`, `RunInference`, model updates from a side input).
+Per batch: the records are decoded once (`decoding`), shaped into the model's inputs, run
+through the framework's `predict`, and split back into chunks by slicing the output
+arrays. A batch that fails is split until only the records that fail on their own are
+left, so one bad record never costs its neighbours their predictions.
 """
-import copy
 import dataclasses
+import faulthandler
 import gc
+import json
 import logging
+import os
+import queue
+import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import decoding, frameworks, metrics
+from inference import batching, columns, decoding, frameworks, metrics, trust
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
-from inference.frameworks import FrameworkHandler
+from inference.results import ChunkResult, describe
 
-Chunk = Sequence[bytes]
-# A model's smallest batch when its configuration sets none; it is also the most records
-# a chunk holds (a chunk must fit in the smallest batch, see `chunk_size`).
-DEFAULT_MIN_BATCH_SIZE = 32
-# Beam's default length buckets (BatchElements._DEFAULT_BUCKET_BOUNDARIES).
-DEFAULT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+Element = Tuple[Any, List[bytes]]  # (origin, records)
 
 
-def chunk_size(element) -> int:
-    """The records in a chunk, or in a keyed `(key, chunk)`: BatchElements' element_size_fn."""
-    return len(element[1]) if isinstance(element, tuple) else len(element)
+class LoadedModel:
+    """A model as a worker holds it. `predict` is all the handler calls on it, so Beam can
+    serve it from another process (`large_model`) through a proxy."""
+
+    def __init__(self, framework_name: str, model: Any, spec: ModelConfig, load_seconds: float):
+        self._framework = frameworks.get(framework_name)
+        self._model = model
+        self._spec = spec
+        self._load_seconds: Optional[float] = load_seconds
+
+    def predict(self, inputs) -> Dict[str, np.ndarray]:
+        return dict(self._framework.predict(self._model, inputs, self._spec))
+
+    def take_load_seconds(self) -> Optional[float]:
+        """How long the model took to load, the first time it is asked; then None. (Beam
+        loads models where metrics are not reported; the first batch reports the load.)"""
+        seconds, self._load_seconds = self._load_seconds, None
+        return seconds
 
 
-def min_batch_size(model: ModelConfig) -> int:
-    """The model's smallest batch: its own, else DEFAULT_MIN_BATCH_SIZE within its max."""
-    if model.min_batch_size:
-        return model.min_batch_size
-    return min(DEFAULT_MIN_BATCH_SIZE, model.max_batch_size or DEFAULT_MIN_BATCH_SIZE)
+class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
+    """Runs one model on chunks of serialized examples: one ChunkResult per chunk.
 
-
-class ExampleModelHandler(ModelHandler[Chunk, List[PredictionResult], Any]):
-    """Runs one model on chunks of serialized tf.Examples: one result list per chunk.
-
-    Each record's result is `PredictionResult(example=<serialized record>,
-    inference=<the framework's output for that record, or a Failure>,
-    model_id=<model name>)`.
+    spec: the model's configuration, its framework and uri resolved.
+    decoder: decodes a batch of records into columns (None: the framework takes the
+      records as they are).
+    timeout_secs: a batch that runs longer is abandoned and its records are retried one by
+      one; a record still too slow fails at stage "timeout".
+    breadcrumbs: a folder where each worker process notes the batch in flight, so a
+      worker that dies can be reported with its model and records (see `worker_deaths`).
     """
 
-    def __init__(self, model: ModelConfig, framework: FrameworkHandler,
-                 decoder: Optional[decoding.ExampleDecoder] = None):
-        # Chunks are at most min_batch_size records (see `chunk_size`), so Beam's
-        # BatchElements, counting records, never meets a chunk bigger than its batch.
-        super().__init__(**{**model.batching_kwargs(), "min_batch_size": min_batch_size(model),
-                            "element_size_fn": chunk_size})
-        self._model = model
-        self._inner = framework.handler
-        self._to_examples = framework.to_examples
-        self._forward = framework.forward
-        self._decodes = framework.decodes
+    def __init__(self, spec: ModelConfig, decoder=None, timeout_secs: Optional[float] = None,
+                 breadcrumbs: Optional[str] = None):
+        super().__init__(**batching.batching_kwargs(spec))
+        self._spec = spec
+        self._path = spec.uri
         self._decoder = decoder
-        self._mapping = decoding.InputMapping(model.inputs)
-        self._preprocess = (frameworks.import_object(model.preprocess_fn)
-                            if model.preprocess_fn else None)
-        self._postprocess = (frameworks.import_object(model.postprocess_fn)
-                             if model.postprocess_fn else None)
-        self._buckets = list(model.length_buckets or DEFAULT_LENGTH_BUCKETS)
+        self._mapping = decoding.InputMapping(spec.inputs)
+        self._buckets = list(spec.length_buckets or batching.DEFAULT_LENGTH_BUCKETS)
+        self._timeout = timeout_secs
+        self._breadcrumbs = breadcrumbs
         self._origin = time.time()  # built with the pipeline; batches are timed from here
+        self._calls: Optional[_TimedCalls] = None
+        self._note: Optional[_Breadcrumbs] = None
 
     @property
     def model_name(self) -> str:
-        return self._model.name
+        return self._spec.name
 
     @property
-    def output_names(self):
-        return tuple(self._model.output_names)
+    def spec(self) -> ModelConfig:
+        return self._spec
 
-    @property
-    def decodes(self) -> bool:
-        """False when the framework takes serialized records as they are."""
-        return self._decodes
+    def __getstate__(self):
+        return {**self.__dict__, "_calls": None, "_note": None}
 
-    def load_model(self) -> Any:
+    def load_model(self) -> LoadedModel:
+        framework = frameworks.get(self._spec.framework)
+        trust.check(self._spec, self._path, getattr(framework, "SAFE_CONTENT", ()))
+        started = time.time()
         try:
-            model = self._inner.load_model()
+            model = framework.load(self._path, self._spec)
+        except ConfigError:
+            raise
         except Exception as e:
             raise RuntimeError(
-                f"model {self.model_name!r} ({self._model.framework}) could not be loaded "
-                f"from {self._model.uri}: {type(e).__name__}: {e}") from e
+                f"model {self.model_name!r} ({self._spec.framework}) could not be loaded "
+                f"from {self._path}: {type(e).__name__}: {e}") from e
         if self._decoder is not None:  # a tf.Transform graph loads in seconds: load it now
             self._decoder.load()
+        if self._breadcrumbs:
+            _enable_fault_reports(self._breadcrumbs)
         _freeze_long_lived_objects()
-        return model
+        return LoadedModel(self._spec.framework, model, self._spec, time.time() - started)
 
-    def _prepare(self, columns: decoding.Columns) -> Any:
-        inputs = self._mapping(columns)
-        if self._preprocess is not None:
-            inputs = self._preprocess(inputs)
-        return inputs if self._forward is not None else self._to_examples(inputs)
+    def update_model_path(self, model_path: Optional[str] = None):
+        """A new version of the model (streaming model updates): loaded at the next load."""
+        if model_path:
+            self._path = model_path
 
-    def _run(self, inputs: Any, model: Any, inference_args) -> List[Any]:
-        """The model's output for each record of the batch."""
-        if self._forward is not None:
-            return frameworks.numpy_rows(self._forward(model, inputs, inference_args))
-        return [_inference(result)
-                for result in self._inner.run_inference(inputs, model, inference_args)]
+    def validate_inference_args(self, inference_args: Optional[Dict[str, Any]]):
+        if inference_args:
+            raise ConfigError(f"model {self.model_name!r}: inference_args are not taken; "
+                              f"set the model's options instead")
 
-    def run_inference(self, batch: Sequence[Chunk], model: Any,
-                      inference_args: Optional[Dict[str, Any]] = None
-                      ) -> List[List[PredictionResult]]:
-        """Per chunk, one result per record: a prediction, or a `Failure` for a record that
-        failed.
-
-        A batch that fails is split until only the records that fail on their own are
-        left, so one bad record never costs its neighbours their predictions.
-        """
-        started = time.time()
-        records = [record for chunk in batch for record in chunk]
-        results: List[Optional[PredictionResult]] = [None] * len(records)
-        for positions, columns in self._groups(records):
-            self._infer(records, positions, model, inference_args, results, columns)
-        failed = [r.inference for r in results if isinstance(r.inference, Failure)]
-        if failed:
-            logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
-                            self.model_name, len(failed), len(records),
-                            failed[0].error_type, failed[0].stage, failed[0].message)
-        metrics.record_batch(self.model_name, len(records), started, self._origin)
-        per_chunk, start = [], 0
-        for chunk in batch:
-            per_chunk.append(results[start:start + len(chunk)])
-            start += len(chunk)
-        return per_chunk
-
-    def _groups(self, records: Sequence[bytes]):
-        """[(positions, their decoded columns or None)]: the whole batch, or with length
-        bucketing one group per bucket, by the value counts the batch decodes to."""
-        everything = list(range(len(records)))
-        if not self._model.length_feature:
-            return [(everything, None)]
-        try:
-            columns = self._decoder(records)
-        except Exception:  # pylint: disable=broad-except  (`_infer` isolates the bad records)
-            return [(everything, None)]
-        column = columns.get(self._model.length_feature)
-        if column is None:  # no record has it: the input mapping says so, per record
-            return [(everything, columns)]
-        # side="right": boundaries are lower-inclusive, as Beam's bisect_right
-        buckets = np.searchsorted(self._buckets, column.lengths, side="right")
-        groups = []
-        for bucket in np.unique(buckets):
-            rows = np.flatnonzero(buckets == bucket)
-            groups.append((rows.tolist(), decoding.take(columns, rows)))
-        return groups
-
-    def _infer(self, records, positions, model, inference_args, out, columns=None):
-        """Infers records[positions] into out[positions]; `columns`: already decoded."""
-        batch = [records[i] for i in positions]
-        try:
-            if columns is not None:
-                inputs = columns
-            else:
-                inputs = self._decoder(batch) if self.decodes else batch
-        except Exception as e:  # pylint: disable=broad-except
-            self._split_or_fail("decode", e, records, positions, model, inference_args, out)
-            return
-        try:
-            if self.decodes:
-                inputs = self._prepare(inputs)
-        except decoding.InputError as e:
-            bad = set(range(len(positions)) if e.rows is None else e.rows.tolist())
-            for i in bad:
-                out[positions[i]] = self._failure("preprocess", e, records[positions[i]])
-            rest = [p for i, p in enumerate(positions) if i not in bad]
-            if rest:
-                self._infer(records, rest, model, inference_args, out)
-            return
-        except Exception as e:  # pylint: disable=broad-except
-            self._split_or_fail("preprocess", e, records, positions, model, inference_args,
-                                out)
-            return
-        try:
-            inferred = self._run(inputs, model, inference_args)
-            if len(inferred) != len(batch):
-                raise RuntimeError(f"model {self.model_name!r} returned {len(inferred)} "
-                                   f"results for a batch of {len(batch)} records")
-        except Exception as e:  # pylint: disable=broad-except
-            self._split_or_fail("inference", e, records, positions, model, inference_args,
-                                out)
-            return
-        name, make = self.model_name, PredictionResult._make  # _make skips a Python __new__
-        for position, result in zip(positions, inferred):
-            out[position] = make((records[position], result, name))
-        if self._postprocess is not None:
-            for position in positions:
-                out[position] = self._finish(out[position])
-
-    def _finish(self, result: PredictionResult) -> PredictionResult:
-        try:
-            return self._postprocess(result)
-        except Exception as e:  # pylint: disable=broad-except
-            return self._failure("postprocess", e, result.example)
-
-    def _split_or_fail(self, stage, error, records, positions, model, inference_args, out):
-        if len(positions) == 1:
-            out[positions[0]] = self._failure(stage, error, records[positions[0]])
-            return
-        middle = len(positions) // 2
-        for half in (positions[:middle], positions[middle:]):
-            self._infer(records, half, model, inference_args, out)
-
-    def _failure(self, stage: str, error: Exception, record: bytes) -> PredictionResult:
-        return PredictionResult(
-            record, Failure.from_exception(stage, error, record, self.model_name),
-            self.model_name)
-
-    def with_batch_size(self, size: int) -> "ExampleModelHandler":
-        """A copy of this handler that runs batches of exactly `size` records."""
-        clone = copy.copy(self)
-        clone._batching_kwargs = {**self._batching_kwargs, "min_batch_size": size,
-                                  "max_batch_size": size}
-        return clone
-
-    def get_num_bytes(self, batch: Sequence[Chunk]) -> int:
-        return sum(len(record) for chunk in batch for record in chunk)
+    def get_num_bytes(self, batch: Sequence[Element]) -> int:
+        return sum(len(record) for _, records in batch for record in records)
 
     def get_metrics_namespace(self) -> str:
         return f"RunInference[{self.model_name}]"
 
-    def validate_inference_args(self, inference_args):
-        self._inner.validate_inference_args(inference_args)
+    def run_inference(self, batch: Sequence[Element], model: LoadedModel,
+                      inference_args: Optional[Dict[str, Any]] = None) -> List[ChunkResult]:
+        started = time.time()
+        load_seconds = model.take_load_seconds()
+        if load_seconds is not None:
+            metrics.record_load(self.model_name, load_seconds)
+        records = [record for _, chunk in batch for record in chunk]
+        if self._breadcrumbs:
+            self._noted().batch_started(self.model_name, batch)
+        outcome = _Outcome(len(records))
+        for positions, decoded in self._groups(records):
+            self._infer(records, positions, model, outcome, decoded)
+        if self._spec.postprocess_fn:
+            self._postprocess(records, outcome)
+        results = self._per_chunk(batch, outcome)
+        if outcome.failures:
+            first = next(iter(outcome.failures.values()))
+            logging.warning("model %r: %d of %d records failed; first: %s at %s: %s",
+                            self.model_name, len(outcome.failures), len(records),
+                            first.error_type, first.stage, first.message)
+        metrics.record_batch(self.model_name, len(records), started, self._origin)
+        if self._breadcrumbs:
+            self._noted().batch_done()
+        return results
 
-    def update_model_path(self, model_path: Optional[str] = None):
-        self._inner.update_model_path(model_path)
+    # --- one batch ----------------------------------------------------------------------
 
-    def should_garbage_collect_on_timeout(self) -> bool:
-        return self._inner.should_garbage_collect_on_timeout()
+    def _groups(self, records: Sequence[bytes]):
+        """[(positions, their decoded columns or None)]: the whole batch, or with length
+        bucketing one group per bucket, by the value counts the batch decodes to."""
+        everything = np.arange(len(records))
+        if not self._spec.length_feature:
+            return [(everything, None)]
+        try:
+            decoded = self._decoder(records)
+        except Exception:  # pylint: disable=broad-except  (`_infer` isolates the bad records)
+            return [(everything, None)]
+        column = decoded.get(self._spec.length_feature)
+        if column is None:  # no record has it: the input mapping says so, per record
+            return [(everything, decoded)]
+        # side="right": boundaries are lower-inclusive, as Beam's bisect_right
+        buckets = np.searchsorted(self._buckets, column.lengths, side="right")
+        return [(np.flatnonzero(buckets == bucket),
+                 decoding.take(decoded, np.flatnonzero(buckets == bucket)))
+                for bucket in np.unique(buckets)]
 
-    def set_environment_vars(self):
-        self._inner.set_environment_vars()
+    def _infer(self, records, positions: np.ndarray, model: LoadedModel, outcome,
+               decoded=None):
+        """Infers records[positions] into `outcome`; `decoded`: their columns, if known."""
+        batch = [records[i] for i in positions]
+        takes_records = self._decoder is None
+        try:
+            inputs = batch if takes_records else (
+                decoded if decoded is not None else self._decoder(batch))
+        except Exception as e:  # pylint: disable=broad-except
+            self._split_or_fail("decode", e, records, positions, model, outcome)
+            return
+        if not takes_records:
+            try:
+                inputs = self._prepare(inputs)
+            except decoding.InputError as e:
+                bad = np.zeros(len(positions), dtype=bool)
+                bad[np.arange(len(positions)) if e.rows is None else e.rows] = True
+                for position in positions[bad]:
+                    outcome.fail(position, self._failure("preprocess", e, records[position]))
+                if not bad.all():
+                    self._infer(records, positions[~bad], model, outcome)
+                return
+            except Exception as e:  # pylint: disable=broad-except
+                self._split_or_fail("preprocess", e, records, positions, model, outcome)
+                return
+        try:
+            outputs = self._predict(model, inputs)
+            if any(len(column) != len(batch) for column in outputs.values()):
+                raise ValueError(f"model {self.model_name!r} returned "
+                                 f"{ {n: len(c) for n, c in outputs.items()} } rows for a "
+                                 f"batch of {len(batch)} records")
+        except TimeoutError as e:
+            if len(positions) == 1:
+                outcome.fail(positions[0], self._failure("timeout", e, batch[0]))
+                return
+            for i in range(len(positions)):  # only the records slow on their own fail
+                self._infer(records, positions[i:i + 1], model, outcome)
+            return
+        except Exception as e:  # pylint: disable=broad-except
+            self._split_or_fail("inference", e, records, positions, model, outcome)
+            return
+        outcome.predicted(positions, outputs)
+
+    def _prepare(self, columns_: decoding.Columns):
+        inputs = self._mapping(columns_)
+        if self._spec.preprocess_fn:
+            inputs = frameworks.import_object(self._spec.preprocess_fn,
+                                              "preprocess_fn")(inputs)
+        return inputs
+
+    def _predict(self, model: LoadedModel, inputs) -> Dict[str, np.ndarray]:
+        if not self._timeout:
+            return model.predict(inputs)
+        if self._calls is None:
+            self._calls = _TimedCalls()
+        try:
+            return self._calls.call(model.predict, inputs, self._timeout)
+        except TimeoutError:
+            metrics.record_timeout(self.model_name)
+            raise TimeoutError(f"inference took longer than timeout_secs="
+                               f"{self._timeout}") from None
+
+    def _split_or_fail(self, stage, error, records, positions, model, outcome):
+        if len(positions) == 1:
+            outcome.fail(positions[0], self._failure(stage, error, records[positions[0]]))
+            return
+        middle = len(positions) // 2
+        for half in (positions[:middle], positions[middle:]):
+            self._infer(records, half, model, outcome)
+
+    def _failure(self, stage: str, error: Exception, record: bytes) -> Failure:
+        return Failure.from_exception(stage, error, record, self.model_name)
+
+    def _postprocess(self, records, outcome: "_Outcome"):
+        """The user's postprocess_fn on each predicted record's PredictionResult."""
+        function = frameworks.import_object(self._spec.postprocess_fn, "postprocess_fn")
+        positions, outputs = outcome.collect()
+        single = list(outputs) == ["output_0"]
+        kept, inferences = [], []
+        for row, (position, values) in enumerate(zip(positions, columns.rows(outputs))):
+            inference = values["output_0"] if single else values
+            try:
+                result = function(PredictionResult(records[position], inference,
+                                                   self.model_name))
+                inferences.append(result.inference)
+                kept.append(row)
+            except Exception as e:  # pylint: disable=broad-except
+                outcome.fail(position, self._failure("postprocess", e, records[position]))
+        outcome.replace(positions[kept], columns.from_examples(inferences,
+                                                               self._spec.output_names))
+
+    def _per_chunk(self, batch: Sequence[Element], outcome: "_Outcome") -> List[ChunkResult]:
+        """The batch's outcome split back into its chunks: slices of the output arrays."""
+        positions, outputs = outcome.collect()
+        ends = np.cumsum([len(records) for _, records in batch])
+        cuts = np.searchsorted(positions, ends)  # where each chunk's predictions end
+        results, first, start = [], 0, 0
+        for (origin, records), end, cut in zip(batch, ends, cuts):
+            rows = positions[first:cut] - start
+            kept = list(records) if len(rows) == len(records) else [records[i] for i in rows]
+            failures = [dataclasses.replace(outcome.failures[p],
+                                            source=describe(origin, p - start))
+                        for p in range(start, end) if p in outcome.failures
+                        ] if outcome.failures else []
+            results.append(ChunkResult(self.model_name, origin, kept,
+                                       {name: column[first:cut]
+                                        for name, column in outputs.items()}, failures))
+            first, start = cut, end
+        return results
+
+    def _noted(self) -> "_Breadcrumbs":
+        if self._note is None:
+            self._note = _Breadcrumbs(self._breadcrumbs)
+        return self._note
+
+
+class _Outcome:
+    """A batch's predictions (groups of positions with their outputs) and failures."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.groups: List[Tuple[np.ndarray, Dict[str, np.ndarray]]] = []
+        self.failures: Dict[int, Failure] = {}
+
+    def predicted(self, positions: np.ndarray, outputs: Dict[str, np.ndarray]):
+        self.groups.append((positions, outputs))
+
+    def fail(self, position: int, failure: Failure):
+        self.failures[int(position)] = failure
+
+    def collect(self) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """(predicted positions in order, their outputs) without failed positions."""
+        if len(self.groups) == 1 and not self.failures:
+            return self.groups[0]
+        groups = [(p, o) for p, o in self.groups if len(p)]
+        if not groups:
+            return np.zeros(0, dtype=np.int64), {}
+        positions = np.concatenate([p for p, _ in groups])
+        outputs = columns.concatenate([o for _, o in groups])
+        order = np.argsort(positions, kind="stable")
+        keep = order[~np.isin(positions[order], list(self.failures))]
+        self.groups = [(positions[keep], {n: c[keep] for n, c in outputs.items()})]
+        return self.groups[0]
+
+    def replace(self, positions: np.ndarray, outputs: Dict[str, np.ndarray]):
+        self.groups = [(positions, outputs)]
+
+
+class _TimedCalls:
+    """Calls run in a daemon worker thread, waited for up to a timeout.
+
+    A call that runs over is abandoned to its thread, which stays blocked until the call
+    returns, then ends: a daemon thread, so it never keeps the process from exiting (Beam's
+    own timeout runs calls in a ThreadPoolExecutor, whose threads the interpreter joins at
+    exit: a hung model then keeps the process alive for ever).
+    """
+
+    def __init__(self):
+        self._requests: Optional[queue.Queue] = None
+
+    def call(self, function, argument, timeout: float):
+        if self._requests is None:
+            self._requests = queue.Queue()
+            threading.Thread(target=_serve, args=(self._requests,), daemon=True,
+                             name="inference-timed-calls").start()
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((function, argument, reply))
+        try:
+            ok, value = reply.get(timeout=timeout)
+        except queue.Empty:
+            self._requests.put(None)  # the thread ends once the call returns, if ever
+            self._requests = None
+            raise TimeoutError() from None
+        if not ok:
+            raise value
+        return value
+
+
+def _serve(requests: queue.Queue):
+    while True:
+        request = requests.get()
+        if request is None:
+            return
+        function, argument, reply = request
+        try:
+            reply.put((True, function(argument)))
+        except BaseException as e:  # pylint: disable=broad-except  (raised in the caller)
+            reply.put((False, e))
+
+
+class _Breadcrumbs:
+    """Notes, per worker process, the batch in flight: model, size, where its records came
+    from. Written to the page cache only (no fsync): a process that dies leaves it behind,
+    a machine that dies takes it along."""
+
+    def __init__(self, folder: str):
+        os.makedirs(folder, exist_ok=True)
+        self._file = open(os.path.join(folder, f"inflight-{os.getpid()}.json"), "w")
+
+    def batch_started(self, model: str, batch: Sequence[Element]):
+        note = {"model": model, "records": sum(len(chunk) for _, chunk in batch),
+                "pid": os.getpid(),
+                "sources": [_source_range(origin, len(chunk)) for origin, chunk in batch]}
+        self._write(json.dumps(note))
+
+    def batch_done(self):
+        self._write("")
+
+    def _write(self, text: str):
+        self._file.seek(0)
+        self._file.write(text)
+        self._file.truncate()
+        self._file.flush()
+
+
+def _source_range(origin: Any, size: int) -> str:
+    first = describe(origin, 0)
+    return f"{first} to {describe(origin, size - 1).rsplit(':', 1)[-1]}" if first else ""
+
+
+_FAULT_FILES = []
+
+
+def _enable_fault_reports(folder: str):
+    """Once per process: a crash in native code (segfault, abort) writes every thread's
+    Python traceback to `<folder>/faults-<pid>.log` (and Dataflow's worker log)."""
+    if not _FAULT_FILES:
+        os.makedirs(folder, exist_ok=True)
+        _FAULT_FILES.append(open(os.path.join(folder, f"faults-{os.getpid()}.log"), "w"))
+        faulthandler.enable(file=_FAULT_FILES[0], all_threads=True)
+
+
+def worker_deaths(folder: str) -> List[str]:
+    """What the breadcrumbs of `folder` say about worker processes that died mid-batch: one
+    line per batch left in flight, with the fault report when there is one."""
+    if not folder or not os.path.isdir(folder):
+        return []
+    reports = []
+    for name in sorted(os.listdir(folder)):
+        if not name.startswith("inflight-"):
+            continue
+        with open(os.path.join(folder, name)) as f:
+            text = f.read()
+        if not text:
+            continue
+        note = json.loads(text)
+        line = (f"model {note['model']!r} was inferring a batch of {note['records']} "
+                f"record(s) in worker process {note['pid']}: "
+                + "; ".join(s for s in note["sources"] if s))
+        fault = os.path.join(folder, f"faults-{note['pid']}.log")
+        if os.path.exists(fault) and os.path.getsize(fault):
+            with open(fault) as f:
+                line += "\n    fault report:\n      " + "\n      ".join(
+                    f.read().strip().splitlines()[:40])
+        reports.append(line)
+    return reports
 
 
 _FROZEN = []
@@ -252,47 +433,11 @@ _FROZEN = []
 def _freeze_long_lived_objects():
     """Moves what the worker holds after its first model load out of the collector's sight.
 
-    Python's full garbage collections walk every tracked object: millions, once
-    TensorFlow, PyTorch and a model are loaded. Per-record results trigger them often,
-    and they cost more than a small model's forward pass (3 us per result at 100k
-    records, 30% of the run). What exists at the first load (modules, the model) lives as
-    long as the worker, so once per process it is frozen (`gc.freeze`); later models stay
-    collectable.
+    Python's full garbage collections walk every tracked object: millions, once the
+    frameworks and a model are loaded, and per-chunk objects trigger them often. What
+    exists at the first load (modules, the model) lives as long as the worker, so once per
+    process it is frozen (`gc.freeze`); later models stay collectable.
     """
     if not _FROZEN:
         gc.freeze()
         _FROZEN.append(True)
-
-
-def _inference(result: Any) -> Any:
-    # Beam's handlers return PredictionResults; tfx_bsl's return PredictionLogs as they are.
-    return result.inference if isinstance(result, PredictionResult) else result
-
-
-def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
-                   transform_output_dir: Optional[str] = None) -> ExampleModelHandler:
-    """The handler for `model`, with its framework detected from `uri` when not set.
-
-    schema: the examples' tensorflow_metadata Schema, when known; decoding then follows it
-      (and skips features no model reads). Without one, types come from the data.
-    transform_output_dir: a tf.Transform output; the records are then raw examples, and
-      the model reads their transformed features.
-    """
-    # Detection reads the model's files with TensorFlow's gfile at pipeline construction;
-    # imported here so that workers, which only unpickle handlers, do not load TensorFlow.
-    from inference import detection  # pylint: disable=import-outside-toplevel
-    framework, path = detection.resolve(uri or model.uri, model.framework)
-    model = dataclasses.replace(model, framework=framework, uri=path)
-    built = frameworks.build(model, path)
-    if not built.decodes and model.length_feature:
-        raise ConfigError(f"model {model.name!r} ({framework}) takes serialized records as "
-                          f"they are, so length bucketing (length_feature) does not apply")
-    if built.decodes and not model.inputs.features:
-        raise ConfigError(f"model {model.name!r} ({framework}) needs inputs.features: the "
-                          f"features it takes, in order")
-    decoder = None
-    if built.decodes:
-        decoder = (decoding.TransformDecoder(transform_output_dir, model.inputs.features)
-                   if transform_output_dir else
-                   decoding.ExampleDecoder(schema, model.inputs.features))
-    return ExampleModelHandler(model, built, decoder)

@@ -1,54 +1,64 @@
-"""The engine's metrics, and per-model figures from a finished Beam pipeline's metrics.
+"""The engine's metrics, and the figures of a finished run read back from them.
 
-RunInference reports, per model handler namespace, `load_model_latency_milli_secs`; the
-engine's own metrics (named here) count examples in per split, predictions per model and
-split, failures per model, split and stage, and the records in each model's batches.
+Everything is counted in one namespace, by the engine itself, where it happens: records read
+per split (`examples_in`), predictions when they are written (or handed to the next model
+of a sequence), failures when they are dead-lettered (per model, split and stage; a
+damaged file counts the records it is estimated to have lost), and per model the records of
+each batch, batch latency, model loads and timeouts. The figures never depend on Beam's own
+metric names.
 """
 import dataclasses
 import time
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional
 
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 
 from inference.config import ModelConfig
 
-COUNTERS_NAMESPACE = "tfx_runinference"
+NAMESPACE = "tfx_runinference"
+# Counters: "|"-separated names.
+EXAMPLES_IN = "examples_in"  # |split
+PREDICTIONS = "predictions"  # |model|split
+FAILURES = "failures"  # |model|split|stage
+DAMAGED_FILES = "damaged_files"  # |split: files read up to damage part-way
+UNREADABLE_FILES = "unreadable_files"  # |split: files of which nothing could be read
+UNREAD_BYTES = "unread_bytes"  # |split: the bytes of both past the damage
+UNREADABLE_BYTES = "unreadable_bytes"  # |split: the bytes of files of which nothing was read
+BYTES_READ = "bytes_read"  # |split: the bytes of the files read without damage
+TIMEOUTS = "timeouts"  # |model: batches or records that ran over timeout_secs
+# Distributions, per model.
+BATCH_RECORDS = "batch_records"
+BATCH_MS = "batch_ms"  # a batch's time in the handler, decoding to results
+LOAD_MS = "load_ms"
+ACTIVE_MS = "active_ms"  # each batch's start and end, in ms since the handler was built
 
 
-def examples_counter(split: str) -> str:
-    return f"examples_in|{split}"
+def counter(*parts: str):
+    return Metrics.counter(NAMESPACE, "|".join(parts))
 
 
-def predictions_counter(model_name: str, split: str) -> str:
-    return f"predictions|{model_name}|{split}"
+def _distribution(*parts: str):
+    return Metrics.distribution(NAMESPACE, "|".join(parts))
 
 
-def failures_counter(model_name: str, split: str, stage: str) -> str:
-    return f"failures|{model_name}|{split}|{stage}"
-
-
-def batch_records_distribution(model_name: str) -> str:
-    return f"batch_records|{model_name}"
-
-
-def active_ms_distribution(model_name: str) -> str:
-    """Each batch's start and end, in ms since the model's handler was built: its min and
-    max bound the time the model was inferring, across workers."""
-    return f"active_ms|{model_name}"
-
-
-def record_batch(model_name: str, records: int, started: float, origin: float):
+def record_batch(model: str, records: int, started: float, origin: float):
     """Counts a batch of `records` that began at `started` (time.time()) and ends now."""
-    Metrics.distribution(COUNTERS_NAMESPACE,
-                         batch_records_distribution(model_name)).update(records)
+    now = time.time()
+    _distribution(BATCH_RECORDS, model).update(records)
+    _distribution(BATCH_MS, model).update(int((now - started) * 1000))
     # Milliseconds since `origin`, not since the epoch: the distribution's sum stays far
     # from int64's limit however many batches a long streaming job counts.
-    active = Metrics.distribution(COUNTERS_NAMESPACE, active_ms_distribution(model_name))
+    active = _distribution(ACTIVE_MS, model)
     active.update(int((started - origin) * 1000))
-    active.update(int((time.time() - origin) * 1000))
+    active.update(int((now - origin) * 1000))
 
 
-KEYED_NAMESPACE = "BeamML_KeyedModels"  # Beam's KeyedModelHandler metrics namespace
+def record_load(model: str, seconds: float):
+    _distribution(LOAD_MS, model).update(int(seconds * 1000))
+
+
+def record_timeout(model: str):
+    counter(TIMEOUTS, model).inc()
 
 
 @dataclasses.dataclass
@@ -64,6 +74,10 @@ class ModelFigures:
     model_loads: int = 0
     mean_batch_size: float = 0.0
     batches: int = 0
+    max_batch_size: int = 0
+    mean_batch_ms: float = 0.0
+    max_batch_ms: int = 0
+    timeouts: int = 0
     examples_per_sec: float = 0.0  # predictions per second of the whole pipeline run
     # From the start of the model's first batch to the end of its last, over all workers:
     # the run without pipeline set-up and worker start-up.
@@ -74,12 +88,18 @@ class ModelFigures:
 class RunFigures:
     models: Dict[str, ModelFigures]
     examples_in: Dict[str, int]  # per split
-    read_failures: Dict[str, int]  # per split: damaged files
+    read_failures: Dict[str, int]  # per split: records lost to damaged files (estimated)
+    damaged_files: Dict[str, int]  # per split
+    unreadable_files: Dict[str, int]  # per split
+    unread_bytes: Dict[str, int]  # per split
+    unreadable_bytes: Dict[str, int]  # per split
+    bytes_read: Dict[str, int]  # per split
     routing_failures: Dict[str, int]  # per split: records no model could take
     seconds: float
 
     def unaccounted(self, routing: str) -> Dict[str, int]:
-        """Per split, input records neither predicted nor failed (0 when all is well)."""
+        """Per split, records read that were neither predicted nor failed (0 when all is
+        well): every record reaches its models (by the routing) and ends once per model."""
         models = list(self.models.values())
         result = {}
         for split, examples_in in self.examples_in.items():
@@ -90,7 +110,7 @@ class RunFigures:
                 fed = [examples_in] + [m.by_split[split]["predictions"] for m in models[:-1]]
                 expected = [f - r for f, r in zip(fed, routed)]
             else:
-                expected = [examples_in - r for r in routed]
+                expected = [examples_in - self.routing_failures[split] - r for r in routed]
             result[split] = sum(abs(e) for e in expected)
         return result
 
@@ -99,75 +119,85 @@ def _committed(result):
     return result.committed if result.committed is not None else result.attempted
 
 
-def _engine_counters(metrics) -> Dict[tuple, int]:
-    """Our counters, keyed by the parts of their '|'-separated names."""
-    totals: Dict[tuple, int] = {}
-    for result in metrics["counters"]:
-        if result.key.metric.namespace != COUNTERS_NAMESPACE:
-            continue
-        key = tuple(result.key.metric.name.split("|"))
-        totals[key] = totals.get(key, 0) + (_committed(result) or 0)
-    return totals
+class _Query:
+    """A finished pipeline's engine metrics, by the parts of their names."""
 
+    def __init__(self, pipeline_result):
+        metrics = pipeline_result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+        self.counters: Dict[tuple, int] = {}
+        for result in metrics["counters"]:
+            key = tuple(result.key.metric.name.split("|"))
+            self.counters[key] = self.counters.get(key, 0) + (_committed(result) or 0)
+        self.distributions: Dict[tuple, list] = {}
+        for result in metrics["distributions"]:
+            value = _committed(result)
+            if value is None or not value.count:
+                continue
+            key = tuple(result.key.metric.name.split("|"))
+            total = self.distributions.setdefault(key, [0, 0, None, None])
+            total[0] += value.sum
+            total[1] += value.count
+            total[2] = value.min if total[2] is None else min(total[2], value.min)
+            total[3] = value.max if total[3] is None else max(total[3], value.max)
 
-def _distribution(metrics, model: ModelConfig, name: str) -> tuple:
-    """(sum, count, min, max) of one of RunInference's distributions for `model`, or of
-    ours.
+    def count(self, *key: str) -> int:
+        return self.counters.get(key, 0)
 
-    A model's own RunInference reports under its handler's namespace; Beam's
-    KeyedModelHandler reports under its own, each name prefixed by the model's first key.
-    """
-    wanted = {(f"RunInference[{model.name}]", name), (COUNTERS_NAMESPACE, name)}
-    if model.keys:
-        wanted.add((KEYED_NAMESPACE, f"{model.keys[0]}-_{name}"))
-    total = count = 0
-    least = most = None
-    for result in metrics["distributions"]:
-        value = _committed(result)
-        if value is not None and value.count and (result.key.metric.namespace,
-                                                  result.key.metric.name) in wanted:
-            total, count = total + value.sum, count + value.count
-            least = value.min if least is None else min(least, value.min)
-            most = value.max if most is None else max(most, value.max)
-    return total, count, least, most
+    def matching(self, *prefix: str) -> Dict[tuple, int]:
+        return {k: v for k, v in self.counters.items() if k[:len(prefix)] == prefix}
+
+    def distribution(self, *key: str) -> tuple:
+        """(sum, count, min, max); min and max None when nothing was recorded."""
+        return tuple(self.distributions.get(key, [0, 0, None, None]))
 
 
 def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable[str],
                 seconds: float) -> RunFigures:
     """Figures per model and split."""
-    metrics = pipeline_result.metrics().query(MetricsFilter())
-    counters = _engine_counters(metrics)
+    query = _Query(pipeline_result)
     splits = list(splits)
-    examples_in = {s: counters.get(("examples_in", s), 0) for s in splits}
-    figures_by_model = {}
-    for model in models:
-        name = model.name
-        figures = ModelFigures()
-        for key, value in counters.items():
-            if key[0] == "failures" and key[1] == name:
-                figures.failures_by_stage[key[3]] = (
-                    figures.failures_by_stage.get(key[3], 0) + value)
-        for split in splits:
-            predicted = counters.get(("predictions", name, split), 0)
-            failed = sum(v for k, v in counters.items()
-                         if k[0] == "failures" and k[1] == name and k[2] == split)
-            figures.by_split[split] = {"examples_in": predicted + failed,
-                                       "predictions": predicted, "failures": failed}
-            figures.predictions += predicted
-            figures.failures += failed
-        figures.examples_in = figures.predictions + figures.failures
-        batch_total, figures.batches, _, _ = _distribution(
-            metrics, model, batch_records_distribution(name))
-        load_total, figures.model_loads, _, _ = _distribution(
-            metrics, model, "load_model_latency_milli_secs")
-        _, _, first, last = _distribution(metrics, model, active_ms_distribution(name))
-        figures.active_seconds = (last - first) / 1000 if first is not None else 0.0
-        figures.mean_batch_size = batch_total / figures.batches if figures.batches else 0.0
-        figures.model_load_ms = load_total / figures.model_loads if figures.model_loads else 0.0
-        figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
-        figures_by_model[name] = figures
-    read_failures = {s: counters.get(("failures", "", s, "read"), 0) for s in splits}
-    routing_failures = {s: sum(v for k, v in counters.items() if k[0] == "failures"
-                               and k[1] == "" and k[2] == s and k[3] != "read")
-                        for s in splits}
-    return RunFigures(figures_by_model, examples_in, read_failures, routing_failures, seconds)
+    figures_by_model = {model.name: _model_figures(query, model.name, splits, seconds)
+                        for model in models}
+
+    def per_split(*parts: str, stage: Optional[str] = None):
+        return {s: sum(v for k, v in query.matching(*parts).items()
+                       if k[len(parts)] == s and (stage is None or k[-1] == stage))
+                for s in splits}
+
+    read = per_split(FAILURES, "", stage="read")
+    unrouted = {s: per_split(FAILURES, "")[s] - read[s] for s in splits}
+    def counts(name: str):
+        return {s: query.count(name, s) for s in splits}
+
+    return RunFigures(figures_by_model, counts(EXAMPLES_IN), read, counts(DAMAGED_FILES),
+                      counts(UNREADABLE_FILES), counts(UNREAD_BYTES),
+                      counts(UNREADABLE_BYTES), counts(BYTES_READ),
+                      unrouted, seconds)
+
+
+def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFigures:
+    figures = ModelFigures()
+    failures = query.matching(FAILURES, name)
+    for key, value in failures.items():
+        figures.failures_by_stage[key[3]] = figures.failures_by_stage.get(key[3], 0) + value
+    for split in splits:
+        predicted = query.count(PREDICTIONS, name, split)
+        failed = sum(v for k, v in failures.items() if k[2] == split)
+        figures.by_split[split] = {"examples_in": predicted + failed,
+                                   "predictions": predicted, "failures": failed}
+        figures.predictions += predicted
+        figures.failures += failed
+    figures.examples_in = figures.predictions + figures.failures
+    total, figures.batches, _, most = query.distribution(BATCH_RECORDS, name)
+    figures.mean_batch_size = total / figures.batches if figures.batches else 0.0
+    figures.max_batch_size = most or 0
+    total, count, _, most = query.distribution(BATCH_MS, name)
+    figures.mean_batch_ms = total / count if count else 0.0
+    figures.max_batch_ms = most or 0
+    total, figures.model_loads, _, _ = query.distribution(LOAD_MS, name)
+    figures.model_load_ms = total / figures.model_loads if figures.model_loads else 0.0
+    _, _, first, last = query.distribution(ACTIVE_MS, name)
+    figures.active_seconds = (last - first) / 1000 if first is not None else 0.0
+    figures.timeouts = query.count(TIMEOUTS, name)
+    figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
+    return figures

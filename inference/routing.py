@@ -1,31 +1,20 @@
 """Record-level routing for multi-model inference: A/B shares, keys, model chaining.
 
-Records travel in chunks (see `inference.handler`); routing splits a chunk into one
-sub-chunk per model or key. Each record is parsed only when routing needs a feature value.
+Records travel in chunks `(origin, records)` (see `inference.batching`); routing splits a
+chunk into one part per model or key and nothing else changes. A record is parsed only when
+routing needs one of its feature values.
 """
 import bisect
 import hashlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List
 
 import apache_beam as beam
 import numpy as np
 
+from inference import examples
 from inference.config import InferenceConfig
-from inference.encoding import named_outputs, text
-from inference.failures import FAILURES_TAG, Failure, example_class
-
-
-def feature_value(record: bytes, feature: str) -> Optional[str]:
-    """The first value of `feature` in a serialized tf.Example, as text; None if absent."""
-    values = example_class().FromString(record).features.feature.get(feature)
-    if values is None:
-        return None
-    kind = values.WhichOneof("kind")
-    items = getattr(values, kind).value if kind else []
-    if not items:
-        return None
-    first = items[0]
-    return first.decode() if isinstance(first, bytes) else str(first)
+from inference.failures import FAILURES_TAG, Failure
+from inference.results import ChunkResult, describe, part_of
 
 
 def cumulative(config: InferenceConfig) -> List[float]:
@@ -43,7 +32,7 @@ def ab_index(record: bytes, num_models: int, bounds: List[float], feature: str) 
     key = record
     if feature:
         try:
-            value = feature_value(record, feature)
+            value = examples.first_value(record, feature)
             key = (value if value is not None else "").encode()
         except Exception:  # pylint: disable=broad-except
             pass
@@ -52,38 +41,42 @@ def ab_index(record: bytes, num_models: int, bounds: List[float], feature: str) 
 
 
 class SplitAB(beam.DoFn):
-    """chunk -> one sub-chunk per model, on the output named by the model's index."""
+    """chunk -> one part per model, on the output named by the model's index."""
 
     def __init__(self, config: InferenceConfig):
         self._count = len(config.models)
         self._bounds = cumulative(config)
         self._feature = config.routing_feature
 
-    def process(self, chunk: Sequence[bytes]):
+    def process(self, chunk):
+        origin, records = chunk
         parts: Dict[int, List[bytes]] = {}
-        for record in chunk:
+        for record in records:
             index = ab_index(record, self._count, self._bounds, self._feature)
             parts.setdefault(index, []).append(record)
+        whole = len(parts) == 1
         for index, part in parts.items():
-            yield beam.pvalue.TaggedOutput(str(index), part)
+            yield beam.pvalue.TaggedOutput(str(index),
+                                           (origin if whole else part_of(origin), part))
 
 
 class KeyRecords(beam.DoFn):
-    """chunk -> (routing value, sub-chunk) per value; records with no model for their key
-    fail."""
+    """chunk -> (routing value, part) per value; records with no model for their key fail
+    at stage "routing"."""
 
     def __init__(self, config: InferenceConfig):
         self._feature = config.routing_feature
         self._keys = {key for model in config.models for key in model.keys}
 
-    def process(self, chunk: Sequence[bytes]):
+    def process(self, chunk):
+        origin, records = chunk
         parts: Dict[str, List[bytes]] = {}
-        for record in chunk:
+        for i, record in enumerate(records):
             try:
-                value = feature_value(record, self._feature)
+                value = examples.first_value(record, self._feature)
             except Exception as e:  # pylint: disable=broad-except
                 yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                    "decode", e, record))
+                    "routing", e, record, source=describe(origin, i)))
                 continue
             if value in self._keys:
                 parts.setdefault(value, []).append(record)
@@ -92,34 +85,28 @@ class KeyRecords(beam.DoFn):
                        f"no model serves {self._feature}={value!r}")
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure(
                 "routing", "KeyError", f"{problem}; keys served: {sorted(self._keys)}",
-                record))
-        yield from parts.items()
+                record, source=describe(origin, i)))
+        whole = len(parts) == 1 and sum(map(len, parts.values())) == len(records)
+        for value, part in parts.items():
+            yield value, (origin if whole else part_of(origin), part)
 
 
 def rechunk(keyed_chunks, size: int):
     """(key, chunks), as GroupByKey gives it -> (key, chunk of at most `size` records)."""
     key, chunks = keyed_chunks
-    records = [record for chunk in chunks for record in chunk]
+    chunks = list(chunks)
+    origin = part_of(chunks[0][0]) if chunks else None
+    records = [record for _, part in chunks for record in part]
     for start in range(0, len(records), size):
-        yield key, records[start:start + size]
+        yield key, (origin, records[start:start + size])
 
 
-def enrich_chunk(results, output_names=()) -> List[bytes]:
-    """`enrich` of each result of a chunk."""
-    return [enrich(result, output_names) for result in results]
-
-
-def enrich(result, output_names=()) -> bytes:
-    """The result's record with the model's outputs added as `<model>_<output>` features."""
-    example = example_class().FromString(result.example)
-    for name, value in named_outputs(result.inference, output_names).items():
-        feature = example.features.feature[f"{result.model_id}_{name}"]
-        values = np.asarray(value).reshape(-1)
-        if values.dtype.kind in "iub":
-            feature.int64_list.value.extend(values.astype(np.int64).tolist())
-        elif values.dtype.kind == "f":
-            feature.float_list.value.extend(values.astype(np.float32).tolist())
-        else:
-            feature.bytes_list.value.extend(
-                text(v) for v in values)
-    return example.SerializeToString()
+def enrich(result: ChunkResult):
+    """A chunk's predicted records, each with the model's outputs added as features named
+    `<model>_<output>`: the next model of a sequence reads them."""
+    names = list(result.outputs)
+    records = [examples.with_features(record, {
+        f"{result.model}_{name}": result.outputs[name][i] for name in names})
+        for i, record in enumerate(result.records)]
+    origin = result.origin if not result.failures else part_of(result.origin)
+    return origin, records

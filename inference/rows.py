@@ -9,8 +9,9 @@ A row holds one record's prediction by one model:
 `RowSpec` says which features are copied from the record and how each output is typed:
 FLOAT (one value) or ARRAY<FLOAT> (a REPEATED FLOAT column), or INTEGER / STRING / BOOLEAN
 and their ARRAY<...> forms. `bigquery_schema()` is the matching explicit BigQuery
-`TableSchema`; `to_row()` encodes a `PredictionResult` (or a tfx_bsl `PredictionLog`) as
-a row of that schema; `to_json()` as the bytes of a Pub/Sub message.
+`TableSchema`; `to_rows()` encodes a chunk's results (columns, or the PredictionLogs a
+TensorFlow model wrote) as rows of that schema; `to_json()` a row as the bytes of a Pub/Sub
+message.
 """
 import dataclasses
 import datetime
@@ -20,12 +21,10 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
-from apache_beam.ml.inference.base import PredictionResult
-from tensorflow_serving.apis import prediction_log_pb2
 
+from inference import examples
 from inference.config import InferenceConfig
-from inference.encoding import named_outputs
+from inference.results import PREDICTION_LOG, ChunkResult
 
 TYPES = ("FLOAT", "INTEGER", "STRING", "BOOLEAN")
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -148,19 +147,26 @@ class RowSpec:
             schema.fields.append(field.bigquery_field())
         return schema
 
-    def to_row(self, result: PredictionResult, output_names: Sequence[str] = (),
-               timestamp: Optional[float] = None) -> Dict[str, Any]:
-        """The row of one record's prediction. Raises RowError when it does not fit."""
-        row: Dict[str, Any] = {self.model_field: result.model_id or ""}
+    def to_rows(self, result: ChunkResult, timestamp: Optional[float] = None
+                ) -> List[Dict[str, Any]]:
+        """The rows of a chunk's predictions. Raises RowError when one does not fit."""
+        outputs = _outputs(result.outputs)
+        return [self._row(record, result.model, {n: o[i] for n, o in outputs.items()},
+                          timestamp)
+                for i, record in enumerate(result.records)]
+
+    def _row(self, record: bytes, model: str, outputs: Mapping[str, np.ndarray],
+             timestamp: Optional[float]) -> Dict[str, Any]:
+        row: Dict[str, Any] = {self.model_field: model}
         if self.time_field:
             row[self.time_field] = _iso(timestamp) if timestamp is not None else None
-        feature = _features(result.example) if self.features else {}
+        example = _parse(record) if self.features else None
         for field in self.features:
-            row[field.name] = field.convert(_feature_values(feature.get(field.name)),
+            row[field.name] = field.convert(examples.values(example, field.name) or [],
                                             "feature")
-        outputs = _outputs(result.inference, output_names)
         if self.outputs is None:
             for name, value in outputs.items():
+                value = np.asarray(value)
                 flat = value.reshape(-1).tolist()
                 row[name] = flat[0] if value.size == 1 else flat
                 if isinstance(row[name], bytes):
@@ -169,7 +175,7 @@ class RowSpec:
         for field in self.outputs:
             value = outputs.get(field.name)
             row[field.name] = field.convert(
-                [] if value is None else value.reshape(-1).tolist(), "output")
+                [] if value is None else np.asarray(value).reshape(-1).tolist(), "output")
         return row
 
 
@@ -193,30 +199,25 @@ def _iso(seconds: float) -> str:
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _features(record: Any) -> Mapping[str, tf.train.Feature]:
-    if not isinstance(record, bytes):
-        raise RowError(f"the record is a {type(record).__name__}, not a serialized tf.Example")
+def _parse(record: bytes):
     try:
-        return tf.train.Example.FromString(record).features.feature
+        return examples.parse(record)
     except Exception as e:  # pylint: disable=broad-except
         raise RowError(f"the record is not a serialized tf.Example: {e}") from e
 
 
-def _feature_values(feature: Optional[tf.train.Feature]) -> list:
-    if feature is None:
-        return []
-    kind = feature.WhichOneof("kind")
-    return list(getattr(feature, kind).value) if kind else []
-
-
-def _outputs(inference: Any, output_names: Sequence[str]) -> Dict[str, np.ndarray]:
-    if isinstance(inference, prediction_log_pb2.PredictionLog):
-        if inference.WhichOneof("log_type") != "predict_log":
-            raise RowError(f"cannot make rows of a {inference.WhichOneof('log_type')}")
+def _outputs(columns: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """Output columns; the PredictionLogs a TensorFlow model wrote, as their outputs."""
+    if PREDICTION_LOG not in columns:
+        return columns
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    rows = []
+    for serialized in columns[PREDICTION_LOG]:
+        log = prediction_log_pb2.PredictionLog.FromString(serialized)
+        if log.WhichOneof("log_type") != "predict_log":
+            raise RowError(f"cannot make rows of a {log.WhichOneof('log_type')}")
         # One record per log: drop the batch dim of 1.
-        return {name: tf.make_ndarray(tensor)[0]
-                for name, tensor in inference.predict_log.response.outputs.items()}
-    try:
-        return named_outputs(inference, output_names)
-    except ValueError as e:
-        raise RowError(str(e)) from e
+        rows.append({name: tf.make_ndarray(tensor)[0]
+                     for name, tensor in log.predict_log.response.outputs.items()})
+    return {name: [row[name] for row in rows] for name in (rows[0] if rows else {})}

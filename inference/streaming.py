@@ -1,5 +1,5 @@
-"""Streaming inference: Pub/Sub in, the same ExampleModelHandlers through Beam's
-RunInference, JSON predictions to Pub/Sub or typed rows to BigQuery out.
+"""Streaming inference: Pub/Sub in, the engine's one core transform (`InferExamples`), JSON
+predictions to Pub/Sub or typed rows to BigQuery out.
 
     python -m inference.streaming \\
         --input_subscription projects/P/subscriptions/S \\
@@ -13,39 +13,40 @@ RunInference, JSON predictions to Pub/Sub or typed rows to BigQuery out.
 Messages hold serialized tf.Examples, or JSON objects (`{"fare": 12.5, "company": "x"}`)
 which become tf.Examples (numbers -> float_list, integers -> int64_list, strings ->
 bytes_list, lists of them likewise). The configuration is the `InferenceConfig` JSON the
-BulkInferrer takes; every model sees every message.
+BulkInferrer takes, and it means the same here: routing (shadow, ab, keyed, sequence),
+fractions, keys, timeouts, dead letters and counts go through the same transform; an
+option streaming cannot honour is refused before the pipeline is built.
 
 Model updates without a restart: with `--model_pattern`, Beam's `WatchFilePattern` polls
 the pattern and RunInference swaps to the newest matching file (a side input of
-`ModelMetadata`); `ExampleModelHandler.update_model_path` hands the new path to the
-framework's handler. Upload each new version under a new file name. Windows
-(`--window_secs`) are what the side input is read per, so a new model serves from the next
-window on. `max_batch_duration_secs` in a model's config batches across bundles.
+`ModelMetadata`); `ExampleModelHandler.update_model_path` takes the new path, and the
+trust gate checks the new file as it loads. Upload each new version under a new file name.
+Windows (`--window_secs`) are what the side input is read per, so a new model serves from
+the next window on. `max_batch_duration_secs` in a model's config batches across bundles.
 
-`build_pipeline(messages, ...)` builds everything after the source, so tests feed it a
-`TestStream`.
+Each message is a chunk of one record whose origin is its event time, which the rows keep
+(batching re-stamps elements). `build_pipeline(messages, ...)` builds everything after the
+source, so tests feed it a `TestStream`.
 """
 import argparse
-import base64
 import json
 import logging
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-import tensorflow as tf
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, \
     StandardOptions
 from apache_beam.transforms import window
 
-from inference import rows as rows_lib
+from inference import examples, rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
-from inference.failures import Failure
+from inference.failures import FAILURES_TAG, Failure
 from inference.handler import ExampleModelHandler
-from inference.transforms import create_handlers
+from inference.models import create_handlers
+from inference.transforms import CountFailures, Encode, InferExamples, ModelUpdates
 
 INPUT_FORMATS = ("auto", "example", "json")
-DEAD_LETTERS = "dead_letters"
 DEFAULT_WINDOW_SECS = 60
 DEFAULT_MODEL_CHECK_SECS = 300
 
@@ -58,25 +59,21 @@ def json_to_example(obj: Mapping[str, Any]) -> bytes:
     """A JSON object of features as a serialized tf.Example (null values are left out)."""
     if not isinstance(obj, Mapping):
         raise MessageError(f"want a JSON object of features, got {type(obj).__name__}")
-    feature = {}
+    features = {}
     for name, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        values = [v for v in values if v is not None]
+        values = [v for v in (value if isinstance(value, list) else [value]) if v is not None]
         if not values:
             continue
-        if all(isinstance(v, bool) or isinstance(v, int) for v in values):
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(
-                value=[int(v) for v in values]))
+        if all(isinstance(v, (bool, int)) for v in values):
+            features[name] = [int(v) for v in values]
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(
-                value=[float(v) for v in values]))
+            features[name] = [float(v) for v in values]
         elif all(isinstance(v, str) for v in values):
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
-                value=[v.encode("utf-8") for v in values]))
+            features[name] = [v.encode("utf-8") for v in values]
         else:
             raise MessageError(f"feature {name!r}: values must be all numbers or all "
                                f"strings, got {value!r}")
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return examples.serialize(features)
 
 
 def to_example(message: bytes, input_format: str = "auto") -> bytes:
@@ -96,81 +93,32 @@ def to_example(message: bytes, input_format: str = "auto") -> bytes:
             raise MessageError(f"not valid JSON: {e}") from e
         return json_to_example(obj)
     try:
-        tf.train.Example.FromString(message)
+        examples.parse(message)
     except Exception as e:  # pylint: disable=broad-except
         raise MessageError(f"not a serialized tf.Example: {e}") from e
     return message
 
 
-def dead_letter(stage: str, error: Union[BaseException, str], record: bytes = b"",
-                model: str = "") -> Dict[str, Any]:
-    """A JSON-ready dead letter: why, where, and the original payload (base64)."""
-    if isinstance(error, BaseException):
-        error_type, message = type(error).__name__, str(error)
-    else:
-        error_type, message = "Error", str(error)
-    return {"stage": stage, "error_type": error_type, "message": message[:1000],
-            "model": model, "record_base64": base64.b64encode(record or b"").decode("ascii")}
-
-
 class _ParseMessages(beam.DoFn):
+    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse)."""
 
     def __init__(self, input_format: str):
         self._format = input_format
 
-    def process(self, message):
+    def process(self, message, timestamp=beam.DoFn.TimestampParam):
         data = message.data if hasattr(message, "data") else message  # PubsubMessage
         try:
-            yield to_example(data, self._format)
+            yield timestamp.micros / 1e6, [to_example(data, self._format)]
         except MessageError as e:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter("parse", e, data))
-
-
-class _ToRows(beam.DoFn):
-    """(event time, a message's results) -> rows; failed records and rows that do not fit
-    -> dead letters."""
-
-    def __init__(self, spec: rows_lib.RowSpec, output_names: Sequence[str], model_name: str):
-        self._spec, self._output_names, self._model = spec, tuple(output_names), model_name
-
-    def setup(self):
-        self._rows = beam.metrics.Metrics.counter("streaming", f"rows[{self._model}]")
-        self._failed = beam.metrics.Metrics.counter("streaming", f"failures[{self._model}]")
-
-    def process(self, keyed):
-        event_time, results = keyed
-        for result in results:
-            yield from self._row(event_time, result)
-
-    def _row(self, event_time, result):
-        failure = result.inference
-        if isinstance(failure, Failure):
-            self._failed.inc()
-            letter = dead_letter(failure.stage, failure.message, failure.record, self._model)
-            letter["error_type"] = failure.error_type
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
-            return
-        try:
-            row = self._spec.to_row(result, self._output_names, event_time)
-        except rows_lib.RowError as e:
-            self._failed.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                "rows", e, result.example if isinstance(result.example, bytes) else b"",
-                self._model))
-            return
-        self._rows.inc()
-        yield row
+            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+                "parse", e, data if isinstance(data, bytes) else str(data).encode()))
 
 
 class StreamOutputs(NamedTuple):
     """What `build_pipeline` returns."""
-    # model name -> PCollection[(event time in seconds, [PredictionResult])]
-    predictions: Dict[str, beam.PCollection]
+    predictions: Dict[str, beam.PCollection]  # model name -> PCollection[ChunkResult]
     rows: beam.PCollection  # every model's rows (dicts, see inference.rows)
-    dead_letters: beam.PCollection  # dicts, see dead_letter()
-
-
-ModelUpdates = Mapping[str, Union[str, beam.PCollection]]
+    dead_letters: beam.PCollection  # Failures, counted (see Failure.to_json_row)
 
 
 def build_pipeline(messages: beam.PCollection,
@@ -181,64 +129,60 @@ def build_pipeline(messages: beam.PCollection,
                    window_secs: Optional[float] = DEFAULT_WINDOW_SECS,
                    input_format: str = "auto",
                    model_check_secs: float = DEFAULT_MODEL_CHECK_SECS) -> StreamOutputs:
-    """Everything after the source: parse, window, RunInference per model, rows.
+    """Everything after the source: parse, window, InferExamples, rows.
 
     messages: PCollection of message payloads (bytes) or PubsubMessages.
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
-    model_updates: model name -> a file pattern to watch (Beam's WatchFilePattern), or a
-      PCollection of `ModelMetadata` (`model_id` = the new model's path), the side input
-      RunInference swaps models from.
+    model_updates: see `inference.transforms.ModelUpdates`.
     window_secs: fixed event-time windows (None: the global window, no model updates
       on runners that read side inputs per window).
     """
-    config.validate()
+    config.validate(bounded=False)
     handlers = dict(handlers) if handlers is not None else create_handlers(config)
     model_updates = dict(model_updates or {})
+    problems = []
     unknown = sorted(set(model_updates) - set(handlers))
     if unknown:
-        raise ConfigError(f"model updates for unknown model(s) {unknown}; "
-                          f"models: {sorted(handlers)}")
+        problems.append(f"model updates for unknown model(s) {unknown}; models: "
+                        f"{sorted(handlers)}")
+    if model_updates and config.routing == "keyed":
+        problems.append("model updates with routing='keyed': Beam's KeyedModelHandler takes "
+                        "per-key paths (KeyModelPathMapping), which this entry point does not "
+                        "watch; run one pipeline per model or drop --model_pattern")
+    if config.group_by_key and not window_secs:
+        problems.append("group_by_key needs windows (--window_secs): in the global window a "
+                        "GroupByKey never fires on a stream")
+    if problems:
+        raise ConfigError("Invalid streaming configuration:\n  - " + "\n  - ".join(problems))
     row_spec = row_spec or rows_lib.RowSpec.for_config(config)
 
     if window_secs:
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(input_format)).with_outputs(
-        DEAD_LETTERS, main="examples")
-    # Keyed by the message's event time, which the rows keep (batching re-stamps elements);
-    # each message is a chunk of one record (see inference.handler).
-    examples = parsed.examples | "KeyByEventTime" >> beam.Map(
-        lambda example, ts=beam.DoFn.TimestampParam: (ts.micros / 1e6, [example]))
-
-    predictions, row_pcolls, dead = {}, [], [parsed[DEAD_LETTERS]]
-    for name, handler in handlers.items():
-        update = model_updates.get(name)
-        kwargs: Dict[str, Any] = {}
-        if isinstance(update, str):
-            kwargs = {"watch_model_pattern": update, "interval": model_check_secs}
-        elif update is not None:
-            kwargs = {"model_metadata_pcoll": update}
-        # KeyedModelHandler hands model updates to the handler (update_model_path).
-        results = examples | f"RunInference[{name}]" >> RunInference(
-            KeyedModelHandler(handler), **kwargs)
-        predictions[name] = results
-        converted = results | f"ToRows[{name}]" >> beam.ParDo(
-            _ToRows(row_spec, handler.output_names, name)).with_outputs(
-                DEAD_LETTERS, main="rows")
-        row_pcolls.append(converted.rows)
-        dead.append(converted[DEAD_LETTERS])
-    pipeline = parsed.examples.pipeline
+        FAILURES_TAG, main="chunks")
+    inferred = parsed.chunks | "Infer" >> InferExamples(handlers, config,
+                                                         model_updates=model_updates,
+                                                         model_check_secs=model_check_secs)
+    rows, dead = [], [parsed[FAILURES_TAG], inferred.failures]
+    for name, results in inferred.predictions.items():
+        encoded = results | f"ToRows[{name}]" >> Encode(
+            lambda result: row_spec.to_rows(result, timestamp=result.origin))
+        rows.append(encoded.main | f"Rows[{name}]" >> beam.FlatMap(lambda chunk: chunk))
+        dead.append(encoded[FAILURES_TAG])
+    pipeline = messages.pipeline
     return StreamOutputs(
-        predictions,
-        row_pcolls | "FlattenRows" >> beam.Flatten(pipeline=pipeline),
-        dead | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline))
+        inferred.predictions,
+        rows | "FlattenRows" >> beam.Flatten(pipeline=pipeline),
+        dead | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline)
+        | "CountDeadLetters" >> beam.ParDo(CountFailures()))
 
 
 def latest_model(pattern: str) -> str:
     """The newest file matching `pattern` (what WatchFilePattern starts from)."""
-    paths = [p for p in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(p)]
-    if not paths:
+    found = FileSystems.match([pattern])[0].metadata_list
+    if not found:
         raise ConfigError(f"no model file matches {pattern!r}")
-    return max(paths, key=lambda p: (tf.io.gfile.stat(p).mtime_nsec, p))
+    return max(found, key=lambda m: (m.last_updated_in_seconds, m.path)).path
 
 
 def bigquery_sink(table: str, spec: rows_lib.RowSpec,
@@ -302,8 +246,8 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
     args, beam_args = parse_args(argv)
-    with tf.io.gfile.GFile(args.inference_config) as f:
-        config = InferenceConfig.from_json(f.read()).validate()
+    with FileSystems.open(args.inference_config) as f:
+        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
     patterns = _model_patterns(args.model_pattern, config)
     handlers = create_handlers(config, {name: latest_model(pattern)
                                         for name, pattern in patterns.items()})
@@ -332,16 +276,16 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
         _ = outputs.rows | "WriteToBigQuery" >> sink
     if args.dead_letter_topic:
         _ = (outputs.dead_letters
-             | "DeadLettersToJson" >> beam.Map(rows_lib.to_json)
+             | "DeadLettersToJson" >> beam.Map(lambda f: rows_lib.to_json(f.to_json_row()))
              | "WriteDeadLetters" >> beam.io.WriteToPubSub(args.dead_letter_topic))
     else:
         _ = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
     return pipeline.run()
 
 
-def _log_dead_letter(letter):
-    logging.warning("dead letter: %s", {k: v for k, v in letter.items()
-                                         if k != "record_base64"})
+def _log_dead_letter(failure: Failure):
+    logging.warning("dead letter: %s at %s (model %r): %s", failure.error_type, failure.stage,
+                    failure.model, failure.message)
 
 
 if __name__ == "__main__":

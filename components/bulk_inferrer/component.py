@@ -60,7 +60,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         if isinstance(inference_config, str) and inference_config:
             inference_config = InferenceConfig.from_json(inference_config)
         if inference_config:  # checked where the pipeline is defined, not hours into a run
-            inference_config = executor.bounded_config(inference_config).to_json()
+            inference_config = inference_config.validate(bounded=True).to_json()
         if not 0.0 <= max_failure_fraction <= 1.0:
             raise ValueError(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
         if output_example_spec:

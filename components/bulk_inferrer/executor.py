@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -18,12 +19,10 @@ from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import spec
-from inference import metrics
+from inference import bounded, encoding, metrics
 from inference.config import InferenceConfig
-from inference.io import ReadRecords, WriteFailures, WriteRecordChunks
-from inference.transforms import FAILURES_TAG, Encode, InferExamples, create_handlers, \
-    prediction_log_encoder
-
+from inference.handler import worker_deaths
+from inference.models import create_handlers
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -49,7 +48,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                             .transformed_feature_spec(), "Transform's outputs")
         elif schema is not None:
             _check_features(config, [f.name for f in schema.feature], "the examples' schema")
-        handlers = create_handlers(config, model_uris, schema, transform_dir)
+        breadcrumbs = os.path.join(self._scratch_dir(), "workers")
+        handlers = create_handlers(config, model_uris, schema, transform_dir, breadcrumbs)
         data_spec = _proto(exec_properties, spec.DATA_SPEC_KEY, bulk_inferrer_pb2.DataSpec())
         examples = input_dict[spec.EXAMPLES_KEY]
         payload_format, _ = tfxio_utils.resolve_payload_format_and_data_view_uri(examples)
@@ -65,42 +65,48 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         output_examples = _single(output_dict, spec.OUTPUT_EXAMPLES_KEY)
         failures = _single(output_dict, spec.FAILURES_KEY)
-        failures_uri = failures.uri if failures else os.path.join(self._get_tmp_dir(),
+        failures_uri = failures.uri if failures else os.path.join(self._scratch_dir(),
                                                                   spec.FAILURES_KEY)
         output_example_spec = _proto(exec_properties, spec.OUTPUT_EXAMPLE_SPEC_KEY,
                                      bulk_inferrer_pb2.OutputExampleSpec())
         if output_examples:
             output_examples.split_names = artifact_utils.encode_split_names(sorted(split_uris))
+        outputs = []
+        for split in sorted(split_uris):
+            for name in handlers:
+                if inference_result:
+                    folder = _logs_dir(inference_result.uri, name, len(handlers))
+                    outputs.append(bounded.Output(
+                        name, split, os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}"
+                                                          f"-{split}"), encoding.encode_logs,
+                        "PredictionLogs"))
+                if output_examples:
+                    prefix = spec.EXAMPLES_FILE_NAME if len(handlers) == 1 else (
+                        f"{spec.EXAMPLES_FILE_NAME}-{name}")
+                    outputs.append(bounded.Output(
+                        name, split, os.path.join(artifact_utils.get_split_uri(
+                            [output_examples], split), prefix),
+                        _ExamplesEncoder(output_example_spec), "Examples"))
+        plan = bounded.Plan(config, handlers,
+                            {s: [io_utils.all_files_pattern(u)] for s, u in split_uris.items()},
+                            outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME))
 
         pipeline = self._make_beam_pipeline()
-        dead_letters = []
-        # Records are read in chunks that fit every model's smallest batch.
-        chunk_size = min(h.batch_elements_kwargs()["min_batch_size"] for h in handlers.values())
-        for split, uri in sorted(split_uris.items()):
-            read = pipeline | f"ReadData[{split}]" >> ReadRecords(
-                [io_utils.all_files_pattern(uri)], split, chunk_size)
-            inferred = read.main | f"Infer[{split}]" >> InferExamples(handlers, config, split)
-            dead_letters += [read[FAILURES_TAG], inferred.failures]
-            for name, results in inferred.predictions.items():
-                if inference_result:
-                    dead_letters.append(_write_prediction_logs(
-                        results, handlers[name], split,
-                        _logs_dir(inference_result.uri, name, len(handlers))))
-            if output_examples:
-                dead_letters += _write_examples(
-                    inferred.predictions, handlers, config, output_example_spec,
-                    artifact_utils.get_split_uri([output_examples], split), split)
-        _ = (dead_letters
-             | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
-             | "WriteFailures" >> WriteFailures(
-                 os.path.join(failures_uri, spec.FAILURES_FILE_NAME)))
-
+        plan.expand(pipeline)
         started = time.time()
-        result = pipeline.run()
-        if _job_only(pipeline):
-            logging.info("The Beam job was built (dry run or template), not run: no figures.")
-            return
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            if _job_only(pipeline):
+                logging.info("The Beam job was built (dry run or template), not run: no "
+                             "figures.")
+                return
+            result.wait_until_finish()
+        except Exception as e:
+            deaths = worker_deaths(breadcrumbs)
+            if deaths:
+                raise RuntimeError("BulkInferrer: a Beam worker process died while "
+                                   + "\n  ".join(deaths)) from e
+            raise
         figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
             if artifact:
@@ -111,35 +117,46 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             exec_properties))
 
 
+    def _scratch_dir(self) -> str:
+        """The execution's temporary folder (a new one when the context names none)."""
+        try:
+            return self._get_tmp_dir()
+        except RuntimeError:  # a context without tmp_dir or unique_id
+            if not getattr(self, "_scratch", None):
+                self._scratch = tempfile.mkdtemp(prefix="bulk_inferrer-")
+            return self._scratch
+
+
+class _ExamplesEncoder:
+    """Output examples as TFX's BulkInferrer writes them: each input example with the
+    prediction columns `output_example_spec` names, from the record's PredictionLog."""
+
+    def __init__(self, output_example_spec):
+        self._spec = output_example_spec
+
+    def __call__(self, result) -> List[bytes]:
+        return [prediction_to_example_utils.convert(
+            prediction_log_pb2.PredictionLog.FromString(log), self._spec).SerializeToString()
+            for log in encoding.encode_logs(result)]
+
+
 def _job_only(pipeline: beam.Pipeline) -> bool:
     """True when the runner only builds the job (Dataflow --dry_run, --template_location)."""
     options = pipeline.options.get_all_options()
     return bool(options.get("dry_run") or options.get("template_location"))
 
 
-def bounded_config(config: InferenceConfig) -> InferenceConfig:
-    """The validated config, if a bounded (BulkInferrer) run can use it; else ValueError."""
-    for model in config.models:
-        if model.max_batch_duration_secs:
-            # Beam's stateful, time-bounded batching lost records in bounded pipelines here
-            # (Beam 2.74, DirectRunner: 22 of 90 in tests/components/test_routing.py).
-            raise ValueError(
-                f"model {model.name!r}: max_batch_duration_secs is for streaming "
-                f"(python -m inference.streaming); in a bounded BulkInferrer run, Beam's "
-                f"stateful batching loses records, and batches fill without waiting.")
-    return config.validate()
-
-
 def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
     text = exec_properties.get(spec.INFERENCE_CONFIG_KEY)
-    config = bounded_config(InferenceConfig.from_json(text) if text else InferenceConfig())
+    config = (InferenceConfig.from_json(text) if text else InferenceConfig()).validate(
+        bounded=True)
     model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
     # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
     for model in config.models:
         if model.framework in (None, "tensorflow"):
             model.options.setdefault("signature_name", list(model_spec.model_signature_name))
             model.options.setdefault("tag", list(model_spec.tag))
-    return config.validate()
+    return config.validate(bounded=True)
 
 
 def _model_uris(config: InferenceConfig, models: List[types.Artifact]) -> Dict[str, str]:
@@ -214,46 +231,6 @@ def _logs_dir(uri: str, model_name: str, model_count: int) -> str:
     return uri if model_count == 1 else os.path.join(uri, model_name)
 
 
-def _write_prediction_logs(results, handler, split: str, folder: str):
-    """PredictionLogs at `<folder>/prediction_logs-<split>-*.gz` (TFX's glob,
-    `prediction_logs-*`, finds them); one sink per split, so nothing is flattened.
-    Returns the encoding failures."""
-    name = handler.model_name
-    encoded = results | f"EncodeLogs[{name}][{split}]" >> Encode(
-        prediction_log_encoder(handler.output_names), split)
-    _ = encoded.main | f"WritePredictionLogs[{name}][{split}]" >> WriteRecordChunks(
-        os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}-{split}"))
-    return encoded[FAILURES_TAG]
-
-
-def _write_examples(predictions, handlers, config: InferenceConfig, output_example_spec,
-                    split_uri: str, split: str):
-    """Examples with prediction columns, as TFX's BulkInferrer writes them.
-
-    One example per input record: the first model's predictions (shadow), the last
-    model's (sequence), or each record's own model's (ab, keyed; a file set per model).
-    Returns the encoding failures, a PCollection per model."""
-    names = {"shadow": list(handlers)[:1], "sequence": list(handlers)[-1:]}.get(
-        config.routing, list(handlers))
-    failures = []
-    for name in names:
-        to_log = prediction_log_encoder(handlers[name].output_names)
-
-        def to_examples(results, to_log=to_log) -> List[bytes]:
-            return [prediction_to_example_utils.convert(
-                prediction_log_pb2.PredictionLog.FromString(log), output_example_spec
-            ).SerializeToString() for log in to_log(results)]
-
-        prefix = spec.EXAMPLES_FILE_NAME if len(names) == 1 else (
-            f"{spec.EXAMPLES_FILE_NAME}-{name}")
-        encoded = predictions[name] | f"ToExamples[{name}][{split}]" >> Encode(
-            to_examples, split)
-        _ = encoded.main | f"WriteExamples[{name}][{split}]" >> WriteRecordChunks(
-            os.path.join(split_uri, prefix))
-        failures.append(encoded[FAILURES_TAG])
-    return failures
-
-
 def _max_failure_fraction(exec_properties) -> float:
     value = exec_properties.get(spec.MAX_FAILURE_FRACTION_KEY)
     return spec.DEFAULT_MAX_FAILURE_FRACTION if value is None else float(value)
@@ -262,30 +239,12 @@ def _max_failure_fraction(exec_properties) -> float:
 def _check_outcome(figures: metrics.RunFigures, config: InferenceConfig, split_uris,
                    failures_uri: str, max_failure_fraction: float):
     """Fails the run when nothing was read, records went missing, or too many failed."""
-    problems = []
-    read_failures = sum(figures.read_failures.values())
+    read_failures = sum(figures.read_failures.values()) + sum(
+        figures.unreadable_files.values())
     if not sum(figures.examples_in.values()) and not read_failures:
         raise ValueError(f"no examples to infer: the splits {sorted(split_uris)} are empty "
                          f"({', '.join(sorted(split_uris.values()))})")
-    for split, missing in figures.unaccounted(config.routing).items():
-        if missing:
-            problems.append(f"split {split!r}: {missing} record(s) neither predicted nor "
-                            f"dead-lettered ({figures.examples_in[split]} read); this is a "
-                            f"bug, please report it")
-    for name, f in figures.models.items():
-        # A damaged file counts as one failure: how many records it lost is unknowable.
-        failed, total = f.failures + read_failures, f.examples_in + read_failures
-        if total and failed / total > max_failure_fraction:
-            stages = dict(f.failures_by_stage, **({"read": read_failures}
-                                                  if read_failures else {}))
-            detail = ", ".join(f"{n} at {s}" for s, n in sorted(stages.items()))
-            problems.append(f"model {name!r}: {failed} of {total} records failed "
-                            f"({failed / total:.1%} > max_failure_fraction "
-                            f"{max_failure_fraction:.1%}): {detail}")
-    unrouted, total_in = sum(figures.routing_failures.values()), sum(figures.examples_in.values())
-    if total_in and unrouted / total_in > max_failure_fraction:
-        problems.append(f"{unrouted} of {total_in} records could not be routed to a model "
-                        f"(stage routing; > max_failure_fraction {max_failure_fraction:.1%})")
+    problems = bounded.problems(figures, config, max_failure_fraction)
     if problems:
         raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)
                            + f"\nDead letters (record, stage, error) are in {failures_uri}")
@@ -308,6 +267,10 @@ def _record_figures(artifact: types.Artifact, figures: metrics.RunFigures):
                 artifact.set_int_custom_property(key, value)
             elif isinstance(value, float):
                 artifact.set_float_custom_property(key, round(value, 3))
+    for name in ("damaged_files", "unreadable_files", "unread_bytes"):
+        artifact.set_int_custom_property(name, sum(getattr(figures, name).values()))
     artifact.set_string_custom_property("figures", json.dumps({
         "models": {n: dataclasses.asdict(f) for n, f in figures.models.items()},
-        "examples_in": figures.examples_in, "read_failures": figures.read_failures}))
+        "examples_in": figures.examples_in, "read_failures": figures.read_failures,
+        "damaged_files": figures.damaged_files, "unreadable_files": figures.unreadable_files,
+        "unread_bytes": figures.unread_bytes}))

@@ -1,15 +1,33 @@
-"""The handler registry: one module per framework, imported only when a model needs it.
+"""Frameworks: how a model's files load and how the model runs on a batch.
 
-Each framework module defines `build(model: ModelConfig, path: str) -> FrameworkHandler`.
-Adding a framework is one module here plus a line in `_MODULES` (and a rule in
-`detection` if its files are recognisable).
+A framework is a module here with two functions:
+
+    load(path: str, spec: ModelConfig) -> model
+    predict(model, inputs, spec: ModelConfig) -> Mapping[str, np.ndarray]
+
+`inputs` is a batch's model inputs as the model's InputSpec shapes them (one [batch, width]
+array, or a dict of them for layout="dict"); `predict` returns batch-major arrays, row i
+for input row i (see `inference.columns`). Optionally:
+
+    check(path, spec) -> None       configuration checks before Beam starts (ConfigError)
+    takes_records(spec) -> bool     True: `inputs` are the serialized records themselves
+    SAFE_CONTENT = (...)            pickle-bearing contents its loader reads without running
+                                    code (see `inference.trust`)
+
+`BeamHandler` adapts any Beam `ModelHandler` (a custom one, a Hugging Face pipeline,
+TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`. Adding a framework is a
+module here, a line in `_MODULES`, and a detection rule in `inference.detection` when its
+files are recognisable.
 """
 import importlib
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+import types
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
+from inference import columns
 from inference.config import ConfigError, ModelConfig
 
 _MODULES = {
@@ -25,85 +43,103 @@ _MODULES = {
 }
 
 
-class FrameworkHandler(NamedTuple):
-    """A framework's Beam ModelHandler and how a decoded batch becomes its examples.
+def get(name: str) -> types.ModuleType:
+    """The framework module called `name`."""
+    if name not in _MODULES:
+        raise ConfigError(f"no framework {name!r}; known: {sorted(_MODULES)}")
+    return importlib.import_module(_MODULES[name])
 
-    handler: Beam's own handler for the framework (loading, device, forward pass).
-    to_examples: turns the batch's model inputs (a stacked array or dict of arrays) into
-      the per-example sequence `handler.run_inference` takes.
-    forward: instead, `forward(model, inputs, inference_args)` runs the model on the
-      batch's inputs as they are and returns outputs row-aligned with the batch (an
-      array, or a dict of arrays). For frameworks whose `handler.run_inference` would only
-      call the same function and wrap each row's output in a PredictionResult, for us to
-      unwrap again (~1 us per record); `handler` then only loads the model.
-    With neither, the handler takes the serialized records themselves (no decoding), as
-    TensorFlow's Example signatures do.
-    """
+
+def takes_records(framework: types.ModuleType, spec: ModelConfig) -> bool:
+    """Whether the framework's `predict` takes the serialized records, undecoded."""
+    rule = getattr(framework, "takes_records", None)
+    return bool(rule(spec)) if rule is not None else False
+
+
+def check(framework: types.ModuleType, path: str, spec: ModelConfig):
+    """The framework's configuration checks, if it has any."""
+    checker = getattr(framework, "check", None)
+    if checker is not None:
+        checker(path, spec)
+
+
+# --- Any Beam ModelHandler as a framework ------------------------------------------------
+
+class BeamHandler(NamedTuple):
+    """A loaded Beam ModelHandler: the handler and what its `load_model` returned."""
     handler: ModelHandler
-    to_examples: Optional[Callable[[Any], Sequence[Any]]]
-    forward: Optional[Callable[[Any, Any, Optional[Dict[str, Any]]], Any]] = None
+    model: Any
 
-    @property
-    def decodes(self) -> bool:
-        """Whether the model takes decoded inputs rather than the serialized records."""
-        return self.to_examples is not None or self.forward is not None
+    @classmethod
+    def load(cls, handler: ModelHandler) -> "BeamHandler":
+        return cls(handler, handler.load_model())
 
-
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    """The FrameworkHandler for `model` (whose framework is resolved) at `path`."""
-    if model.framework not in _MODULES:
-        raise ConfigError(f"model {model.name!r}: no handler for framework "
-                          f"{model.framework!r}; known: {sorted(_MODULES)}")
-    module = importlib.import_module(_MODULES[model.framework])
-    return module.build(model, path)
-
-
-def import_object(path: str) -> Any:
-    """`package.module.Name`, `package.module:Name` or `path/to/file.py:Name` (a module
-    file, as TFX components take `module_file`; local or gs://) -> the object it names."""
-    if ".py:" in path:
-        return _from_module_file(*path.rsplit(":", 1))
-    module_name, _, attr = path.replace(":", ".").rpartition(".")
-    if not module_name:
-        raise ConfigError(f"{path!r} is not an import path like 'package.module.Name'")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot import {path!r}: {e}") from e
+    def predict(self, examples: Sequence[Any], output_names: Sequence[str] = (),
+                inference_args: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+        """The handler's `run_inference` on per-example inputs, as columns."""
+        results = list(self.handler.run_inference(examples, self.model, inference_args))
+        if len(results) != len(examples):
+            raise ValueError(f"the handler returned {len(results)} results for "
+                             f"{len(examples)} examples")
+        return columns.from_examples([getattr(r, "inference", r) for r in results],
+                                     output_names)
 
 
-def _from_module_file(file_path: str, attr: str) -> Any:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    try:
-        with tf.io.gfile.GFile(file_path) as f:
-            source = f.read()
-    except tf.errors.OpError as e:
-        raise ConfigError(f"cannot read module file {file_path!r}: {e}") from e
-    namespace: Dict[str, Any] = {"__name__": f"user_module_{abs(hash(file_path))}",
-                                 "__file__": file_path}
-    exec(compile(source, file_path, "exec"), namespace)  # pylint: disable=exec-used
-    if attr not in namespace:
-        raise ConfigError(f"module file {file_path!r} defines no {attr!r}")
-    return namespace[attr]
-
-
-def numpy_rows(inputs: Union[np.ndarray, Mapping[str, np.ndarray]]) -> List[Any]:
-    """A batch's model inputs as per-example items for a NumPy handler's `run_inference`
-    (or a `forward`'s outputs as one output per example).
-
-    A stacked [batch, width] array gives its rows; a dict layout {feature: [batch, width]}
-    gives one {feature: row} dict per example.
-    """
+def numpy_rows(inputs: Any) -> list:
+    """A batch's model inputs as per-example items for a Beam NumPy handler: the rows of a
+    stacked array, or one {feature: row} dict per example for a dict layout."""
     if isinstance(inputs, Mapping):
         return [dict(zip(inputs, row)) for row in zip(*inputs.values())]
     return list(inputs)
 
 
-def stack_rows(batch: Sequence[Any]) -> Union[np.ndarray, Dict[str, np.ndarray]]:
-    """The inverse of `numpy_rows`: per-example items back to one array, or a dict of them.
-
-    (`np.array` of equal-shape rows is `np.stack` at half the cost; unequal shapes raise.)
-    """
+def stack_rows(batch: Sequence[Any]):
+    """The inverse of `numpy_rows`: per-example items back to one array, or a dict."""
     if len(batch) and isinstance(batch[0], Mapping):
         return {name: np.array([example[name] for example in batch]) for name in batch[0]}
     return np.array(batch)
+
+
+# --- Import paths in the configuration -----------------------------------------------------
+
+def import_object(path: str, option: str = "") -> Any:
+    """`package.module.Name`, `package.module:Name` or `path/to/file.py:Name` (a module
+    file, as TFX components take `module_file`; local or gs://) -> the object it names.
+
+    option: the configuration option that holds `path`, named in errors.
+    """
+    what = f"{option}={path!r}" if option else repr(path)
+    if ".py:" in path:
+        return _from_module_file(*path.rsplit(":", 1), what=what)
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    if not module_name:
+        raise ConfigError(f"{what} is not an import path like 'package.module.Name'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except Exception as e:  # an import runs the module's code: any error can come out
+        raise ConfigError(f"cannot import {what}: {type(e).__name__}: {e}") from e
+
+
+_MODULE_FILES: Dict[str, Dict[str, Any]] = {}  # path -> the namespace it ran in
+
+
+def _from_module_file(file_path: str, attr: str, what: str) -> Any:
+    namespace = _MODULE_FILES.get(file_path)
+    if namespace is None:
+        try:
+            with FileSystems.open(file_path) as f:
+                source = f.read().decode("utf-8")
+        except Exception as e:  # pylint: disable=broad-except
+            raise ConfigError(f"cannot read the module file of {what}: {e}") from e
+        namespace = {"__name__": f"user_module_{abs(hash(file_path))}",
+                     "__file__": file_path}
+        try:
+            exec(compile(source, file_path, "exec"), namespace)  # pylint: disable=exec-used
+        except Exception as e:  # the user's module raised while it ran
+            raise ConfigError(f"the module file of {what} failed to run: "
+                              f"{type(e).__name__}: {e}") from e
+        _MODULE_FILES[file_path] = namespace
+    if attr not in namespace:
+        raise ConfigError(f"the module file of {what} defines no {attr!r}")
+    return namespace[attr]
+

@@ -1,52 +1,70 @@
-"""Hugging Face transformers models in a local (or mounted) folder, via Beam's handlers.
+"""Hugging Face transformers models in a local (or mounted) folder.
 
-With options.task (e.g. "text-classification"): Beam's HuggingFacePipelineModelHandler;
-  each example is the text of its one bytes feature (InputSpec(dtype="bytes")), or with a
-  dict layout a {feature: text} dict (e.g. question / context for question-answering).
-  options.pipeline_args: more `transformers.pipeline(...)` keyword arguments.
-Without a task: the model class options.model_class (default
-  "transformers.AutoModel") loaded with from_pretrained and run by Beam's PyTorch
-  handlers on int64 token tensors: a dict layout (HuggingFaceModelHandlerKeyedTensor)
-  passes each feature as the keyword argument of its name (input_ids, attention_mask, ...);
-  a stacked layout (HuggingFaceModelHandlerTensor) passes the one tensor positionally.
-  Padding comes from the InputSpec. options.load_model_args: from_pretrained kwargs.
+With options.task (e.g. "text-classification"): Beam's HuggingFacePipelineModelHandler
+  (through `BeamHandler`); each example is the text of its one bytes feature
+  (InputSpec(dtype="bytes")), or with a dict layout a {feature: text} dict (e.g. question /
+  context for question-answering). options.pipeline_args: more `transformers.pipeline(...)`
+  keyword arguments.
+Without a task: the model class options.model_class (default "transformers.AutoModel")
+  loaded with from_pretrained and run on the batch's int64 token tensors: a dict layout
+  passes each feature as the keyword argument of its name (input_ids, attention_mask, ...),
+  a stacked layout the one tensor positionally. Padding comes from the InputSpec.
+  options.load_model_args: from_pretrained keyword arguments.
+Weights load from safetensors files; pickle-based weights (`.bin`) need `trusted`.
 """
 import numpy as np
-from apache_beam.ml.inference import huggingface_inference
+import torch
 
+from inference import columns
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, import_object
-# The same per-example torch tensors as the PyTorch framework feeds its handlers.
-from inference.frameworks.pytorch import _keyed_rows, _rows
+from inference.frameworks import BeamHandler, import_object
 
 DEFAULT_MODEL_CLASS = "transformers.AutoModel"
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    options = model.options
+def check(path: str, spec: ModelConfig):
+    if spec.options.get("task"):
+        inputs = spec.inputs
+        if inputs.dtype != "bytes" or (inputs.layout == "stacked"
+                                       and len(inputs.features) != 1):
+            raise ConfigError(
+                f"model {spec.name!r}: a transformers pipeline takes text: give "
+                f"inputs=InputSpec(features=[<one bytes feature>], dtype='bytes'), or a "
+                f"dict layout of bytes features")
+    else:
+        import_object(spec.options.get("model_class") or DEFAULT_MODEL_CLASS,
+                      "options.model_class")
+
+
+def load(path: str, spec: ModelConfig):
+    options = spec.options
     if options.get("task"):
-        return _pipeline(model, path)
-    model_class = import_object(options.get("model_class") or DEFAULT_MODEL_CLASS)
-    location = dict(model_uri=path, model_class=model_class, device=model.device,
-                    load_model_args=options.get("load_model_args"))
-    if model.inputs.layout == "dict":
-        handler = huggingface_inference.HuggingFaceModelHandlerKeyedTensor(
-            framework="pt", **location)
-        return FrameworkHandler(handler, _keyed_rows)
-    handler = huggingface_inference.HuggingFaceModelHandlerTensor(**location)
-    return FrameworkHandler(handler, _rows)
+        from apache_beam.ml.inference import huggingface_inference  # pylint: disable=import-outside-toplevel
+        return BeamHandler.load(huggingface_inference.HuggingFacePipelineModelHandler(
+            task=options["task"], model=path, device=spec.device,
+            load_pipeline_args=dict(options.get("pipeline_args") or {})))
+    model_class = import_object(options.get("model_class") or DEFAULT_MODEL_CLASS,
+                                "options.model_class")
+    model = model_class.from_pretrained(path, **dict(options.get("load_model_args") or {}))
+    device = "cuda" if spec.device == "GPU" and torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
 
 
-def _pipeline(model: ModelConfig, path: str) -> FrameworkHandler:
-    spec = model.inputs
-    if spec.dtype != "bytes" or (spec.layout == "stacked" and len(spec.features) != 1):
-        raise ConfigError(f"model {model.name!r}: a transformers pipeline takes text: give "
-                          f"inputs=InputSpec(features=[<one bytes feature>], dtype='bytes'), "
-                          f"or a dict layout of bytes features")
-    handler = huggingface_inference.HuggingFacePipelineModelHandler(
-        task=model.options["task"], model=path, device=model.device,
-        load_pipeline_args=dict(model.options.get("pipeline_args") or {}))
-    return FrameworkHandler(handler, _texts)
+def predict(model, inputs, spec: ModelConfig):
+    if isinstance(model, BeamHandler):
+        return model.predict(_texts(inputs), spec.output_names)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        if isinstance(inputs, dict):
+            size = len(next(iter(inputs.values())))
+            outputs = model(**{name: torch.from_numpy(np.ascontiguousarray(array)).to(device)
+                               for name, array in inputs.items()})
+        else:
+            size = len(inputs)
+            outputs = model(torch.from_numpy(np.ascontiguousarray(inputs)).to(device))
+    return columns.from_batch({name: value.detach().cpu().numpy()
+                               for name, value in outputs.items()
+                               if isinstance(value, torch.Tensor)}, size)
 
 
 def _texts(inputs):

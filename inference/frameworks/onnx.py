@@ -1,4 +1,4 @@
-"""ONNX models via Beam's OnnxModelHandlerNumpy (ONNX Runtime).
+"""ONNX models in ONNX Runtime, loaded by Beam's handler.
 
 A stacked layout feeds the model's first input; a dict layout feeds each feature to the
 model input of the same name. Every model output comes back under its ONNX name.
@@ -6,8 +6,8 @@ model input of the same name. Every model output comes back under its ONNX name.
 import numpy as np
 from apache_beam.ml.inference import onnx_inference
 
+from inference import columns
 from inference.config import ModelConfig
-from inference.frameworks import FrameworkHandler
 
 # ONNX Runtime's input type names -> the NumPy dtype it accepts for them.
 _ORT_DTYPES = {
@@ -23,28 +23,27 @@ _ORT_DTYPES = {
 }
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if model.device == "GPU"
+def load(path: str, spec: ModelConfig):
+    providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if spec.device == "GPU"
                  else ["CPUExecutionProvider"])
-    handler = onnx_inference.OnnxModelHandlerNumpy(path, providers=providers)
-    return FrameworkHandler(handler, None, _run_session)
+    return onnx_inference.OnnxModelHandlerNumpy(path, providers=providers).load_model()
 
 
-def _run_session(session, stacked, inference_args=None):
-    """Beam's default feeds the first input and keeps the first output only: this feeds
-    inputs by name and returns {output name: [batch, ...]}."""
-    inputs = {meta.name: meta for meta in session.get_inputs()}
-    if isinstance(stacked, dict):
-        unknown = sorted(set(stacked) - set(inputs))
+def predict(session, inputs, spec: ModelConfig):
+    """Feeds inputs by name and returns every output by name (Beam's default feeds the
+    first input and keeps the first output only)."""
+    metas = {meta.name: meta for meta in session.get_inputs()}
+    if isinstance(inputs, dict):
+        unknown = sorted(set(inputs) - set(metas))
         if unknown:
             raise ValueError(f"features {unknown} are not inputs of the ONNX model, whose "
-                             f"inputs are {sorted(inputs)}: name the features after them")
+                             f"inputs are {sorted(metas)}: name the features after them")
     else:
-        stacked = {next(iter(inputs)): stacked}
-    feeds = {name: _as_input(value, inputs[name].type) for name, value in stacked.items()}
-    feeds.update(inference_args or {})
+        inputs = {next(iter(metas)): inputs}
+    feeds = {name: _as_input(value, metas[name].type) for name, value in inputs.items()}
     names = [meta.name for meta in session.get_outputs()]
-    return {name: _dense(value) for name, value in zip(names, session.run(names, feeds))}
+    outputs = {name: _dense(value) for name, value in zip(names, session.run(names, feeds))}
+    return columns.from_batch(outputs, len(next(iter(feeds.values()))))
 
 
 def _as_input(value: np.ndarray, ort_type: str) -> np.ndarray:

@@ -1,40 +1,59 @@
-"""PyTorch: TorchScript files, or a state dict with its model class, via Beam's handlers."""
+"""PyTorch: TorchScript files, or a state dict with its model class, loaded by Beam's handler.
+
+options:
+  model_class: for a state dict, the import path of the nn.Module class (code, trusted as
+    configuration); model_params: its constructor's keyword arguments.
+A stacked layout passes the batch as one tensor, a dict layout each feature as the keyword
+argument of its name. The batch goes to the device the weights are on (Beam's handler puts
+them on the GPU when asked for and usable, else on the CPU).
+"""
 import itertools
 
 import numpy as np
 import torch
 from apache_beam.ml.inference import pytorch_inference
 
+from inference import columns, trust
 from inference.config import ModelConfig
-from inference.frameworks import FrameworkHandler, import_object
+from inference.frameworks import import_object
+
+# Beam loads state dicts with torch.load (weights only, torch's default) and TorchScript
+# with torch.jit.load: neither unpickles arbitrary objects.
+SAFE_CONTENT = (trust.PICKLE_ARCHIVE,)
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    options = model.options
+def check(path: str, spec: ModelConfig):
+    if spec.options.get("model_class"):
+        import_object(spec.options["model_class"], "options.model_class")
+
+
+def load(path: str, spec: ModelConfig) -> torch.nn.Module:
+    options = spec.options
     if options.get("model_class"):
-        # A state dict: Beam loads it with torch.load (weights only) into model_class(**params).
         location = dict(state_dict_path=path,
-                        model_class=import_object(options["model_class"]),
+                        model_class=import_object(options["model_class"],
+                                                  "options.model_class"),
                         model_params=options.get("model_params", {}))
     else:
         location = dict(torch_script_model_path=path)
-    if model.inputs.layout == "dict":
-        handler = pytorch_inference.PytorchModelHandlerKeyedTensor(
-            device=model.device, inference_fn=_numpy_outputs(
-                pytorch_inference.default_keyed_tensor_inference_fn), **location)
-        return FrameworkHandler(handler, _keyed_rows)
-    # Beam's handler loads the model (onto the GPU if asked and usable, else the CPU);
-    # `_forward` runs it on the stacked batch, as Beam's default_tensor_inference_fn does
-    # after stacking per-row tensors back and before wrapping each output row.
-    handler = pytorch_inference.PytorchModelHandlerTensor(device=model.device, **location)
-    return FrameworkHandler(handler, None, _forward)
+    return pytorch_inference.PytorchModelHandlerTensor(device=spec.device,
+                                                       **location).load_model()
 
 
-def _forward(module: torch.nn.Module, inputs: np.ndarray, inference_args=None):
-    """The module's outputs (in NumPy) for a [batch, ...] array, on the module's device."""
+def predict(module: torch.nn.Module, inputs, spec: ModelConfig):
+    device = _device(module)
     with torch.no_grad():  # as Beam's inference functions (GPU memory, apache/beam#22811)
-        batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(_device(module))
-        return _to_numpy(module(batch, **(inference_args or {})))
+        if isinstance(inputs, dict):
+            size = len(next(iter(inputs.values())))
+            outputs = module(**{name: _tensor(array, device) for name, array in inputs.items()})
+        else:
+            size = len(inputs)
+            outputs = module(_tensor(inputs, device))
+    return columns.from_batch(_to_numpy(outputs), size, spec.output_names)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
 def _device(module: torch.nn.Module) -> torch.device:
@@ -42,28 +61,6 @@ def _device(module: torch.nn.Module) -> torch.device:
     for tensor in itertools.chain(module.parameters(), module.buffers()):
         return tensor.device
     return torch.device("cpu")
-
-
-def _numpy_outputs(inference_fn):
-    """Beam's inference_fn, with the model's outputs as NumPy arrays on the CPU.
-
-    Each record's result is then a row view of one array, as with the other frameworks,
-    instead of a tensor per row: cheaper to split, to encode, and to pickle (Beam samples
-    element sizes by pickling them).
-    """
-    def run(batch, model, device, inference_args=None, model_id=None):
-        return inference_fn(batch, _NumpyModel(model), device, inference_args, model_id)
-    return run
-
-
-class _NumpyModel:
-    """Calls the module; returns its outputs (a tensor, or a dict/tuple of them) in NumPy."""
-
-    def __init__(self, module: torch.nn.Module):
-        self._module = module
-
-    def __call__(self, *args, **kwargs):
-        return _to_numpy(self._module(*args, **kwargs))
 
 
 def _to_numpy(outputs):
@@ -74,12 +71,3 @@ def _to_numpy(outputs):
     if isinstance(outputs, (list, tuple)):
         return type(outputs)(_to_numpy(value) for value in outputs)
     return outputs
-
-
-def _rows(inputs: np.ndarray):
-    return torch.from_numpy(np.ascontiguousarray(inputs)).unbind(0)
-
-
-def _keyed_rows(inputs):
-    tensors = {name: _rows(array) for name, array in inputs.items()}
-    return [dict(zip(tensors, row)) for row in zip(*tensors.values())]

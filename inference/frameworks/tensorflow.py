@@ -1,53 +1,110 @@
-"""TensorFlow SavedModels whose signature parses serialized tf.Examples.
+"""TensorFlow SavedModels whose signatures parse serialized tf.Examples: TFX BulkInferrer's
+path, writing the PredictionLogs it writes.
 
-This is TFX BulkInferrer's path: tfx_bsl's in-process SavedModel handler runs the
-classify / regress / predict / multi-inference signatures on the serialized records and
-returns the same PredictionLogs BulkInferrer writes.
+A single predict signature runs in a TensorFlow session here, and the batch's logs are
+written directly as bytes (`encoding.encode_signature_logs`): tfx_bsl builds each record's
+log field by field with tf.make_tensor_proto, which costs more than the model. Classify,
+regress and multi-inference signatures run through tfx_bsl's public model handler
+(`CreateModelHandler`), whose logs are serialized as they are.
+
+options: signature_name and tag (a name or a list, as TFX's ModelSpec; defaults
+"serving_default" and "serve").
 """
-from tensorflow_serving.apis import prediction_log_pb2
-from tfx_bsl.beam import run_inference as tfx_bsl_run_inference
+import dataclasses
+import importlib
+import posixpath
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from tensorflow.core.protobuf import saved_model_pb2
+from tfx_bsl.public.beam.run_inference import CreateModelHandler
 from tfx_bsl.public.proto import model_spec_pb2
 
+from inference import columns
 from inference.config import ModelConfig
 from inference.encoding import encode_signature_logs
-from inference.frameworks import FrameworkHandler
+from inference.frameworks import BeamHandler
+from inference.results import PREDICTION_LOG
+
+# Packages whose custom ops a SavedModel may use; imported when present, as tfx_bsl does.
+_ADDON_OPS = ("tensorflow_text", "tensorflow_decision_forests", "struct2tensor")
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    signatures = model.options.get("signature_name") or []
-    tags = model.options.get("tag") or []
-    spec = model_spec_pb2.InferenceSpecType(
+def takes_records(spec: ModelConfig) -> bool:
+    return True
+
+
+@dataclasses.dataclass
+class PredictSignature:
+    """A predict signature loaded in a session: feed the records, fetch the outputs."""
+    session: Any
+    name: str
+    input_alias: str
+    input_tensor: str
+    outputs: Dict[str, str]  # alias -> tensor name
+
+    def run(self, records: Sequence[bytes]) -> Dict[str, np.ndarray]:
+        return self.session.run(self.outputs, feed_dict={self.input_tensor: list(records)})
+
+
+def load(path: str, spec: ModelConfig):
+    for package in _ADDON_OPS:
+        try:
+            importlib.import_module(package)
+        except (ImportError, tf.errors.NotFoundError):
+            pass
+    signatures, tags = _names(spec, "signature_name"), _names(spec, "tag")
+    predict_signature = _predict_signature(path, tags or [tf.saved_model.SERVING],
+                                           signatures)
+    if predict_signature is not None:
+        return _load_predict(path, tags or [tf.saved_model.SERVING], predict_signature)
+    return BeamHandler.load(CreateModelHandler(model_spec_pb2.InferenceSpecType(
         saved_model_spec=model_spec_pb2.SavedModelSpec(
-            model_path=path,
-            signature_name=[signatures] if isinstance(signatures, str) else signatures,
-            tag=[tags] if isinstance(tags, str) else tags))
-    handler = tfx_bsl_run_inference.create_model_handler(spec, None, None)
-    if type(handler) is _TfxBslPredict:  # noqa: E721  (not its subclasses)
-        handler = PredictLogsHandler(spec, None)
-    return FrameworkHandler(handler, None)
+            model_path=path, signature_name=signatures, tag=tags))))
 
 
-# tfx_bsl's handler for one predict signature (a private class, pinned by the lock file).
-_TfxBslPredict = tfx_bsl_run_inference._PredictModelHandler  # pylint: disable=protected-access
+def predict(model, records: List[bytes], spec: ModelConfig):
+    if isinstance(model, BeamHandler):
+        return model.predict(records)
+    outputs = columns.from_batch(model.run(records), len(records))
+    logs = encode_signature_logs(records, outputs, model.input_alias, model.name)
+    column = np.empty(len(logs), dtype=object)
+    column[:] = logs
+    return {PREDICTION_LOG: column}
 
 
-class PredictLogsHandler(_TfxBslPredict):
-    """tfx_bsl's predict-signature handler, building the same PredictionLogs from bytes.
+def _predict_signature(path: str, tags: List[str], names: List[str]) -> Optional[str]:
+    """The name of the signature to run when it is a single predict signature, else
+    None (read from saved_model.pb, before anything loads)."""
+    if len(names) > 1:
+        return None
+    name = names[0] if names else tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+    saved_model = saved_model_pb2.SavedModel()
+    with FileSystems.open(posixpath.join(path, "saved_model.pb")) as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            signature = meta_graph.signature_def.get(name)
+            if signature is not None and (signature.method_name
+                                          == tf.saved_model.PREDICT_METHOD_NAME):
+                return name
+    return None
 
-    tfx_bsl builds each record's log field by field with tf.make_tensor_proto, which costs
-    more than the model; here the batch's logs are written directly (see
-    `encoding.encode_signature_logs`) and parsed, the same messages at a fraction of the
-    cost (tests/components/test_bulk_inferrer.py compares them with TFX's).
-    """
 
-    def _post_process(self, examples, serialized_examples, outputs):
-        del examples
-        batch_size = len(serialized_examples)
-        for alias, output in outputs.items():
-            if len(output.shape) < 1 or output.shape[0] != batch_size:
-                raise ValueError(f"output {alias!r} has shape {output.shape}; expected a "
-                                 f"leading dimension of the batch size, {batch_size}")
-        logs = encode_signature_logs(serialized_examples, outputs,
-                                     self._io_tensor_spec.input_tensor_alias,
-                                     self._signatures[0].name)
-        return [prediction_log_pb2.PredictionLog.FromString(log) for log in logs]
+def _load_predict(path: str, tags: List[str], name: str) -> PredictSignature:
+    session = tf.compat.v1.Session(graph=tf.compat.v1.Graph())
+    signature = tf.compat.v1.saved_model.loader.load(session, tags, path).signature_def[name]
+    if len(signature.inputs) != 1:
+        raise ValueError(f"signature {name!r} of {path!r} takes {sorted(signature.inputs)}: "
+                         f"a signature taking serialized examples has one input")
+    (alias, tensor), = signature.inputs.items()
+    return PredictSignature(session, name, alias, tensor.name,
+                            {alias: signature.outputs[alias].name  # in a stable order
+                             for alias in sorted(signature.outputs)})
+
+
+def _names(spec: ModelConfig, option: str) -> List[str]:
+    value = spec.options.get(option) or []
+    return [value] if isinstance(value, str) else list(value)

@@ -2,41 +2,49 @@
 via Beam's TensorRTEngineHandlerNumPy. Needs an NVIDIA GPU, CUDA and the `tensorrt` and
 `cuda-python` packages on the workers; everything is imported only when a model uses it.
 
-An engine has a fixed input shape: min_batch_size / max_batch_size must fit it (batches
-smaller than the engine's are padded, see `_padded_inference`).
+An engine has a fixed input shape: max_batch_size must fit it (batches smaller than the
+engine's are padded, see `_padded_inference`).
 """
 import posixpath
 
 import numpy as np
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler, numpy_rows, stack_rows
+from inference.frameworks import BeamHandler, numpy_rows, stack_rows
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    tensorrt_inference = _import_tensorrt(model)
-    if not model.max_batch_size:
-        raise ConfigError(f"model {model.name!r}: a TensorRT engine takes batches up to a "
+def check(path: str, spec: ModelConfig):
+    _import_tensorrt(spec)
+    if not spec.max_batch_size:
+        raise ConfigError(f"model {spec.name!r}: a TensorRT engine takes batches up to a "
                           f"fixed size: set max_batch_size to the engine's batch size")
-    batching = dict(min_batch_size=model.min_batch_size or 1,
-                    max_batch_size=model.max_batch_size)
+
+
+def load(path: str, spec: ModelConfig) -> BeamHandler:
+    tensorrt_inference = _import_tensorrt(spec)
+    batching = dict(min_batch_size=spec.min_batch_size or 1,
+                    max_batch_size=spec.max_batch_size)
     if posixpath.splitext(path)[1].lower() == ".onnx":
         handler = _onnx_handler_class(tensorrt_inference)(
             onnx_path=path, inference_fn=_padded_inference, **batching)
     else:
         handler = tensorrt_inference.TensorRTEngineHandlerNumPy(
             engine_path=path, inference_fn=_padded_inference, **batching)
-    return FrameworkHandler(handler, numpy_rows)
+    return BeamHandler.load(handler)
 
 
-def _import_tensorrt(model: ModelConfig):
+def predict(model: BeamHandler, inputs, spec: ModelConfig):
+    return model.predict(numpy_rows(inputs), spec.output_names)
+
+
+def _import_tensorrt(spec: ModelConfig):
     try:
-        import tensorrt  # noqa: F401
-        from cuda import cuda  # noqa: F401
-        from apache_beam.ml.inference import tensorrt_inference
+        import tensorrt  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        from cuda import cuda  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        from apache_beam.ml.inference import tensorrt_inference  # pylint: disable=import-outside-toplevel
     except ImportError as e:
         raise ConfigError(
-            f"model {model.name!r}: TensorRT needs an NVIDIA GPU with the `tensorrt` package "
+            f"model {spec.name!r}: TensorRT needs an NVIDIA GPU with the `tensorrt` package "
             f"and CUDA (`cuda-python`); this machine lacks them ({e}). Run it on a GPU "
             f"worker with TensorRT, or run the model's ONNX file with framework='onnx'.") from e
     return tensorrt_inference
@@ -56,7 +64,7 @@ def _onnx_handler_class(tensorrt_inference):
 def _padded_inference(batch, engine, inference_args=None):
     """Beam's default copies the engine's whole input buffer from the batch, so a batch
     smaller than the engine's would be read past its end: pad it, keep the real rows."""
-    from apache_beam.ml.inference import tensorrt_inference
+    from apache_beam.ml.inference import tensorrt_inference  # pylint: disable=import-outside-toplevel
     binding = engine.inputs[0]
     full = np.zeros(binding["shape"], binding["dtype"])
     stacked = stack_rows(batch).astype(binding["dtype"], copy=False)
@@ -64,6 +72,6 @@ def _padded_inference(batch, engine, inference_args=None):
         raise ValueError(f"a batch of {len(stacked)} exceeds the engine's batch size "
                          f"{len(full)}: lower max_batch_size")
     full[:len(stacked)] = stacked.reshape((len(stacked),) + full.shape[1:])
-    results = tensorrt_inference._default_tensorRT_inference_fn(
+    results = tensorrt_inference._default_tensorRT_inference_fn(  # pylint: disable=protected-access
         full, engine, inference_args)
     return list(results)[:len(batch)]

@@ -1,4 +1,4 @@
-"""XGBoost models saved as JSON or UBJ (no pickle), via Beam's XGBoostModelHandlerNumpy.
+"""XGBoost models saved as JSON or UBJ (no pickle), loaded by Beam's handler.
 
 options:
   model_class: "classifier" (default, XGBClassifier), "regressor" (XGBRegressor) or
@@ -10,8 +10,8 @@ import functools
 import xgboost
 from apache_beam.ml.inference import xgboost_inference
 
+from inference import columns
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import FrameworkHandler
 
 MODEL_CLASSES = {
     "classifier": xgboost.XGBClassifier,
@@ -21,31 +21,34 @@ MODEL_CLASSES = {
 METHODS = ("predict", "predict_proba")
 
 
-def build(model: ModelConfig, path: str) -> FrameworkHandler:
-    options = model.options
-    kind = options.get("model_class", "classifier")
-    method = options.get("method", "predict")
+def check(path: str, spec: ModelConfig):
+    kind = spec.options.get("model_class", "classifier")
+    method = spec.options.get("method", "predict")
     if kind not in MODEL_CLASSES:
-        raise ConfigError(f"model {model.name!r}: options.model_class={kind!r}: choose one "
+        raise ConfigError(f"model {spec.name!r}: options.model_class={kind!r}: choose one "
                           f"of {sorted(MODEL_CLASSES)}")
     if method not in METHODS or (method == "predict_proba" and kind != "classifier"):
-        raise ConfigError(f"model {model.name!r}: options.method={method!r}: choose "
+        raise ConfigError(f"model {spec.name!r}: options.method={method!r}: choose "
                           f"'predict', or 'predict_proba' with model_class='classifier'")
-    if model.inputs.layout != "stacked":
-        raise ConfigError(f"model {model.name!r}: XGBoost models take one array; use "
+    if spec.inputs.layout != "stacked":
+        raise ConfigError(f"model {spec.name!r}: XGBoost models take one array; use "
                           f"inputs.layout='stacked'")
+
+
+def load(path: str, spec: ModelConfig):
+    kind = spec.options.get("model_class", "classifier")
     model_class = MODEL_CLASSES[kind]
-    if model.device == "GPU":
+    if spec.device == "GPU":
         model_class = (functools.partial(model_class, params={"device": "cuda"})
                        if kind == "booster" else functools.partial(model_class, device="cuda"))
-    handler = xgboost_inference.XGBoostModelHandlerNumpy(model_class=model_class,
-                                                         model_state=path)
-    return FrameworkHandler(handler, None, functools.partial(_predict, method=method))
+    return xgboost_inference.XGBoostModelHandlerNumpy(model_class=model_class,
+                                                      model_state=path).load_model()
 
 
-def _predict(model, features, inference_args=None, *, method: str):
-    """One predict call on the whole batch (Beam's default calls predict once per element,
-    each a 2-D array; our elements are single rows)."""
+def predict(model, inputs, spec: ModelConfig):
+    """One call on the whole batch (Beam's default calls predict once per element)."""
     if isinstance(model, xgboost.Booster):
-        return model.predict(xgboost.DMatrix(features), **(inference_args or {}))
-    return getattr(model, method)(features, **(inference_args or {}))
+        outputs = model.predict(xgboost.DMatrix(inputs))
+    else:
+        outputs = getattr(model, spec.options.get("method", "predict"))(inputs)
+    return columns.from_batch(outputs, len(inputs), spec.output_names)

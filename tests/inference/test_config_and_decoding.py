@@ -140,7 +140,7 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     import joblib
     from sklearn.linear_model import LinearRegression
 
-    from inference.handler import create_handler
+    from inference.models import create_handler
 
     path = str(tmp_path / "model.joblib")
     joblib.dump(LinearRegression().fit(np.eye(2, dtype=np.float32), [0.0, 1.0]), path)
@@ -153,5 +153,6 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     loaded = handler.load_model()
 
     assert decoder._decoder is not None  # pylint: disable=protected-access
-    [[result]] = handler.run_inference([[helpers.example({"a": [1.0], "b": [0.0]})]], loaded)
-    assert result.inference == pytest.approx(0.0, abs=1e-6)
+    [result] = handler.run_inference([(None, [helpers.example({"a": [1.0], "b": [0.0]})])],
+                                     loaded)
+    assert result.outputs["output_0"][0] == pytest.approx(0.0, abs=1e-6)

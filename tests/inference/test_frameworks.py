@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from components.bulk_inferrer import spec
 from inference import detection, frameworks
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.models import create_handler
 from tests import helpers
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -178,12 +179,13 @@ def test_sklearn_pickle_needs_trust(tmp_path, tabular, logistic, file_name):
     path = str(tmp_path / file_name)
     joblib.dump(logistic, path)
     model = ModelConfig(uri=path, inputs=InputSpec(features=FEATURES))
-    with pytest.raises(ConfigError, match=r"(?s)runs whatever code.*'trusted': True.*ONNX"):
+    with pytest.raises(ConfigError, match=r"(?s)run whatever code.*'trusted': True.*ONNX"):
         helpers.run_bulk_inferrer(tmp_path, {spec.EXAMPLES_KEY: [tabular.examples]},
                                   InferenceConfig(models=[model]))
     with pytest.raises(ConfigError, match="trusted"):
         # Only True itself opts in.
-        frameworks.build(ModelConfig(framework="sklearn", options={"trusted": "yes"}), path)
+        create_handler(ModelConfig(framework="sklearn", inputs=InputSpec(features=FEATURES),
+                                   options={"trusted": "yes"}), path)
 
 
 def test_sklearn_skops_needs_the_package(tmp_path):
@@ -193,7 +195,8 @@ def test_sklearn_skops_needs_the_package(tmp_path):
     path.write_bytes(b"PK")
     assert detection.resolve(str(path))[0] == "sklearn"
     with pytest.raises(ConfigError, match="install the `skops` package"):
-        frameworks.build(ModelConfig(framework="sklearn"), str(path))
+        create_handler(ModelConfig(framework="sklearn", inputs=InputSpec(features=FEATURES)),
+                       str(path))
 
 
 # --- ONNX --------------------------------------------------------------------------------------
@@ -372,11 +375,9 @@ def test_keras_saved_model_signature_mismatch_is_clear(tmp_path, tabular):
     import keras
     f0, f2 = keras.Input((1,), name="f0"), keras.Input((1,), name="f2")
     keras.Model({"f0": f0, "f2": f2}, keras.layers.Add()([f0, f2])).export(str(tmp_path / "sm"))
-    handler = frameworks.build(ModelConfig(framework="keras",
-                                           inputs=InputSpec(features=FEATURES)),
-                               str(tmp_path / "sm")).handler
+    spec = ModelConfig(framework="keras", inputs=InputSpec(features=FEATURES))
     with pytest.raises(ConfigError, match=r"takes \['f0', 'f2'\]: use inputs.layout='dict'"):
-        handler.load_model()
+        frameworks.get("keras").load(str(tmp_path / "sm"), spec)
 
 
 # --- Hugging Face ------------------------------------------------------------------------------
@@ -561,10 +562,10 @@ def test_custom_handler(tmp_path, tmp_path_factory, tabular):
 
 def test_custom_needs_a_model_handler(tmp_path):
     with pytest.raises(ConfigError, match="not an apache_beam ModelHandler"):
-        frameworks.build(ModelConfig(framework="custom", options={"handler": "builtins.dict"}),
-                         str(tmp_path))
+        create_handler(ModelConfig(framework="custom", options={"handler": "builtins.dict"}),
+                       str(tmp_path))
     with pytest.raises(ConfigError, match="needs options.handler"):
-        frameworks.build(ModelConfig(framework="custom"), str(tmp_path))
+        create_handler(ModelConfig(framework="custom"), str(tmp_path))
 
 
 # --- TensorRT ----------------------------------------------------------------------------------

@@ -1,99 +1,181 @@
-"""The TFRecord reader reads what TensorFlow writes, and stops with a clear error where a
-file is damaged, after every record before the damage."""
+"""Sources and sinks: chunks carry where their records came from, damaged and mislabelled
+files lose nothing silently, a prefix is written as if new, dead letters round-trip."""
 import gzip
 import os
 import subprocess
 import sys
 
-import pytest
+import apache_beam as beam
 import tensorflow as tf
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.util import assert_that, equal_to
 
-from inference import io
+from inference import io, metrics
+from inference.failures import FAILURES_TAG, Failure
+from tests import helpers
 
-# Sizes around the framing's and a block's edges, one record larger than a block.
-RECORDS = [b"", b"x", b"y" * 11, b"z" * 12, b"w" * 300, os.urandom(3 * 1024 * 1024)] + [
-    bytes([i % 256]) * (i % 50) for i in range(500)]
-
-
-def _write(path, records, compression=""):
-    with tf.io.TFRecordWriter(str(path), options=compression or None) as writer:
-        for record in records:
-            writer.write(record)
-    return str(path)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _read(path):
-    return [record for records in io.read_tfrecords(path) for record in records]
+def _records(n, tag="r"):
+    return [helpers.example({"x": [float(i)], "tag": [tag]}) for i in range(n)]
 
 
-@pytest.mark.parametrize("suffix, compression", [("", ""), (".gz", "GZIP"),
-                                                 (".zlib", "ZLIB")])
-@pytest.mark.parametrize("block", [5, 1 << 20])
-def test_reads_what_tensorflow_writes(tmp_path, monkeypatch, suffix, compression, block):
-    monkeypatch.setattr(io, "_BLOCK", block)  # 5 bytes: every record crosses blocks
-    path = _write(tmp_path / f"data{suffix}", RECORDS, compression)
-    assert _read(path) == RECORDS
+def _counters(result) -> dict:
+    found = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    return {r.key.metric.name: r.committed for r in found["counters"]}
 
 
-def test_empty_files_have_no_records(tmp_path):
-    assert _read(_write(tmp_path / "empty.gz", [], "GZIP")) == []
-    (tmp_path / "zero.gz").write_bytes(b"")
-    assert _read(str(tmp_path / "zero.gz")) == []
+def test_chunks_know_their_file_and_first_record(tmp_path):
+    path = str(tmp_path / "a.gz")
+    helpers.write_tfrecords(path, _records(20))
+    with beam.Pipeline() as pipeline:
+        read = pipeline | io.ReadRecords([path], "eval", chunk_size=7)
+        assert_that(read.main | beam.Map(lambda c: (c[0], len(c[1]))),
+                    equal_to([((path, 0), 7), ((path, 7), 7), ((path, 14), 6)]))
+        assert_that(read[FAILURES_TAG], equal_to([]), label="no failures")
+    assert _counters(pipeline.result)[f"{metrics.EXAMPLES_IN}|eval"] == 20
 
 
-def test_concatenated_gzip_members_are_read_on(tmp_path):
-    first = open(_write(tmp_path / "a", RECORDS[:5]), "rb").read()
-    second = open(_write(tmp_path / "b", RECORDS[5:]), "rb").read()
-    (tmp_path / "both.gz").write_bytes(gzip.compress(first) + gzip.compress(second))
-    assert _read(str(tmp_path / "both.gz")) == RECORDS
+def test_a_gzip_file_without_gz_in_its_name_is_read_whole(tmp_path):
+    """Compression comes from the content: a mislabelled file loses nothing."""
+    good, mislabelled = str(tmp_path / "good.gz"), str(tmp_path / "data-00001")
+    helpers.write_tfrecords(good, _records(1000))
+    helpers.write_tfrecords(mislabelled, _records(1000, "m"))  # gzipped, no .gz
+    with beam.Pipeline() as pipeline:
+        read = pipeline | io.ReadRecords([str(tmp_path / "*")], "eval", chunk_size=100)
+        assert_that(read.main | beam.FlatMap(lambda c: c[1]) | beam.combiners.Count.Globally(),
+                    equal_to([2000]))
+    counters = _counters(pipeline.result)
+    assert counters[f"{metrics.EXAMPLES_IN}|eval"] == 2000
+    assert f"{metrics.UNREADABLE_FILES}|eval" not in counters
 
 
-def _damaged(tmp_path, edit, name="data"):
-    data = bytearray(open(_write(tmp_path / "good", RECORDS[:50]), "rb").read())
-    path = tmp_path / name
-    path.write_bytes(edit(data))
-    read = []
-    with pytest.raises(io.DamagedFile) as raised:
-        for records in io.read_tfrecords(str(path)):
-            read += records
-    return read, str(raised.value)
+def test_a_file_damaged_part_way_keeps_its_records_and_estimates_its_loss(tmp_path):
+    """A byte flipped a quarter into a file of 4,000 records: the 999 records before it go
+    on, the rest count as lost by the bytes per record read (about 3,000), not as 1."""
+    path = str(tmp_path / "data")
+    records = [helpers.example({"id": [i], "blob": [bytes(1000)]}) for i in range(4000)]
+    helpers.write_tfrecords(path, records, gzipped=False)
+    data = bytearray(open(path, "rb").read())
+    damage = sum(len(r) + 16 for r in records[:999])
+    data[damage + 20] ^= 0xFF  # inside record 999
+    open(path, "wb").write(bytes(data))
+    with beam.Pipeline() as pipeline:
+        out = pipeline | io.ReadRecords([path], "eval", chunk_size=100)
+        assert_that(out[FAILURES_TAG] | beam.Map(
+            lambda f: (f.stage, f.split, abs(f.lost - 3001) <= 30)),
+            equal_to([("read", "eval", True)]))
+    counters = _counters(pipeline.result)
+    assert counters[f"{metrics.EXAMPLES_IN}|eval"] == 999
+    assert counters[f"{metrics.DAMAGED_FILES}|eval"] == 1
+    assert counters[f"{metrics.UNREAD_BYTES}|eval"] == len(data) - damage
 
 
-def _offset(index):
-    return sum(16 + len(r) for r in RECORDS[:index])
+def test_lost_records_are_estimated_from_the_bytes_per_record_read():
+    assert io.estimate_lost(records_read=100, consumed=1000, size=3000) == 200
+    assert io.estimate_lost(records_read=100, consumed=3000, size=3000) == 1  # the cut one
+    assert io.estimate_lost(records_read=0, consumed=12, size=3000) == 0  # unknown
 
 
-def test_a_corrupt_record_stops_the_file_after_the_records_before_it(tmp_path):
-    def flip(data):
-        data[_offset(7) + 12 + 3] ^= 0xFF  # the 4th byte of record 7's data
-        return bytes(data)
-    read, message = _damaged(tmp_path, flip)
-    assert read == RECORDS[:7] and "corrupt record data" in message
+def test_a_file_that_is_not_tfrecords_is_unreadable_and_says_so(tmp_path):
+    good, csv = str(tmp_path / "good.gz"), tmp_path / "data.csv"
+    helpers.write_tfrecords(good, _records(10))
+    csv.write_text("fare,trip_miles\n12.5,3.1\n")
+    with beam.Pipeline() as pipeline:
+        out = pipeline | io.ReadRecords([str(tmp_path / "*")], "eval")
+        assert_that(out[FAILURES_TAG] | beam.Map(lambda f: (f.stage, f.lost, f.source)),
+                    equal_to([("read", 0, f"{csv}: unreadable from its start (25 bytes)")]))
+    counters = _counters(pipeline.result)
+    assert counters[f"{metrics.UNREADABLE_FILES}|eval"] == 1
+    assert counters[f"{metrics.UNREADABLE_BYTES}|eval"] == 25
+    assert counters[f"{metrics.EXAMPLES_IN}|eval"] == 10
 
 
-def test_a_corrupt_length_stops_the_file(tmp_path):
-    def grow(data):
-        data[_offset(9) + 2] = 0x7F  # record 9's length becomes ~8 MB
-        return bytes(data)
-    read, message = _damaged(tmp_path, grow)
-    assert read == RECORDS[:9] and "corrupt record length" in message
+def _write(prefix, chunks):
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | beam.Create(chunks) | io.WriteRecordChunks(prefix)
 
 
-def test_a_cut_off_file_is_damaged_after_its_last_whole_record(tmp_path):
-    read, message = _damaged(tmp_path, lambda data: bytes(data[:_offset(20) + 5]))
-    assert read == RECORDS[:20] and "ends inside a record" in message
-    read, message = _damaged(tmp_path, lambda data: gzip.compress(bytes(data))[:-4],
-                             "cut.gz")
-    assert read == RECORDS[:50] and "ends early" in message
+def test_a_prefix_is_written_as_if_new(tmp_path):
+    """A run into a prefix that holds an earlier run's shards (another shard count) leaves
+    only its own: the documented glob never counts a record twice."""
+    prefix = str(tmp_path / "out" / "prediction_logs")
+    os.makedirs(tmp_path / "out")
+    for i in range(3):  # an earlier run's three shards
+        helpers.write_tfrecords(f"{prefix}-{i:05d}-of-00003.gz", [b"old"])
+    _write(prefix, [[b"a", b"b"], [b"c"]])
+    files = tf.io.gfile.glob(f"{prefix}-*.gz")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    assert sorted(records) == [b"a", b"b", b"c"]
 
 
-def test_workers_of_other_frameworks_do_not_import_tensorflow():
-    """What a Beam worker imports to run a PyTorch, scikit-learn or ONNX model: TensorFlow
-    would add seconds and hundreds of MB to every worker process."""
-    code = ("import sys; import inference.transforms, inference.io, inference.handler, "
-            "inference.frameworks.pytorch, inference.frameworks.sklearn, "
-            "inference.frameworks.onnx; print('tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                             os.path.abspath(__file__)))))
-    assert out.stdout.strip().splitlines()[-1] == "False"
+def test_dead_letters_round_trip_and_are_counted(tmp_path):
+    failures = [Failure("decode", "DecodeError", "bad bytes", b"\xff", "m", "eval",
+                        "f.gz:record 3"),
+                Failure("read", "DamagedFile", "cut", split="eval", source="f.gz", lost=40)]
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | beam.Create(failures) | io.WriteFailures(str(tmp_path / "failures"))
+    assert sorted(io.read_failures(str(tmp_path / "failures-*.gz")),
+                  key=lambda f: f.stage) == sorted(failures, key=lambda f: f.stage)
+    counters = _counters(pipeline.result)
+    assert counters[f"{metrics.FAILURES}|m|eval|decode"] == 1
+    assert counters[f"{metrics.FAILURES}||eval|read"] == 40
+    assert Failure.from_example(tf.train.Example(features=tf.train.Features(feature={
+        "stage": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"decode"])),
+        "error_type": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"E"])),
+        "message": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"m"]))}))
+        .SerializeToString()) == Failure("decode", "E", "m")
+
+
+NO_TENSORFLOW = r'''
+import os, sys
+import numpy as np, torch
+import apache_beam as beam
+from inference import examples, io, tfrecord, bounded, encoding
+from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.models import create_handlers
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+folder = sys.argv[1]
+torch.jit.save(torch.jit.script(Double()), f"{folder}/double.pt")
+records = [examples.serialize({"x": [float(i)], "id": [i]}) for i in range(100)]
+records += [b"\xff not an example", examples.serialize({"y": [1.0], "id": [7]})]
+with open(f"{folder}/data.gz", "wb") as raw:
+    writer = tfrecord.GzipWriter(raw)
+    writer.write(tfrecord.frame(records))
+    writer.close()
+config = InferenceConfig(routing="ab", routing_feature="id", fractions=[0.5, 0.5], models=[
+    ModelConfig(name=name, uri=f"{folder}/double.pt", inputs=InputSpec(features=["x"]))
+    for name in ("a", "b")])
+handlers = create_handlers(config)
+plan = bounded.Plan(config, handlers, {"eval": [f"{folder}/data.gz"]},
+                    [bounded.Output(name, "eval", f"{folder}/{name}/logs", encoding.encode_logs,
+                                    "PredictionLogs") for name in ("a", "b")],
+                    f"{folder}/failures")
+with beam.Pipeline() as pipeline:
+    plan.expand(pipeline)
+failures = list(io.read_failures(f"{folder}/failures-*.gz"))
+logs = 0
+for name in ("a", "b"):
+    for path in os.listdir(f"{folder}/{name}"):
+        with open(f"{folder}/{name}/{path}", "rb") as raw:
+            logs += sum(len(r) for r in tfrecord.read_records(raw))
+print(logs, sorted(f.stage for f in failures), "tensorflow" in sys.modules)
+'''
+
+
+def test_a_routed_run_with_dead_letters_never_imports_tensorflow(tmp_path):
+    """What a worker runs for a PyTorch model (reading, A/B routing by a feature, decoding,
+    inference, encoding, dead letters): TensorFlow would add seconds and hundreds of MB to
+    every worker process."""
+    script = tmp_path / "run.py"  # a file: TorchScript reads the module's source
+    script.write_text(NO_TENSORFLOW)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, env={**os.environ,
+                                                                "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "100 ['decode', 'preprocess'] False"

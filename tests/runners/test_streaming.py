@@ -10,7 +10,7 @@ import tensorflow as tf
 import torch
 from apache_beam import Pipeline, window
 from apache_beam.io.gcp import bigquery_tools
-from apache_beam.ml.inference.base import ModelMetadata, PredictionResult
+from apache_beam.ml.inference.base import ModelMetadata
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
@@ -20,6 +20,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from inference import rows, streaming
 from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.results import PREDICTION_LOG, ChunkResult
 from tests import helpers
 
 WINDOW = 10
@@ -157,7 +158,7 @@ def test_batches_span_bundles_with_max_batch_duration(tmp_path):
             pipeline | _one_bundle_each(range(4), [(b"{not json", 5)]), config,
             window_secs=WINDOW)
         assert_that(outputs.rows, _rows_equal(expected(4.0)), label="rows")
-        assert_that(outputs.dead_letters | beam.Map(lambda d: (d["stage"], d["error_type"])),
+        assert_that(outputs.dead_letters | beam.Map(lambda d: (d.stage, d.error_type)),
                     equal_to([("parse", "MessageError")]), label="dead letters")
         held = _hold_batching_keys(pipeline)
     assert held
@@ -176,11 +177,10 @@ class PaddedWidth(torch.nn.Module):
         return torch.ones(ids.shape[0], 1) * ids.shape[1]
 
 
-def _length_and_width(keyed):
-    _, results = keyed
-    for result in results:
-        ids = tf.train.Example.FromString(result.example).features.feature["ids"]
-        yield len(ids.int64_list.value), float(result.inference[0])
+def _length_and_width(result):
+    for record, width in zip(result.records, result.outputs["output_0"]):
+        ids = tf.train.Example.FromString(record).features.feature["ids"]
+        yield len(ids.int64_list.value), float(width[0])
 
 
 def test_length_buckets_in_streaming(tmp_path):
@@ -245,21 +245,24 @@ def test_rows_are_typed_by_the_spec():
     record = helpers.example({"fare": [12.5], "company": ["Flash"], "hours": [1, 2]})
     spec = rows.RowSpec.parse("fare,company:STRING,hours:ARRAY<INTEGER>,missing",
                               "output_0:FLOAT,embedding:ARRAY")
-    result = PredictionResult(record, {"output_0": np.array([0.25], np.float32),
-                                       "embedding": np.array([[1, 2], [3, 4]], np.float32)},
-                              "m")
-    row = spec.to_row(result, timestamp=1.5)
+    result = ChunkResult("m", 1.5, [record], {
+        "output_0": np.array([[0.25]], np.float32),
+        "embedding": np.array([[[1, 2], [3, 4]]], np.float32)}, [])
+    [row] = spec.to_rows(result, timestamp=1.5)
     assert row == {"model": "m", "event_time": "1970-01-01T00:00:01.500000Z", "fare": 12.5,
                    "company": "Flash", "hours": [1, 2], "missing": None, "output_0": 0.25,
                    "embedding": [1.0, 2.0, 3.0, 4.0]}
     assert json.loads(rows.to_json({**row, "output_0": float("nan")}))["output_0"] is None
     with pytest.raises(rows.RowError, match="ARRAY"):
-        rows.RowSpec.parse("", "embedding:FLOAT").to_row(result)
+        rows.RowSpec.parse("", "embedding:FLOAT").to_rows(result)
 
-    log = prediction_log_pb2.PredictionLog()  # tfx_bsl's TensorFlow handler output
+    log = prediction_log_pb2.PredictionLog()  # a TensorFlow model's own log
     log.predict_log.response.outputs["outputs"].CopyFrom(
-        __import__("tensorflow").make_tensor_proto(np.array([[0.75]], np.float32)))
-    row = rows.RowSpec(time_field=None).to_row(PredictionResult(record, log, "tf"))
+        tf.make_tensor_proto(np.array([[0.75]], np.float32)))
+    logs = np.empty(1, dtype=object)
+    logs[0] = log.SerializeToString()
+    [row] = rows.RowSpec(time_field=None).to_rows(ChunkResult("tf", None, [record],
+                                                              {PREDICTION_LOG: logs}, []))
     assert row == {"model": "tf", "outputs": 0.75}
 
 

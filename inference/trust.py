@@ -1,0 +1,125 @@
+"""The trust gate: model files are untrusted data.
+
+A model file whose format can run code when it is loaded (a pickle, joblib, a full
+`torch.load`, Keras 2 files with Lambda layers, Hugging Face `.bin` weights, anything a
+custom handler may unpickle) is loaded only when its model is marked
+`options={"trusted": True}`. Every model goes through `check` before it loads, whatever its
+framework; a framework whose own loader needs trust for other reasons asks `require`.
+
+The pipeline's configuration (import paths such as `preprocess_fn`, `model_class`, a
+custom `handler`, module files) is code, and is trusted like the pipeline itself.
+"""
+import bz2
+import lzma
+import posixpath
+import zipfile
+import zlib
+from typing import Iterable, List, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from inference.config import ConfigError, ModelConfig
+
+# What a file holds that can run code when loaded, as `check` finds it.
+PICKLE = "pickle"  # a pickle stream, plain or compressed (pickle, joblib, legacy torch)
+PICKLE_ARCHIVE = "pickle archive"  # a zip archive holding pickles (torch.save's format)
+
+SAFE_FORMATS = ("ONNX (.onnx; skl2onnx for scikit-learn), safetensors, TorchScript or a "
+                "weights-only PyTorch state dict, XGBoost JSON/UBJ, skops (.skops), Keras "
+                "3 .keras files, TensorFlow SavedModels")
+
+_HEAD = 64  # bytes read to recognise a format
+_PICKLE_PROTOCOLS = {2, 3, 4, 5}
+_MAX_FILES = 200  # files of a folder model looked at
+
+
+def trusted(spec: ModelConfig) -> bool:
+    """Whether the model is marked trusted: only True itself opts in."""
+    return spec.options.get("trusted") is True
+
+
+def require(spec: ModelConfig, path: str, why: str):
+    """Raises ConfigError unless the model is trusted: loading `path` would run code
+    because `why`."""
+    if not trusted(spec):
+        raise ConfigError(
+            f"model {spec.name!r}: {path!r} {why}, so loading it can run whatever code the "
+            f"file holds. Load it only if you trust where it came from, by setting "
+            f"options={{'trusted': True}} on the model; or save the model in a format that "
+            f"loads no code: {SAFE_FORMATS}.")
+
+
+def check(spec: ModelConfig, path: str, safe: Iterable[str] = ()):
+    """Refuses, unless the model is trusted, a model at `path` (a file, or a folder's
+    files) holding contents that run code on load; `safe`: the contents the framework's
+    own loader reads without running code (e.g. PICKLE_ARCHIVE for PyTorch's weights-only
+    loader)."""
+    if trusted(spec):
+        return
+    for file in _files(path):
+        found = sniff(file)
+        if found and found not in safe:
+            require(spec, file, _REASONS[found])
+
+
+_REASONS = {
+    PICKLE: "is a pickle stream (pickle, joblib or a legacy torch file)",
+    PICKLE_ARCHIVE: "is a zip archive holding pickles (torch.save's format), which this "
+                    "framework's loader unpickles in full",
+}
+
+
+def sniff(path: str) -> Optional[str]:
+    """PICKLE, PICKLE_ARCHIVE or None for the file at `path`, from its content."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        head = f.read(_HEAD)
+    if (path.lower().endswith(_PICKLE_SUFFIXES) or _is_pickle(head)
+            or _is_pickle(_decompressed_head(head, path))):
+        return PICKLE
+    if head[:4] == b"PK\x03\x04" and _zip_holds_pickles(path):
+        return PICKLE_ARCHIVE
+    return None
+
+
+def _is_pickle(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS
+
+
+_DECOMPRESSORS = {  # first two bytes -> a decompressor of the stream
+    b"\x1f\x8b": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    **{zlib_header: zlib.decompressobj for zlib_header in (b"\x78\x01", b"\x78\x5e",
+                                                        b"\x78\x9c", b"\x78\xda")},
+    b"BZ": bz2.BZ2Decompressor,
+    b"\xfd7": lzma.LZMADecompressor,  # xz
+    b"]\x00": lzma.LZMADecompressor,  # legacy .lzma
+}
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav")  # by name, whatever compression
+
+
+def _decompressed_head(head: bytes, path: str) -> bytes:
+    """The first bytes of a compressed file's content (joblib compresses pickles with
+    zlib, gzip, bz2 or lzma), or b""."""
+    make = _DECOMPRESSORS.get(head[:2])
+    if make is None:
+        return b""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        data = f.read(1 << 16)
+    try:
+        return make().decompress(data)[:_HEAD]
+    except (zlib.error, OSError, EOFError, lzma.LZMAError):
+        return b""
+
+
+def _zip_holds_pickles(path: str) -> bool:
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            names = zipfile.ZipFile(f).namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(name.endswith(".pkl") for name in names)
+
+
+def _files(path: str) -> List[str]:
+    """The file at `path`, or the files of the folder (and its subfolders)."""
+    found = FileSystems.match([posixpath.join(path.rstrip("/"), "**")])[0].metadata_list
+    return sorted(m.path for m in found)[:_MAX_FILES] if found else [path]
