@@ -403,7 +403,8 @@ def _enable_fault_reports(folder: str):
 
 def worker_deaths(folder: str) -> List[str]:
     """What the breadcrumbs of `folder` say about worker processes that died mid-batch: one
-    line per batch left in flight, with the fault report when there is one."""
+    report per batch left in flight, with the crashing thread's Python traceback when the
+    process crashed in native code."""
     if not folder or not os.path.isdir(folder):
         return []
     reports = []
@@ -415,16 +416,32 @@ def worker_deaths(folder: str) -> List[str]:
         if not text:
             continue
         note = json.loads(text)
-        line = (f"model {note['model']!r} was inferring a batch of {note['records']} "
-                f"record(s) in worker process {note['pid']}: "
-                + "; ".join(s for s in note["sources"] if s))
-        fault = os.path.join(folder, f"faults-{note['pid']}.log")
-        if os.path.exists(fault) and os.path.getsize(fault):
-            with open(fault) as f:
-                line += "\n    fault report:\n      " + "\n      ".join(
-                    f.read().strip().splitlines()[:40])
-        reports.append(line)
+        sources = "; ".join(s for s in note["sources"] if s)
+        report = (f"model {note['model']!r} was inferring a batch of {note['records']} "
+                  f"record(s) in worker process {note['pid']}"
+                  + (f", from {sources}" if sources else ""))
+        fault = _crashed_thread(os.path.join(folder, f"faults-{note['pid']}.log"))
+        if fault:
+            report += "\n    " + "\n    ".join(fault)
+        reports.append(report)
     return reports
+
+
+def _crashed_thread(path: str, limit: int = 30) -> List[str]:
+    """From a faulthandler report: the error line and the crashing thread's traceback."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().strip().splitlines()
+    if not lines:
+        return []
+    current = next((i for i, line in enumerate(lines) if line.startswith("Current thread")),
+                   None)
+    if current is None:
+        return lines[:limit]
+    end = next((i for i in range(current + 1, len(lines)) if not lines[i].strip()),
+               len(lines))
+    return [lines[0]] + lines[current:end][:limit]
 
 
 _FROZEN = []

@@ -10,19 +10,24 @@ The pipeline's configuration (import paths such as `preprocess_fn`, `model_class
 custom `handler`, module files) is code, and is trusted like the pipeline itself.
 """
 import bz2
+import json
 import lzma
+import pickletools
 import posixpath
 import zipfile
 import zlib
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Set
 
 from apache_beam.io.filesystems import FileSystems
 
 from inference.config import ConfigError, ModelConfig
 
 # What a file holds that can run code when loaded, as `check` finds it.
-PICKLE = "pickle"  # a pickle stream, plain or compressed (pickle, joblib, legacy torch)
-PICKLE_ARCHIVE = "pickle archive"  # a zip archive holding pickles (torch.save's format)
+PICKLE = "pickle"  # pickled Python objects (pickle, joblib, legacy torch, torch.save of objects)
+PICKLE_ARCHIVE = "pickle archive"  # a zip archive of tensors (torch.save of weights,
+#   TorchScript): its pickles name only torch's own classes, so a weights-only loader reads
+#   it safely; a full unpickler would run whatever a tampered one names
+LAMBDA_LAYERS = "lambda layers"  # a Keras model whose Lambda layers hold Python bytecode
 
 SAFE_FORMATS = ("ONNX (.onnx; skl2onnx for scikit-learn), safetensors, TorchScript or a "
                 "weights-only PyTorch state dict, XGBoost JSON/UBJ, skops (.skops), Keras "
@@ -63,21 +68,31 @@ def check(spec: ModelConfig, path: str, safe: Iterable[str] = ()):
 
 
 _REASONS = {
-    PICKLE: "is a pickle stream (pickle, joblib or a legacy torch file)",
+    PICKLE: "holds pickled Python objects (a pickle, joblib or torch.save file)",
     PICKLE_ARCHIVE: "is a zip archive holding pickles (torch.save's format), which this "
                     "framework's loader unpickles in full",
+    LAMBDA_LAYERS: "is a Keras model with Lambda layers, whose Python bytecode runs as the "
+                   "model is rebuilt",
 }
+# Classes a weights archive may name: torch's own (tensors, storages, TorchScript modules)
+# and the dict type state dicts are.
+_WEIGHT_CLASSES = ("torch.", "__torch__.")
+_WEIGHT_GLOBALS = {"collections.OrderedDict", "_codecs.encode"}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def sniff(path: str) -> Optional[str]:
-    """PICKLE, PICKLE_ARCHIVE or None for the file at `path`, from its content."""
+    """PICKLE, PICKLE_ARCHIVE, LAMBDA_LAYERS or None for the file at `path`, from its
+    content (read, never loaded)."""
     with FileSystems.open(path, compression_type="uncompressed") as f:
         head = f.read(_HEAD)
     if (path.lower().endswith(_PICKLE_SUFFIXES) or _is_pickle(head)
             or _is_pickle(_decompressed_head(head, path))):
         return PICKLE
-    if head[:4] == b"PK\x03\x04" and _zip_holds_pickles(path):
-        return PICKLE_ARCHIVE
+    if head[:4] == b"PK\x03\x04":
+        return _sniff_zip(path)
+    if head.startswith(_HDF5_MAGIC) and _hdf5_has_lambda_layers(path):
+        return LAMBDA_LAYERS
     return None
 
 
@@ -110,13 +125,56 @@ def _decompressed_head(head: bytes, path: str) -> bytes:
         return b""
 
 
-def _zip_holds_pickles(path: str) -> bool:
+def _sniff_zip(path: str) -> Optional[str]:
+    """A torch archive: PICKLE_ARCHIVE when its pickles name only weight classes, PICKLE
+    when they name any other; a Keras 3 file: LAMBDA_LAYERS when it has any."""
     try:
         with FileSystems.open(path, compression_type="uncompressed") as f:
-            names = zipfile.ZipFile(f).namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any(name.endswith(".pkl") for name in names)
+            archive = zipfile.ZipFile(f)
+            pickles = [name for name in archive.namelist() if name.endswith(".pkl")]
+            if pickles:
+                named = set().union(*(_pickled_globals(archive.read(n)) for n in pickles))
+                return PICKLE if any(not _is_weight_class(g) for g in named) else (
+                    PICKLE_ARCHIVE)
+            if "config.json" in archive.namelist():
+                config = json.loads(archive.read("config.json"))
+                return LAMBDA_LAYERS if _holds_lambda(config) else None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
+
+
+def _pickled_globals(data: bytes) -> Set[str]:
+    """The classes and functions a pickle names ("module.name"), read with pickletools,
+    which parses opcodes and runs nothing. A name it cannot resolve counts as "?"."""
+    named, strings = set(), []
+    for opcode, argument, _ in pickletools.genops(data):
+        if isinstance(argument, str) and "UNICODE" in opcode.name:
+            strings.append(argument)
+        elif opcode.name == "GLOBAL":
+            named.add(argument.replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL":
+            named.add(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+    return named
+
+
+def _is_weight_class(name: str) -> bool:
+    return name.startswith(_WEIGHT_CLASSES) or name in _WEIGHT_GLOBALS
+
+
+def _hdf5_has_lambda_layers(path: str) -> bool:
+    """From a Keras 2 HDF5 file's model config."""
+    import h5py  # pylint: disable=import-outside-toplevel
+    with FileSystems.open(path, compression_type="uncompressed") as raw, h5py.File(
+            raw, "r") as f:
+        config = f.attrs.get("model_config")
+    return config is not None and _holds_lambda(json.loads(config))
+
+
+def _holds_lambda(node) -> bool:
+    if isinstance(node, dict):
+        return node.get("class_name") == "Lambda" or any(map(_holds_lambda, node.values()))
+    return isinstance(node, list) and any(map(_holds_lambda, node))
 
 
 def _files(path: str) -> List[str]:

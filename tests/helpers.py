@@ -69,12 +69,13 @@ def output_artifact(kind, uri: str):
     return artifact
 
 
-def beam_context(tmp_path, unique_id: str = "test"
+def beam_context(tmp_path, unique_id: str = "test", beam_args: Sequence[str] = ()
                  ) -> base_beam_executor.BaseBeamExecutor.Context:
-    """An in-process executor context. Naming an SDK image stops TFX from building its
-    ephemeral sdist for workers (seconds per executor)."""
+    """An in-process executor context (more Beam flags in `beam_args`). Naming an SDK image
+    stops TFX from building its ephemeral sdist for workers (seconds per executor)."""
     return base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
+        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process",
+                            *beam_args],
         tmp_dir=str(tmp_path / "tmp"), unique_id=unique_id)
 
 

@@ -104,8 +104,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         except Exception as e:
             deaths = worker_deaths(breadcrumbs)
             if deaths:
-                raise RuntimeError("BulkInferrer: a Beam worker process died while "
-                                   + "\n  ".join(deaths)) from e
+                raise RuntimeError(
+                    f"BulkInferrer: a Beam worker process died ({str(e).splitlines()[0]}):"
+                    "\n  - " + "\n  - ".join(deaths)) from e
             raise
         figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):

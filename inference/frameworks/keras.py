@@ -1,9 +1,10 @@
 """Keras / TensorFlow models on dense tensors.
 
 Two formats:
-  - a `.keras` (or legacy `.h5`) file: loaded by Keras 3 in its safe mode (a Lambda layer's
-    code is refused); an `.h5` file Keras 3 cannot read loads with Keras 2 (tf_keras) when
-    it has no Lambda layer, or when the model is trusted (Keras 2 has no safe mode);
+  - a `.keras` (or legacy `.h5`) file: loaded by Keras 3, or, for an `.h5` file Keras 3
+    cannot read, by Keras 2 (tf_keras). The trust gate refuses files with Lambda layers
+    unless the model is trusted (Keras 2 has no safe mode; Keras 3 loads them only out of
+    its safe mode);
   - a SavedModel folder (e.g. `model.export(dir)`): its serving signature is called
     (tf.saved_model.load: a graph, no Python is deserialized).
     options: signature_name (default "serving_default"), tag (default: the SavedModel's).
@@ -11,13 +12,11 @@ Two formats:
     to the signature input of the same name. Outputs keep the signature's output names.
 """
 import dataclasses
-import json
 import posixpath
 from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 
 from inference import columns, trust
 from inference.config import ConfigError, ModelConfig
@@ -63,31 +62,11 @@ def _load_keras_file(path: str, spec: ModelConfig):
     except Exception as keras3_error:  # pylint: disable=broad-except
         if not path.lower().endswith(".h5"):
             raise
-        # A Keras 2 file: tf_keras loads it, and runs a Lambda layer's code as it does.
-        if _has_lambda_layers(path):
-            trust.require(spec, path, "is a Keras 2 HDF5 file with Lambda layers, which "
-                                      "only Keras 2 (tf_keras, no safe mode) loads")
         import tf_keras  # pylint: disable=import-outside-toplevel
         try:
             return tf_keras.models.load_model(path)
         except Exception:  # pylint: disable=broad-except
             raise keras3_error  # pylint: disable=raise-missing-from
-
-
-def _has_lambda_layers(path: str) -> bool:
-    """From the HDF5 file's model config: whether any layer is a Lambda."""
-    import h5py  # pylint: disable=import-outside-toplevel
-    with FileSystems.open(path) as raw, h5py.File(raw, "r") as f:
-        config = f.attrs.get("model_config")
-    if config is None:
-        return False
-    return _holds_lambda(json.loads(config))
-
-
-def _holds_lambda(node) -> bool:
-    if isinstance(node, dict):
-        return node.get("class_name") == "Lambda" or any(map(_holds_lambda, node.values()))
-    return isinstance(node, list) and any(map(_holds_lambda, node))
 
 
 def _load_signature(path: str, spec: ModelConfig) -> Signature:

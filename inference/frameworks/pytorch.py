@@ -8,6 +8,7 @@ argument of its name. The batch goes to the device the weights are on (Beam's ha
 them on the GPU when asked for and usable, else on the CPU).
 """
 import itertools
+import pickle
 
 import numpy as np
 import torch
@@ -17,8 +18,8 @@ from inference import columns, trust
 from inference.config import ModelConfig
 from inference.frameworks import import_object
 
-# Beam loads state dicts with torch.load (weights only, torch's default) and TorchScript
-# with torch.jit.load: neither unpickles arbitrary objects.
+# State dicts load with torch.load(weights_only=True) unless the model is trusted, and
+# TorchScript with torch.jit.load: neither unpickles arbitrary objects.
 SAFE_CONTENT = (trust.PICKLE_ARCHIVE,)
 
 
@@ -33,11 +34,18 @@ def load(path: str, spec: ModelConfig) -> torch.nn.Module:
         location = dict(state_dict_path=path,
                         model_class=import_object(options["model_class"],
                                                   "options.model_class"),
-                        model_params=options.get("model_params", {}))
+                        model_params=options.get("model_params", {}),
+                        load_model_args={"weights_only": not trust.trusted(spec)})
     else:
         location = dict(torch_script_model_path=path)
-    return pytorch_inference.PytorchModelHandlerTensor(device=spec.device,
-                                                       **location).load_model()
+    try:
+        return pytorch_inference.PytorchModelHandlerTensor(device=spec.device,
+                                                           **location).load_model()
+    except pickle.UnpicklingError:  # the weights-only loader met something else
+        trust.require(spec, path, "holds Python objects besides tensors, which torch's "
+                                  "weights-only loader refuses and a full torch.load "
+                                  "unpickles")
+        raise
 
 
 def predict(module: torch.nn.Module, inputs, spec: ModelConfig):

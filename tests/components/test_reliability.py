@@ -1,5 +1,9 @@
 """Bad input, faulty models and thresholds: every record ends predicted or dead-lettered."""
 import gzip
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from tests import helpers
 from tests.components import faulty_models
 
 FEATURES = ["f0", "f1", "f2"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _good(n, seed=0):
@@ -38,7 +43,7 @@ def _config(**model_options):
         timeout_secs=model_options.pop("timeout_secs", None))
 
 
-def _run(tmp_path, examples, model, config, max_failure_fraction=1.0):
+def _run(tmp_path, examples, model, config, max_failure_fraction=1.0, beam_args=()):
     outputs = {
         spec.INFERENCE_RESULT_KEY: [helpers.output_artifact(
             standard_artifacts.InferenceResult, str(tmp_path / "result"))],
@@ -47,7 +52,7 @@ def _run(tmp_path, examples, model, config, max_failure_fraction=1.0):
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: config.to_json(),
              spec.MAX_FAILURE_FRACTION_KEY: max_failure_fraction}
-    executor.Executor(helpers.beam_context(tmp_path)).Do(
+    executor.Executor(helpers.beam_context(tmp_path, beam_args=beam_args)).Do(
         {spec.EXAMPLES_KEY: [examples], spec.MODEL_KEY: [model]}, outputs, props)
     return outputs[spec.INFERENCE_RESULT_KEY][0], outputs[spec.FAILURES_KEY][0]
 
@@ -161,3 +166,121 @@ def test_no_examples_at_all_is_a_clear_error(tmp_path, sum_model):
     examples = helpers.examples_artifact(str(tmp_path / "examples"), {"eval": []})
     with pytest.raises(ValueError, match="no examples to infer"):
         _run(tmp_path, examples, sum_model, _config())
+
+
+_RUN_ALONE = r'''
+import sys, time
+import numpy as np
+from tests import helpers
+from tests.components import faulty_models
+from tests.components.test_reliability import FEATURES, _config, _run
+import pathlib, torch
+tmp = pathlib.Path(sys.argv[1])
+marker, mode, options = float(sys.argv[2]), sys.argv[3], eval(sys.argv[4])
+x = np.random.RandomState(5).rand(40, 3)
+x[17, 0] = marker
+examples = helpers.examples_artifact(str(tmp / "examples"),
+                                     {"eval": helpers.float_examples(x, FEATURES)})
+model = helpers.model_artifact(str(tmp / "model"))
+torch.save(faulty_models.SumModel().state_dict(), f"{helpers.serving_dir(model)}/m.pt")
+started = time.time()
+try:
+    result, failures = _run(tmp, examples, model, _config(**options), beam_args=[
+        f"--direct_running_mode={mode}"])
+    print("PREDICTIONS", result.get_int_custom_property("predictions"))
+except Exception as e:
+    print("RAISED", e)
+print("DO_SECONDS", round(time.time() - started))
+'''
+
+
+def _run_alone(tmp_path, marker, mode="in_memory", timeout=240, **options):
+    """Runs the executor in a process of its own; returns its output and how long the
+    whole process took to end."""
+    script = tmp_path / "run_alone.py"
+    script.write_text(_RUN_ALONE)
+    started = time.time()
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), str(marker), mode,
+                          repr(options)], capture_output=True, text=True, timeout=timeout,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    return out.stdout + out.stderr[-3000:], time.time() - started
+
+
+def test_a_hung_model_times_out_and_the_process_still_exits(tmp_path):
+    """A record that makes the model hang for an hour: its batch times out, the record
+    alone times out again and is dead-lettered, the run completes, and the process ends
+    (the hung call is left in a daemon thread, which does not hold the interpreter)."""
+    output, seconds = _run_alone(tmp_path, faulty_models.SLOW_MARKER, sleep_secs=3600.0,
+                                 timeout_secs=2)
+    assert "PREDICTIONS 39" in output, output
+    assert seconds < 200, output
+
+
+@pytest.mark.parametrize("marker, evidence", [
+    (faulty_models.DIE_MARKER, "exited with return code 13"),
+    (faulty_models.CRASH_MARKER, "Segmentation fault"),
+])
+def test_a_dying_worker_fails_the_run_naming_model_batch_and_records(tmp_path, marker,
+                                                                     evidence):
+    """A worker process that exits, or crashes in native code: the run fails saying which
+    model, how big the batch in flight was and which records it held (the poison record is
+    record 17), with the crashing thread's Python traceback for a crash."""
+    output, _ = _run_alone(tmp_path, marker, mode="multi_processing")
+    assert "RAISED BulkInferrer: a Beam worker process died" in output, output
+    assert "model 'sum' was inferring a batch of 8 record(s)" in output, output
+    assert "data_tfrecord-00000-of-00001.gz:record 16 to record 23" in output, output
+    if marker == faulty_models.CRASH_MARKER:
+        assert "Segmentation fault" in output and "in forward" in output, output
+
+
+def test_a_record_that_fails_at_encoding_is_a_failure_not_a_prediction(tmp_path,
+                                                                      sum_model):
+    x = np.random.RandomState(6).rand(30, 3)
+    x[9, 0] = faulty_models.RAISE_MARKER
+    examples = helpers.examples_artifact(str(tmp_path / "examples"),
+                                         {"eval": helpers.float_examples(x, FEATURES)})
+    (tmp_path / "handler").mkdir()
+    (tmp_path / "handler" / "README").write_text("the handler builds its model itself")
+    config = InferenceConfig(models=[ModelConfig(
+        name="sum", framework="custom", uri=str(tmp_path / "handler"),
+        inputs=InputSpec(features=FEATURES),
+        options={"handler": "tests.components.faulty_models.UnencodableOnMarker"})])
+    result, failures = _run(tmp_path, examples, sum_model, config)
+    [dead] = _failures(failures)
+    assert (dead.stage, dead.model, dead.split) == ("encoding", "sum", "eval")
+    assert "complex" in dead.message and dead.source.endswith(":record 9")
+    assert len(helpers.read_prediction_logs(f"{result.uri}/prediction_logs-*.gz")) == 29
+    assert result.get_int_custom_property("predictions") == 29
+    assert result.get_int_custom_property("failures") == 1
+    assert result.get_int_custom_property("examples_in") == 30
+
+
+def test_a_gzip_file_named_without_gz_is_read_whole(tmp_path, sum_model):
+    root = tmp_path / "examples"
+    examples = helpers.examples_artifact(str(root), {"eval": _good(1000)})
+    helpers.write_tfrecords(str(root / "Split-eval" / "data_tfrecord-00001-of-00002"),
+                            _good(1000, seed=1))  # gzipped, no .gz
+    result, failures = _run(tmp_path, examples, sum_model, _config(), max_failure_fraction=0.01)
+    assert result.get_int_custom_property("examples_in") == 2000
+    assert result.get_int_custom_property("predictions") == 2000
+    assert not _failures(failures)
+
+
+def test_a_file_that_cannot_be_read_at_all_fails_the_run_unless_skipped(tmp_path, sum_model):
+    root = tmp_path / "examples"
+    examples = helpers.examples_artifact(str(root), {"eval": _good(200)})
+    (root / "Split-eval" / "data_tfrecord-00001-of-00002.gz").write_bytes(b"PAR1" * 500)
+    with pytest.raises(RuntimeError, match=r"1 file\(s\) could not be read at all.*"
+                                           r"skip_unreadable_files=True"):
+        _run(tmp_path, examples, sum_model, _config())
+    dead = _failures(helpers.output_artifact(spec.InferenceFailures,
+                                             str(tmp_path / "failures")))
+    assert [(f.stage, f.lost) for f in dead] == [("read", 0)]
+    assert "not a TFRecord file" in dead[0].message and "00001-of-00002" in dead[0].source
+
+    config = _config()
+    config.skip_unreadable_files = True
+    result, _ = _run(tmp_path / "skipped", examples, sum_model, config)
+    assert result.get_int_custom_property("unreadable_files") == 1
+    assert result.get_int_custom_property("unread_bytes") == 2000
+    assert result.get_int_custom_property("predictions") == 200
