@@ -19,9 +19,10 @@ from apache_beam.transforms import WindowInto, util
 from tensorflow_serving.apis import prediction_log_pb2
 
 from inference import rows, streaming
-from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from inference.results import PREDICTION_LOG, ChunkResult
 from tests import helpers
+from tests.components import faulty_models
 
 WINDOW = 10
 
@@ -292,3 +293,116 @@ def test_command_line_needs_a_sink_and_reads_model_patterns():
     with pytest.raises(SystemExit):
         streaming.parse_args(["--input_topic", "t", "--inference_config", "c.json"])
 
+
+
+def _same_records():
+    records = [helpers.example({"x": [float(i % 7)], "id": [i], "group": ["ab"[i % 2]]})
+               for i in range(40)]
+    records.append(helpers.example({"x": [faulty_models.SLOW_MARKER], "id": [40],
+                                    "group": ["a"]}))  # times out
+    records.append(helpers.example({"x": [1.0], "id": [41], "group": ["z"]}))  # no model
+    records.append(helpers.example({"id": [42], "group": ["b"]}))  # no x: preprocess
+    return records
+
+
+def _batch_run(tmp_path, config, records):
+    from inference import bounded, encoding, io, metrics
+    from inference.models import create_handlers
+    handlers = create_handlers(config)
+    path = str(tmp_path / "data.gz")
+    helpers.write_tfrecords(path, records)
+    plan = bounded.Plan(config, handlers, {"eval": [path]}, [
+        bounded.Output(name, "eval", str(tmp_path / name / "logs"), encoding.encode_logs,
+                       "PredictionLogs") for name in handlers], str(tmp_path / "failures"))
+    pipeline = beam.Pipeline()
+    plan.expand(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    predictions = set()
+    for name in handlers:
+        for log in helpers.read_prediction_logs(str(tmp_path / name / "logs-*.gz")):
+            record = log.predict_log.request.inputs["examples"].string_val[0]
+            value = tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item()
+            predictions.add((name, _id(record), round(value, 4)))
+    dead = {(f.model, _id(f.record), f.stage)
+            for f in io.read_failures(str(tmp_path / "failures-*.gz"))}
+    figures = metrics.run_figures(result, config.models, ["eval"], 1.0)
+    return predictions, dead, ({name: (f.predictions, f.failures)
+                                for name, f in figures.models.items()},
+                               sum(figures.routing_failures.values()))
+
+
+def _id(record: bytes) -> int:
+    return tf.train.Example.FromString(record).features.feature["id"].int64_list.value[0]
+
+
+def _stream_run(config, records):
+    stream = TestStream().advance_watermark_to(0)
+    for at, record in enumerate(records):
+        stream = stream.add_elements([window.TimestampedValue(record, at)])
+    stream = stream.advance_processing_time(60).advance_watermark_to_infinity()
+    _COLLECTED.clear()
+    with _streaming_pipeline() as pipeline:
+        outputs = streaming.build_pipeline(pipeline | stream, config, window_secs=WINDOW,
+                                           row_spec=rows_lib_spec())
+        _ = outputs.rows | "KeepRows" >> beam.Map(_collect, "rows")
+        _ = outputs.dead_letters | "KeepDead" >> beam.Map(_collect, "dead")
+    rows, dead = _COLLECTED.get("rows", []), _COLLECTED.get("dead", [])
+    # Counted from what came out: the streaming DirectRunner keeps one bundle's metrics.
+    counts = ({m.name: (sum(r["model"] == m.name for r in rows),
+                        sum(f.model == m.name for f in dead)) for m in config.models},
+              sum(not f.model for f in dead))
+    predictions = {(row["model"], row["id"], round(row["output_0"], 4)) for row in rows}
+    return predictions, {(f.model, _id(f.record), f.stage) for f in dead}, counts
+
+
+_COLLECTED = {}  # what a streaming run's steps saw (steps are pickled; this is by reference)
+
+
+def _collect(element, key):
+    _COLLECTED.setdefault(key, []).append(element)
+
+
+def rows_lib_spec():
+    return rows.RowSpec.parse("id:INTEGER", "output_0:FLOAT")
+
+
+@pytest.mark.parametrize("routing", ["ab", "keyed"])
+def test_streaming_and_the_bulk_inferrer_agree(tmp_path, routing):
+    """The same records, configuration (A/B or keyed routing, a timeout) and models,
+    through the bounded plan and through the streaming entry point: the same predictions,
+    the same dead letters (timeout, routing, preprocess) and the same counts."""
+    uri = str(tmp_path / "sum.pt")
+    torch.save(faulty_models.SumModel().state_dict(), uri)
+    options = {"model_class": "tests.components.faulty_models.SumModel",
+               "model_params": {"sleep_secs": 5.0}}
+    models = [ModelConfig(name=name, uri=uri, inputs=InputSpec(features=["x"]),
+                          max_batch_size=8, options=options,
+                          keys=[key] if routing == "keyed" else [])
+              for name, key in (("one", "a"), ("two", "b"))]
+    config = InferenceConfig(models=models, routing=routing, routing_feature=(
+        "group" if routing == "keyed" else "id"), timeout_secs=1)
+    records = _same_records()
+    batch = _batch_run(tmp_path, config, records)
+    streamed = _stream_run(config, records)
+    assert streamed[0] == batch[0] and len(batch[0]) == len(records) - (
+        3 if routing == "keyed" else 2)
+    assert streamed[1] == batch[1]
+    assert {stage for _, _, stage in batch[1]} >= {"timeout", "preprocess"}
+    assert streamed[2] == batch[2]
+
+
+def test_options_streaming_cannot_honour_are_refused_before_the_pipeline_is_built(tmp_path):
+    uri = _save(Constant(1.0), tmp_path / "m.pt")
+    keyed = InferenceConfig(routing="keyed", routing_feature="g", group_by_key=True, models=[
+        ModelConfig(name="m", uri=uri, inputs=InputSpec(features=["x"]), keys=["a"])])
+    pipeline = _streaming_pipeline()
+    messages = pipeline | TestStream().add_elements([b"{}"])
+    with pytest.raises(ConfigError, match=r"(?s)model updates with routing='keyed'.*"
+                                          r"group_by_key needs windows"):
+        streaming.build_pipeline(messages, keyed, model_updates={"m": str(tmp_path / "*.pt")},
+                                 window_secs=None)
+    skipping = _config(uri)
+    skipping.skip_unreadable_files = True
+    with pytest.raises(ConfigError, match="skip_unreadable_files is for bounded runs"):
+        streaming.build_pipeline(messages, skipping)
