@@ -104,3 +104,42 @@ def test_a_valid_config_round_trips_through_json_unchanged():
     text = config.validate().to_json()
     assert InferenceConfig.from_json(text) == config
     assert InferenceConfig.from_json(text).to_json() == text
+
+
+def test_config_round_trips_through_json_and_rejects_unknown_fields():
+    config = InferenceConfig(models=[ModelConfig(
+        name="m", inputs=InputSpec(features=["a"], padding="longest"), max_batch_size=8,
+        keys=["x"])], routing="keyed", routing_feature="k")
+    assert InferenceConfig.from_json(config.to_json()) == config
+    data = json.loads(config.to_json())
+    data["models"][0]["max_batchsize"] = 3
+    with pytest.raises(ConfigError, match="max_batchsize"):
+        InferenceConfig.from_dict(data)
+
+
+def test_validation_lists_every_problem_at_once():
+    config = InferenceConfig(routing="keyed", models=[
+        ModelConfig(name="a b", min_batch_size=10, max_batch_size=2, device="TPU",
+                    inputs=InputSpec(padding="max_length")),
+        ModelConfig(name="a b")])
+    with pytest.raises(ConfigError) as raised:
+        config.validate()
+    message = str(raised.value)
+    for problem in ("routing_feature", "name must be", "min_batch_size=10 > max_batch_size=2",
+                    "device='TPU'", "positive inputs.max_length", "must be unique",
+                    "every model needs its keys"):
+        assert problem in message
+
+
+def test_length_buckets_need_a_feature_and_sorted_boundaries():
+    bad = InferenceConfig(models=[ModelConfig(name="m", length_buckets=[16, 8])])
+    with pytest.raises(ConfigError) as raised:
+        bad.validate()
+    assert "need length_feature" in str(raised.value)
+    assert "must be sorted" in str(raised.value)
+    with pytest.raises(ConfigError, match="must be one of inputs.features"):
+        InferenceConfig(models=[ModelConfig(name="m", length_feature="ids")]).validate()
+    ids = InputSpec(features=["ids"], dtype="int64", padding="longest")
+    InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids")]).validate()
+    InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids",
+                                        length_buckets=[8])]).validate()

@@ -1,0 +1,23 @@
+"""Chunks and batches: sizes in records, whatever the element's shape."""
+from inference import batching
+from inference.config import ModelConfig
+
+
+def test_a_chunk_counts_as_its_records_plain_or_keyed():
+    chunk = (("f.gz", 0), [b"a", b"b", b"c"])
+    assert batching.chunk_size(chunk) == 3
+    assert batching.chunk_size(("key", chunk)) == 3
+
+
+def test_the_smallest_batch_is_the_models_own_else_the_default_within_its_max():
+    assert batching.min_batch_size(ModelConfig(min_batch_size=5)) == 5
+    assert batching.min_batch_size(ModelConfig()) == batching.DEFAULT_MIN_BATCH_SIZE
+    assert batching.min_batch_size(ModelConfig(max_batch_size=8)) == 8
+
+
+def test_batching_kwargs_are_beams_and_count_records():
+    kwargs = batching.batching_kwargs(ModelConfig(max_batch_size=64, large_model=True,
+                                                  model_copies=2))
+    assert kwargs == {"min_batch_size": 32, "max_batch_size": 64, "model_copies": 2,
+                      "large_model": True, "element_size_fn": batching.chunk_size}
+    assert "max_batch_duration_secs" not in batching.batching_kwargs(ModelConfig())

@@ -1,0 +1,69 @@
+"""One decode per batch: tfx_bsl to columns, then a model's inputs, bad rows named."""
+import numpy as np
+import pytest
+
+from inference import decoding
+from inference.config import InputSpec
+from tests import helpers
+
+
+def test_decoding_pads_variable_length_and_names_bad_rows():
+    import tensorflow as tf
+    empty_ids = tf.train.Example()
+    empty_ids.features.feature["ids"].int64_list.SetInParent()
+    empty_ids.features.feature["x"].float_list.value.append(1.5)
+    records = [helpers.example({"ids": [1, 2, 3], "x": [0.5]}),
+               helpers.example({"ids": [4], "x": [float("nan")]}),
+               empty_ids.SerializeToString()]
+    columns = decoding.ExampleDecoder()(records)
+    longest = decoding.InputMapping(InputSpec(features=["ids"], dtype="int64",
+                                              padding="longest", pad_value=-1))(columns)
+    np.testing.assert_array_equal(longest, [[1, 2, 3], [4, -1, -1], [-1, -1, -1]])
+    capped = decoding.InputMapping(InputSpec(features=["ids"], dtype="int64",
+                                             padding="max_length", max_length=2))(columns)
+    np.testing.assert_array_equal(capped, [[1, 2], [4, 0], [0, 0]])
+    with pytest.raises(decoding.InputError) as raised:
+        decoding.InputMapping(InputSpec(features=["x"]))(columns)
+    assert raised.value.rows.tolist() == [1] and "NaN" in str(raised.value)
+    with pytest.raises(decoding.InputError) as raised:
+        decoding.InputMapping(InputSpec(features=["ids"], dtype="int64"))(columns)
+    assert raised.value.rows.tolist() == [0, 2]  # 3 values and 0 values, where 1 is due
+
+
+def test_taking_rows_of_decoded_columns_equals_decoding_those_rows():
+    import tensorflow as tf
+    no_ids = tf.train.Example()
+    no_ids.features.feature["ids"].int64_list.SetInParent()
+    no_ids.features.feature["w"].bytes_list.value.extend([b"b", b"c"])
+    records = [helpers.example({"ids": [1, 2, 3], "w": [b"a"]}),
+               helpers.example({"ids": [4]}),  # no "w"
+               no_ids.SerializeToString(),  # an empty "ids"
+               helpers.example({"ids": [5, 6], "w": [b"d"]})]
+    decode = decoding.ExampleDecoder()
+    columns = decode(records)
+    for rows in ([3, 0], [1], [2, 1, 0, 3]):
+        taken = decoding.take(columns, np.asarray(rows))
+        direct = decode([records[i] for i in rows])
+        # A feature none of the rows has is not decoded at all; taken, it is all missing.
+        assert set(taken) >= set(direct)
+        assert all(taken[name].missing.all() for name in set(taken) - set(direct))
+        for name, column in direct.items():
+            for got, want in zip(taken[name], column):
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {rows}")
+
+
+def test_big_batches_decode_in_slices_to_the_columns_of_one_decode(monkeypatch):
+    records = ([helpers.example({"ids": [1, 2, 3], "x": [0.5]})] * 3
+               + [helpers.example({"x": [1.5]})] * 4  # a whole slice without "ids"
+               + [helpers.example({"ids": [7], "w": [b"z"]}), helpers.example({"ids": [8, 9]})])
+    whole = decoding.ExampleDecoder()(records)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 3)
+    sliced = decoding.ExampleDecoder()(records)
+    assert set(sliced) == set(whole) == {"ids", "x", "w"}
+    for name, column in whole.items():
+        for got, want in zip(sliced[name], column):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+            assert got.dtype == want.dtype, name
+    mixed = [helpers.example({"v": [1.5]})] * 3 + [helpers.example({"v": [2]})]
+    with pytest.raises(ValueError, match="'v' holds values of different types"):
+        decoding.ExampleDecoder()(mixed)
