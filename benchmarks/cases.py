@@ -17,6 +17,8 @@ kinds:
   core           our engine in a Beam pipeline of its own, as a Beam user writes it:
                  ReadRecords | InferExamples | Encode | WriteRecordChunks (+ dead letters);
                  no TFX executor, artifacts or outcome checks
+  remote         core, the scikit-learn model served by MLServer on 127.0.0.1
+                 (`remote_url`), `in_flight` requests at once
 """
 import glob
 import json
@@ -324,6 +326,9 @@ def ours_config(case):
         model.inputs = InputSpec(features=list(FEATURES), dtype="float32")
     if name == "sklearn":
         model.options = {"trusted": True}
+    if case["kind"] == "remote":
+        model.framework = "remote"
+        model.options = {"protocol": "v2", "max_in_flight": case["in_flight"]}
     return InferenceConfig(models=[model])
 
 
@@ -363,7 +368,8 @@ def _core(case):
     config = ours_config(case)
     name = case["model"]
     prefix = os.path.join(case["out"], "prediction_logs")
-    plan = bounded.Plan(config, create_handlers(config, {name: case["model_path"]}),
+    uris = {name: case.get("remote_url") or case["model_path"]}
+    plan = bounded.Plan(config, create_handlers(config, uris),
                         {"": record_files(case["data_root"])},
                         [bounded.Output(name, "", prefix, encoding.encode_logs,
                                         "PredictionLogs")],
@@ -377,11 +383,11 @@ def _core(case):
     return {"seconds": seconds, "records_out": _count_records(prefix + "-*"),
             "mean_batch_size": figures.mean_batch_size, "batches": figures.batches,
             "figures": {"predictions": figures.predictions, "failures": figures.failures,
-                        "active_seconds": figures.active_seconds}}
+                        "active_seconds": figures.active_seconds, **figures.remote}}
 
 
 _KINDS = {"raw": _raw, "raw_encode": _raw, "plain_beam": _plain_beam,
-          "tfx": _tfx, "ours": _ours, "core": _core}
+          "tfx": _tfx, "ours": _ours, "core": _core, "remote": _core}
 
 
 def main(argv):

@@ -10,6 +10,7 @@ KIND_LABELS = {
     "tfx": "TFX BulkInferrer",
     "ours": "ours (BulkInferrer executor)",
     "core": "ours, core in plain Beam",
+    "remote": "ours, core, model on MLServer",
 }
 
 
@@ -17,6 +18,8 @@ def case_label(case: Dict[str, Any]) -> str:
     label = KIND_LABELS.get(case["kind"], case["kind"])
     if case["kind"] == "raw_encode":
         label += f" [{case.get('encoder', 'proto')}]"
+    if case["kind"] == "remote":
+        label += f" [{case['in_flight']} in flight]"
     return label
 
 
@@ -204,6 +207,29 @@ def sweep_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def remote_markdown(rows) -> str:
+    """The scikit-learn model in the engine (core) and on MLServer (`remote`), by requests
+    in flight: throughput and each request's latency."""
+    local = _find(rows, kind="core", model="sklearn")
+    remote = [r for r in rows if r["kind"] == "remote"]
+    if not remote:
+        return ""
+    lines = ["| model | requests in flight | examples/s | x local | requests | "
+             "request p50 ms | request p99 ms |", "|---|---|---|---|---|---|---|"]
+    if local:
+        lines.append(f"| local (scikit-learn in the worker) | - | "
+                     f"{_cell(local, 'examples_per_sec')} | 1.00 | - | - | - |")
+    for row in remote:
+        figures = row.get("figures") or {}
+        ratio = _ratio(row, local)
+        lines.append(
+            f"| remote (MLServer, V2 REST) | {row['in_flight']} | "
+            f"{_cell(row, 'examples_per_sec')} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'} | {figures.get('requests', '-')} | "
+            f"{figures.get('request_ms_p50', '-')} | {figures.get('request_ms_p99', '-')} |")
+    return "\n".join(lines)
+
+
 def profile_markdown(profile: Dict[str, Any]) -> str:
     if not profile or profile.get("error"):
         return f"Profile failed: {profile.get('error')}" if profile else ""
@@ -238,6 +264,8 @@ def write(folder: str, rows, target_items, environment, profile=None, prep=None)
           *(["## Throughput vs batch size (PyTorch, device "
              f"{environment.get('device')}, CUDA {environment.get('cuda')})", "",
              sweep_markdown(rows), ""] if sweep_markdown(rows) else []),
+          *(["## Remote model vs local (scikit-learn)", "", remote_markdown(rows), ""]
+            if remote_markdown(rows) else []),
           "## Environment", "", "```", json.dumps(environment, indent=2, default=str), "```"]
     if profile:
         md += ["", "## Profile", "", profile_markdown(profile)]

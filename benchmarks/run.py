@@ -10,11 +10,13 @@ peak RSS, mean batch size) is printed and written with the targets to
 outputs/bench/<timestamp>/results.{md,json}; each case's outputs and log are beside them.
 """
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List
 
 from benchmarks import harness, report
@@ -40,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated subset of pytorch,keras,sklearn,onnx")
     parser.add_argument("--kinds", default=None,
                         help="comma-separated subset of raw,raw_encode,plain_beam,"
-                             "tfx,ours,core")
+                             "tfx,ours,core, and remote (run only when named)")
     parser.add_argument("--direct_num_workers", type=int, nargs="+", default=None,
                         help="worker counts; counts > 1 run ours on pytorch again "
                              "(default: 1 2; --quick: 1)")
@@ -68,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", type=int, nargs="*", default=[],
                         help="throughput vs batch size: raw and ours on pytorch at each "
                              "fixed batch size (ours: min = max batch size)")
+    parser.add_argument("--remote_in_flight", type=int, nargs="*", default=[1, 4, 16],
+                        help="with --kinds remote: the scikit-learn model on MLServer "
+                             "(installed on first use, on 127.0.0.1), at each number of "
+                             "requests in flight")
     parser.add_argument("--shards", type=int, default=8, help="input files per data set")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=1,
@@ -137,6 +143,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-{extra['encoder']}"
         if extra.get("sweep_batch"):
             name += f"-b{extra['sweep_batch']}"
+        if extra.get("in_flight"):
+            name += f"-f{extra['in_flight']}"
         cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
                                os.path.join(folder, "cases", name), workers, mode,
                                name=name, **extra))
@@ -176,6 +184,9 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
         if size != args.n:
             add_scaling(size)
+    for in_flight in args.remote_in_flight:
+        add("remote", "sklearn", in_flight=in_flight,
+            remote_url=getattr(args, "remote_url", None))
     for batch in args.batch_sizes:
         add("raw", "pytorch", raw_batch_size=batch, sweep_batch=batch)
         add("ours", "pytorch", min_batch_size=batch, max_batch_size=batch, sweep_batch=batch)
@@ -271,6 +282,46 @@ def use_bytecode_cache(folder: str):
     sys.pycache_prefix = folder
 
 
+def _run_cases(args, planned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Each case's fastest run, in the planned order."""
+    from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
+    best: Dict[str, Dict[str, Any]] = {}
+    for _ in range(args.repeat):  # rounds over every case: noise spreads over all of them
+        for case in planned:
+            result = _run(case_module.run_case, case, args)
+            row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
+                                                                  "model_uri", "out")},
+                   **result}
+            eps = report.examples_per_sec(row)
+            status = (f"{eps:,.0f} examples/s in {row['seconds']:.1f} s" if eps else
+                      f"ERROR {row.get('error')}")
+            print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,} "
+                  f"w={row['workers']}: {status}, peak RSS {row.get('max_rss_mb', '-')} MB",
+                  flush=True)
+            kept = best.get(case["name"])
+            if kept is None or (eps and (not report.examples_per_sec(kept)
+                                         or row["seconds"] < kept["seconds"])):
+                best[case["name"]] = row
+    return [best[case["name"]] for case in planned]
+
+
+@contextlib.contextmanager
+def _model_server(args, models: Dict[str, Dict[str, str]], folder: str):
+    """With --kinds remote, MLServer serving the scikit-learn model on 127.0.0.1 for the
+    remote cases (`args.remote_url`)."""
+    args.remote_url = None
+    if "remote" not in args.kinds or "sklearn" not in models:
+        yield
+        return
+    from tests.remote import mlserver  # pylint: disable=import-outside-toplevel
+    repository = mlserver.model_repository(
+        Path(folder) / "mlserver", "sklearn", Path(models["sklearn"]["path"]))
+    with mlserver.MLServer(repository, "sklearn", mlserver.install()) as server:
+        args.remote_url = server.model_url
+        print(f"  MLServer serving the scikit-learn model at {server.model_url}", flush=True)
+        yield
+
+
 def main(argv=None) -> Dict[str, Any]:
     args = parse_args(argv)
     if args.bytecode_cache:
@@ -303,26 +354,8 @@ def main(argv=None) -> Dict[str, Any]:
     data_roots = {int(n): root for n, root in prep["data_roots"].items()}
     env["cuda"] = prep["cuda"]
 
-    from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
-    planned = plan(args, data_roots, prep["models"], folder)
-    best: Dict[str, Dict[str, Any]] = {}
-    for _ in range(args.repeat):  # rounds over every case: noise spreads over all of them
-        for case in planned:
-            result = _run(case_module.run_case, case, args)
-            row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
-                                                                  "model_uri", "out")},
-                   **result}
-            eps = report.examples_per_sec(row)
-            status = (f"{eps:,.0f} examples/s in {row['seconds']:.1f} s" if eps else
-                      f"ERROR {row.get('error')}")
-            print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,} "
-                  f"w={row['workers']}: {status}, peak RSS {row.get('max_rss_mb', '-')} MB",
-                  flush=True)
-            kept = best.get(case["name"])
-            if kept is None or (eps and (not report.examples_per_sec(kept)
-                                         or row["seconds"] < kept["seconds"])):
-                best[case["name"]] = row
-    rows = [best[case["name"]] for case in planned]
+    with _model_server(args, prep["models"], folder):
+        rows = _run_cases(args, plan(args, data_roots, prep["models"], folder))
 
     profile = None
     if args.profile and "pytorch" in prep["models"]:
@@ -349,10 +382,10 @@ def main(argv=None) -> Dict[str, Any]:
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         detail = f", {t['detail']}" if t.get("detail") else ""
         print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")
-    sweep = report.sweep_markdown(rows)
-    if sweep:
-        print()
-        print(sweep)
+    for extra in (report.sweep_markdown(rows), report.remote_markdown(rows)):
+        if extra:
+            print()
+            print(extra)
     if args.n < DEFAULT_N:
         print(f"  (the targets are for N >= {DEFAULT_N:,}: at N={args.n:,}, each case's fixed "
               f"cost, about a second of pipeline start and finish, weighs on every ratio)")

@@ -7,7 +7,7 @@ Beam's `BatchElements` counts a chunk as its number of records (`chunk_size`), s
 sizes are in records as usual; a chunk must fit in the smallest batch, so chunks hold at
 most the model's `min_batch_size` records.
 """
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from inference.config import ModelConfig
 
@@ -32,10 +32,15 @@ def min_batch_size(model: ModelConfig) -> int:
     return min(DEFAULT_MIN_BATCH_SIZE, model.max_batch_size or DEFAULT_MIN_BATCH_SIZE)
 
 
-def batching_kwargs(model: ModelConfig) -> dict:
-    """The model's batching and memory controls, as Beam ModelHandler keyword arguments."""
-    kwargs = {"min_batch_size": min_batch_size(model), "element_size_fn": chunk_size,
-              "max_batch_size": model.max_batch_size,
+def batching_kwargs(model: ModelConfig, batch_size: Optional[int] = None) -> dict:
+    """The model's batching and memory controls, as Beam ModelHandler keyword arguments.
+
+    batch_size: the records of every batch, when its framework sets them (see
+    `inference.frameworks`), in place of the model's min and max.
+    """
+    kwargs = {"min_batch_size": batch_size or min_batch_size(model),
+              "element_size_fn": chunk_size,
+              "max_batch_size": batch_size or model.max_batch_size,
               "max_batch_duration_secs": model.max_batch_duration_secs,
               "model_copies": model.model_copies}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

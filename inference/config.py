@@ -22,6 +22,7 @@ FRAMEWORKS = (
     "huggingface",
     "tensorrt",
     "custom",
+    "remote",  # a model server or Vertex AI endpoint (inference/remote/)
 )
 DTYPES = ("float32", "float64", "int32", "int64", "bytes")
 LAYOUTS = ("stacked", "dict")

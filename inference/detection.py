@@ -44,6 +44,8 @@ _FOLDER_FRAMEWORKS = ("tensorflow", "keras", "huggingface")
 
 def resolve(uri: str, framework: Optional[str] = None) -> Tuple[str, str]:
     """(framework, model path) for the model at `uri` (a file or a folder holding one)."""
+    if framework == "remote":  # a server's URL or an endpoint's name: no files to read
+        return framework, uri
     uri = uri.rstrip("/") or uri
     names = _listdir(uri)
     if names is None:

@@ -65,7 +65,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
 
     def __init__(self, spec: ModelConfig, decoder=None, timeout_secs: Optional[float] = None,
                  breadcrumbs: Optional[str] = None):
-        super().__init__(**batching.batching_kwargs(spec))
+        super().__init__(**batching.batching_kwargs(
+            spec, frameworks.batch_size(frameworks.get(spec.framework), spec)))
         self._spec = spec
         self._path = spec.uri
         self._decoder = decoder
@@ -200,6 +201,13 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
                 raise ValueError(f"model {self.model_name!r} returned "
                                  f"{ {n: len(c) for n, c in outputs.items()} } rows for a "
                                  f"batch of {len(batch)} records")
+        except frameworks.PartialPredictions as e:
+            failed = np.zeros(len(positions), dtype=bool)
+            failed[list(e.errors)] = True
+            for row, error in e.errors.items():
+                outcome.fail(positions[row], self._failure("inference", error, batch[row]))
+            outcome.predicted(positions[~failed], e.outputs)
+            return
         except TimeoutError as e:
             if len(positions) == 1:
                 outcome.fail(positions[0], self._failure("timeout", e, batch[0]))

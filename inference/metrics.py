@@ -8,6 +8,7 @@ each batch, batch latency, model loads and timeouts. The figures never depend on
 metric names.
 """
 import dataclasses
+import math
 import time
 from typing import Dict, Iterable, Optional
 
@@ -31,6 +32,19 @@ BATCH_RECORDS = "batch_records"
 BATCH_MS = "batch_ms"  # a batch's time in the handler, decoding to results
 LOAD_MS = "load_ms"
 ACTIVE_MS = "active_ms"  # each batch's start and end, in ms since the handler was built
+# Remote models (inference/remote), per model: requests sent (retries included), retries,
+# requests given up after their last retry, seconds Beam's client-side throttling held
+# requests back; each request's latency (a distribution, and counts per latency bucket,
+# |model|bucket, for percentiles: 20 buckets per decade of ms, so within 12%).
+REMOTE_REQUESTS = "remote_requests"
+REMOTE_RETRIES = "remote_retries"
+REMOTE_FAILED = "remote_failed_requests"
+THROTTLED_SECONDS = "throttled_seconds"
+REQUEST_MS = "request_ms"
+REQUEST_MS_BUCKET = "request_ms_bucket"
+_BUCKETS_PER_DECADE = 20
+# Beam's name for time held back by throttling, which Dataflow's autoscaling reads.
+BEAM_THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 
 
 def counter(*parts: str):
@@ -61,6 +75,28 @@ def record_timeout(model: str):
     counter(TIMEOUTS, model).inc()
 
 
+def record_requests(model: str, requests: int, retries: int, failed: int,
+                    latencies_ms: Iterable[float], throttled_seconds: int):
+    """Counts one batch's remote requests (in the thread running the DoFn: Beam's metrics
+    do not count in the threads that send the requests)."""
+    counter(REMOTE_REQUESTS, model).inc(requests)
+    for name, value in ((REMOTE_RETRIES, retries), (REMOTE_FAILED, failed),
+                        (THROTTLED_SECONDS, throttled_seconds)):
+        if value:
+            counter(name, model).inc(value)
+    if throttled_seconds:
+        Metrics.counter(f"RunInference[{model}]", BEAM_THROTTLING_COUNTER).inc(
+            throttled_seconds)
+    latency = _distribution(REQUEST_MS, model)
+    buckets: Dict[int, int] = {}
+    for ms in latencies_ms:
+        latency.update(int(round(ms)))
+        bucket = math.ceil(_BUCKETS_PER_DECADE * math.log10(max(ms, 0.01)))
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+    for bucket, count in buckets.items():
+        counter(REQUEST_MS_BUCKET, model, str(bucket)).inc(count)
+
+
 @dataclasses.dataclass
 class ModelFigures:
     """What one model did in one run: examples_in (the records routed to it) =
@@ -82,6 +118,8 @@ class ModelFigures:
     # From the start of the model's first batch to the end of its last, over all workers:
     # the run without pipeline set-up and worker start-up.
     active_seconds: float = 0.0
+    # A remote model's requests (see `_remote_figures`); empty for a local model.
+    remote: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -200,4 +238,32 @@ def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFig
     figures.active_seconds = (last - first) / 1000 if first is not None else 0.0
     figures.timeouts = query.count(TIMEOUTS, name)
     figures.examples_per_sec = figures.predictions / seconds if seconds > 0 else 0.0
+    figures.remote = _remote_figures(query, name)
     return figures
+
+
+def _remote_figures(query: _Query, name: str) -> Dict[str, float]:
+    """A remote model's request figures; empty for a model that sent no requests."""
+    requests = query.count(REMOTE_REQUESTS, name)
+    if not requests:
+        return {}
+    buckets = {int(key[2]): value
+               for key, value in query.matching(REQUEST_MS_BUCKET, name).items()}
+    total, count, least, most = query.distribution(REQUEST_MS, name)
+    return {"requests": requests, "retries": query.count(REMOTE_RETRIES, name),
+            "failed_requests": query.count(REMOTE_FAILED, name),
+            "throttled_seconds": query.count(THROTTLED_SECONDS, name),
+            "request_ms_mean": round(total / count, 1) if count else 0.0,
+            "request_ms_min": float(least or 0), "request_ms_max": float(most or 0),
+            "request_ms_p50": _percentile_ms(buckets, 0.5),
+            "request_ms_p99": _percentile_ms(buckets, 0.99)}
+
+
+def _percentile_ms(buckets: Dict[int, int], fraction: float) -> float:
+    """The latency below which `fraction` of the requests fell: its bucket's upper bound."""
+    total, seen = sum(buckets.values()), 0
+    for bucket in sorted(buckets):
+        seen += buckets[bucket]
+        if seen >= fraction * total:
+            return round(10 ** (bucket / _BUCKETS_PER_DECADE), 1)
+    return 0.0

@@ -93,6 +93,14 @@ def read_examples(pattern: str) -> List[tf.train.Example]:
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
+def read_failures(uri: str):
+    """The dead letters (inference.failures.Failure) in a `failures` output folder."""
+    from inference.failures import Failure
+    files = tf.io.gfile.glob(f"{uri}/failures-*.gz")
+    return [Failure.from_example(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
 def save_example_parsing_model(path: str, feature_names: Sequence[str], weights, bias=0.0):
     """A TF SavedModel whose serving signature parses serialized tf.Examples.
 
@@ -114,11 +122,12 @@ def save_example_parsing_model(path: str, feature_names: Sequence[str], weights,
     return path
 
 
-def run_bulk_inferrer(tmp_path, inputs, inference_config=None, **props):
+def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None, **props):
     """Runs the BulkInferrer executor in-process; returns its InferenceResult artifact.
 
     inputs: the executor's input dict ({"examples": [...], "model": [...], ...}).
-    inference_config: an InferenceConfig (or its JSON); props: other execution properties
+    inference_config: an InferenceConfig (or its JSON); failures_uri: where the
+    `failures` output goes (else a temporary folder); props: other execution properties
     (protos, or JSON strings). Each call writes under its own folder of `tmp_path`.
     """
     import tempfile
@@ -134,6 +143,9 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, **props):
     run_dir = tempfile.mkdtemp(prefix="bulk_inferrer-", dir=str(tmp_path))
     output = output_artifact(standard_artifacts.InferenceResult,
                              os.path.join(run_dir, spec.INFERENCE_RESULT_KEY))
+    outputs = {spec.INFERENCE_RESULT_KEY: [output]}
+    if failures_uri:
+        outputs[spec.FAILURES_KEY] = [output_artifact(spec.InferenceFailures, failures_uri)]
     executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(
-        inputs, {spec.INFERENCE_RESULT_KEY: [output]}, exec_properties)
+        inputs, outputs, exec_properties)
     return output

@@ -262,7 +262,8 @@ def _record_figures(artifact: types.Artifact, figures: metrics.RunFigures):
     artifact.set_float_custom_property("pipeline_seconds", round(figures.seconds, 3))
     artifact.set_string_custom_property("models", ",".join(figures.models))
     for name, f in figures.models.items():
-        for field, value in dataclasses.asdict(f).items():
+        # A remote model's request figures (`requests`, `retries`, ...) sit beside the rest.
+        for field, value in {**dataclasses.asdict(f), **f.remote}.items():
             key = f"{name}.{field}"
             if isinstance(value, int):
                 artifact.set_int_custom_property(key, value)

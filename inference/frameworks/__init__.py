@@ -11,8 +11,14 @@ for input row i (see `inference.columns`). Optionally:
 
     check(path, spec) -> None       configuration checks before Beam starts (ConfigError)
     takes_records(spec) -> bool     True: `inputs` are the serialized records themselves
+    batch_size(spec) -> int         the records of every batch, in place of the model's
+                                    min and max (a remote model's batch is the requests it
+                                    may have in flight)
     SAFE_CONTENT = (...)            pickle-bearing contents its loader reads without running
                                     code (see `inference.trust`)
+
+`predict` raises `PartialPredictions` when some rows failed on their own (a remote
+request that failed after its retries): those rows fail, the others keep their outputs.
 
 `BeamHandler` adapts any Beam `ModelHandler` (a custom one, a Hugging Face pipeline,
 TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`. Adding a framework is a
@@ -40,6 +46,7 @@ _MODULES = {
     "huggingface": "inference.frameworks.huggingface",
     "tensorrt": "inference.frameworks.tensorrt",
     "custom": "inference.frameworks.custom",
+    "remote": "inference.frameworks.remote",
 }
 
 
@@ -54,6 +61,23 @@ def takes_records(framework: types.ModuleType, spec: ModelConfig) -> bool:
     """Whether the framework's `predict` takes the serialized records, undecoded."""
     rule = getattr(framework, "takes_records", None)
     return bool(rule(spec)) if rule is not None else False
+
+
+def batch_size(framework: types.ModuleType, spec: ModelConfig) -> Optional[int]:
+    """The records of every batch when the framework sets them, else None."""
+    rule = getattr(framework, "batch_size", None)
+    return rule(spec) if rule is not None else None
+
+
+class PartialPredictions(Exception):
+    """What `predict` raises when some rows of the batch failed on their own: `outputs`
+    of the other rows (in order), and `errors`, row -> the exception its dead letter
+    reports. The batch is not split to find the failing rows: they are known."""
+
+    def __init__(self, outputs: Mapping[str, np.ndarray], errors: Mapping[int, Exception]):
+        super().__init__(f"{len(errors)} row(s) failed")
+        self.outputs = dict(outputs)
+        self.errors = dict(errors)
 
 
 def check(framework: types.ModuleType, path: str, spec: ModelConfig):

@@ -13,7 +13,6 @@ from tfx.types import standard_artifacts
 
 from components.bulk_inferrer import executor, spec
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.failures import Failure
 from tests import helpers
 from tests.components import faulty_models
 
@@ -58,9 +57,7 @@ def _run(tmp_path, examples, model, config, max_failure_fraction=1.0, beam_args=
 
 
 def _failures(artifact):
-    files = tf.io.gfile.glob(f"{artifact.uri}/failures-*.gz")
-    return [Failure.from_example(r.numpy())
-            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return helpers.read_failures(artifact.uri)
 
 
 def _truncated_file(path, records):

@@ -1,0 +1,72 @@
+"""Remote models: a model server (Open Inference Protocol V2: MLServer, Triton, KServe;
+TF Serving REST) or a Vertex AI endpoint, through Beam's RemoteModelHandler (retries
+with exponential backoff on 429, 5xx and no answer; client-side throttling).
+
+uri: the model's URL (`http://host:8080/v2/models/taxi`, `http://host:8501/v1/models/
+taxi`) or the Vertex AI endpoint's resource name (`projects/<project>/locations/<region>/
+endpoints/<id>`). options: see `inference.remote.options.RemoteOptions`; `protocol` is
+required. The model's max_batch_size bounds each request; inputs are decoded as for any
+model (`inputs`), outputs come back by their names.
+"""
+import dataclasses
+
+from inference.config import ConfigError, ModelConfig
+from inference.remote import fanout, handlers, options as remote_options, probe, protocols
+
+
+def check(path: str, spec: ModelConfig):
+    """The options, and the server's answer (HTTP: the model's metadata; Vertex AI: Beam's
+    check that the endpoint serves a model), before Beam starts."""
+    options = _options(path, spec)
+    if options.protocol == "vertex":
+        _vertex(spec, options)
+    else:
+        _protocol(spec, options)
+
+
+def batch_size(spec: ModelConfig) -> int:
+    return fanout.batch_size(_options(spec.uri, spec))
+
+
+def load(path: str, spec: ModelConfig) -> fanout.RemoteModel:
+    options = _options(path, spec)
+    if options.protocol == "vertex":
+        handler = _vertex(spec, options)
+    else:
+        handler = handlers.HttpModelHandler(options, _protocol(spec, options),
+                                            f"RunInference[{spec.name}]")
+    return fanout.RemoteModel(handler, options, spec.name)
+
+
+def predict(model: fanout.RemoteModel, inputs, spec: ModelConfig):
+    return model.predict(inputs)
+
+
+def _options(path: str, spec: ModelConfig) -> remote_options.RemoteOptions:
+    return remote_options.parse(dataclasses.replace(spec, uri=path))
+
+
+def _protocol(spec: ModelConfig, options: remote_options.RemoteOptions
+              ) -> protocols.Protocol:
+    """The model's wire format, after probing its metadata unless options.probe is off."""
+    if options.protocol == "tfserving":
+        protocol = protocols.TFServingREST(options.signature_name, spec.output_names)
+        if options.probe:
+            probe.probe(spec.name, options, protocol)
+        return protocol
+    protocol = protocols.OpenInferenceV2(options.input_name or "input-0", spec.output_names)
+    if options.probe:
+        metadata = probe.probe(spec.name, options, protocol)
+        declared = [i.get("name") for i in metadata.get("inputs") or [] if isinstance(i, dict)]
+        if not options.input_name and declared:
+            protocol.input_name = declared[0]
+    return protocol
+
+
+def _vertex(spec: ModelConfig, options: remote_options.RemoteOptions):
+    try:
+        return handlers.vertex_handler(options, spec.output_names)
+    except ValueError as e:  # Beam's liveness check: ValueError(message, endpoint, error)
+        detail = " ".join(str(a) for a in e.args).replace("%s", "").strip()
+        raise ConfigError(f"model {spec.name!r} (remote, Vertex AI endpoint "
+                          f"{options.url}): {detail}") from None
