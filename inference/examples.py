@@ -110,7 +110,14 @@ def set_features(example, features: Mapping[str, Any]):
 
 def _fill(feature, value: Any):
     """Sets a Feature to `value`: a scalar, a string or a list/array of values."""
-    array = np.asarray([value] if isinstance(value, (bytes, str)) else value)
+    if isinstance(value, (bytes, str)):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (bytes, str)) for v in value):
+        # Not through NumPy: its fixed-width bytes arrays drop trailing NUL bytes.
+        feature.bytes_list.value.extend(map(text, value))
+        return
+    array = np.asarray(value)
     if array.dtype.kind in "iub":
         feature.int64_list.value.extend(array.reshape(-1).astype(np.int64).tolist())
     elif array.dtype.kind == "f":
