@@ -27,11 +27,63 @@ FRAMEWORKS = (
 DTYPES = ("float32", "float64", "int32", "int64", "bytes")
 LAYOUTS = ("stacked", "dict")
 PADDINGS = ("none", "longest", "max_length")
+IMAGE_LAYOUTS = ("NHWC", "NCHW")
+IMAGE_FITS = ("stretch", "center_crop")
+# Pillow's resampling filters, by the names of Image.Resampling.
+RESAMPLES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 ROUTINGS = ("shadow", "ab", "keyed", "sequence")
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says what to change."""
+
+
+@dataclasses.dataclass
+class ImageSpec:
+    """Image features: each record holds one encoded image file (JPEG, PNG, or any format
+    Pillow reads), decoded, resized and normalised into the model's input, a batch at once.
+
+    size: [height, width] of the model's input.
+    channels: 3 (RGB), 1 (grayscale) or 4 (RGBA); every image is converted to it.
+    layout: "NHWC" ([batch, height, width, channels], TensorFlow/Keras) or "NCHW"
+      ([batch, channels, height, width], PyTorch).
+    fit: "stretch" resizes to `size` whatever the aspect ratio; "center_crop" scales the
+      image to cover `size` and crops the centre (Pillow's ImageOps.fit).
+    resample: the resampling filter (Pillow's names).
+    scale, mean, std: pixel values (0-255) become `(pixel * scale - mean) / std`, with one
+      mean and std per channel (or one for all); e.g. scale=1/255 for [0, 1], and
+      ImageNet's mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225] on top.
+    """
+    size: List[int] = dataclasses.field(default_factory=list)
+    channels: int = 3
+    layout: str = "NHWC"
+    fit: str = "stretch"
+    resample: str = "bilinear"
+    scale: float = 1.0
+    mean: List[float] = dataclasses.field(default_factory=list)
+    std: List[float] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LabelSpec:
+    """Class scores to readable labels: a step of the engine after the model, the same for
+    every framework.
+
+    names: the class names, name i for column i of the scores; or
+    file: a text file (local, gs://, ...) with one class name per line, read when the
+      pipeline is built.
+    output: the model output holding the scores, [batch, classes]; may be left empty when
+      the model has one output.
+    softmax: turn the scores (logits) into probabilities first.
+    top_k: how many of the best classes to give per record.
+    Outputs added to the model's: `label` (the best class's name, bytes) and `score` (its
+    score, float32); with top_k > 1 also `top_k_labels` and `top_k_scores`, best first.
+    """
+    names: List[str] = dataclasses.field(default_factory=list)
+    file: str = ""
+    output: str = ""
+    softmax: bool = False
+    top_k: int = 1
 
 
 @dataclasses.dataclass
@@ -46,6 +98,8 @@ class InputSpec:
       padded to the batch's longest value list; "max_length": padded (and truncated) to
       `max_length`. Padding uses `pad_value`.
     allow_non_finite: NaN and +-inf values are bad records unless this is set.
+    image: the features are encoded images (see ImageSpec); each becomes a float array of
+      images in `dtype` (float32 or float64), and `width` and `padding` do not apply.
     """
     features: List[str] = dataclasses.field(default_factory=list)
     dtype: str = "float32"
@@ -55,6 +109,7 @@ class InputSpec:
     max_length: Optional[int] = None
     pad_value: float = 0.0
     allow_non_finite: bool = False
+    image: Optional[ImageSpec] = None
 
 
 @dataclasses.dataclass
@@ -67,6 +122,7 @@ class ModelConfig:
     framework: one of FRAMEWORKS; None detects it from the files at `uri`.
     options: framework-specific settings (e.g. `model_class` for a PyTorch state dict,
       `handler` for a custom ModelHandler, `signature_name` for TensorFlow).
+    labels: class names for a classifier's scores (see LabelSpec), any framework.
     """
     name: str = "model"
     uri: str = ""
@@ -81,6 +137,7 @@ class ModelConfig:
     model_copies: Optional[int] = None
     device: str = "CPU"
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels: Optional[LabelSpec] = None
     # Keyed routing: the values of InferenceConfig.routing_feature this model serves.
     keys: List[str] = dataclasses.field(default_factory=list)
     # User functions, as "package.module.fn" or "path/to/module_file.py:fn":
@@ -248,6 +305,54 @@ def _model_problems(model: ModelConfig) -> List[str]:
         problems.append(f"device={model.device!r}: choose 'CPU' or 'GPU'")
     if isinstance(model.model_input, int) and model.model_input < 0:
         problems.append("model_input must be >= 0 or a component id")
+    if spec.image is not None:
+        problems.extend(_image_problems(spec))
+    if model.labels is not None:
+        problems.extend(_label_problems(model.labels))
+    return problems
+
+
+def _image_problems(spec: InputSpec) -> List[str]:
+    image, problems = spec.image, []
+    if len(image.size) != 2 or any(side < 1 for side in image.size):
+        problems.append(f"inputs.image.size={image.size}: give [height, width], positive")
+    if image.channels not in (1, 3, 4):
+        problems.append(f"inputs.image.channels={image.channels}: choose 1 (grayscale), "
+                        f"3 (RGB) or 4 (RGBA)")
+    for field, choices in (("layout", IMAGE_LAYOUTS), ("fit", IMAGE_FITS),
+                           ("resample", RESAMPLES)):
+        if getattr(image, field) not in choices:
+            problems.append(f"inputs.image.{field}={getattr(image, field)!r}: choose one "
+                            f"of {choices}")
+    for field in ("mean", "std"):
+        values = getattr(image, field)
+        if len(values) not in (0, 1, image.channels):
+            problems.append(f"inputs.image.{field}={values}: give one value per channel "
+                            f"({image.channels}) or one for all")
+    if any(value == 0 for value in image.std):
+        problems.append(f"inputs.image.std={image.std}: must not be 0")
+    if spec.dtype not in ("float32", "float64"):
+        problems.append(f"inputs.dtype={spec.dtype!r}: images become float32 or float64 "
+                        f"arrays")
+    if spec.padding != "none" or spec.width != 1:
+        problems.append("inputs.padding and inputs.width do not apply to images: a record "
+                        "holds one image per feature, resized to inputs.image.size")
+    if len(spec.features) > 1 and spec.layout != "dict":
+        problems.append(f"inputs.features={spec.features}: several image features need "
+                        f"layout='dict' (one array of images per feature)")
+    return problems
+
+
+def _label_problems(labels: LabelSpec) -> List[str]:
+    problems = []
+    if bool(labels.names) == bool(labels.file):
+        problems.append("labels: give the class names either in labels.names or in "
+                        "labels.file (one per line)")
+    if labels.top_k < 1:
+        problems.append(f"labels.top_k={labels.top_k}: must be >= 1")
+    elif labels.names and labels.top_k > len(labels.names):
+        problems.append(f"labels.top_k={labels.top_k}: more than the {len(labels.names)} "
+                        f"class names")
     return problems
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder
 
+from inference import images
 from inference.config import InputSpec
 
 ModelInputs = Union[np.ndarray, Dict[str, np.ndarray]]
@@ -21,11 +22,19 @@ class InputError(ValueError):
     """Records whose features do not fit the model's input mapping.
 
     rows: the batch positions of the bad records (all of them when None).
+    reasons: {batch position: why}, for bad records that each have a reason of their own.
     """
 
-    def __init__(self, message: str, rows: Optional[np.ndarray] = None):
+    def __init__(self, message: str, rows: Optional[np.ndarray] = None,
+                 reasons: Optional[Dict[int, str]] = None):
         super().__init__(message)
         self.rows = rows
+        self.reasons = reasons or {}
+
+    def for_row(self, row: int) -> "InputError":
+        """The error as record `row` of the batch has it: with its own reason, if any."""
+        reason = self.reasons.get(int(row))
+        return InputError(f"{self}: {reason}") if reason else self
 
 
 class Column(NamedTuple):
@@ -178,6 +187,8 @@ class InputMapping:
                              f"(features present: {sorted(columns)}); check the model's "
                              f"inputs.features")
         _check_rows(column.missing, f"feature {name!r} is missing")
+        if self.spec.image is not None:
+            return self._images(name, column)
         if self.spec.padding == "none":
             _check_rows(column.lengths != self.spec.width,
                         f"feature {name!r} must hold exactly {self.spec.width} value(s)")
@@ -194,6 +205,18 @@ class InputMapping:
                     _check_rows(np.isin(np.arange(len(column.lengths)), owner[~finite]),
                                 f"feature {name!r} holds NaN or infinite values")
         return pad(values, column.lengths, self.spec)
+
+    def _images(self, name: str, column: Column) -> np.ndarray:
+        _check_rows(column.lengths != 1, f"feature {name!r} must hold exactly one image "
+                                         f"(the bytes of one image file)")
+        if column.values.dtype != object:
+            raise InputError(f"feature {name!r} holds numbers; an image feature holds the "
+                             f"bytes of an image file")
+        pixels, errors = images.decode(column.values, self.spec.image)
+        if errors:
+            raise InputError(f"feature {name!r} is not an image Pillow can decode",
+                             np.array(sorted(errors)), errors)
+        return images.normalise(pixels, self.spec.image, self.spec.dtype)
 
 
 def _check_rows(bad: np.ndarray, problem: str):

@@ -5,8 +5,8 @@ is a `ChunkResult`: its predicted records with their outputs as columns, and a `
 for each record that failed. The handler composes like any Beam handler
 (`KeyedModelHandler` on `(key, chunk)`, `RunInference`, model updates from a side input).
 Per batch: the records are decoded once (`decoding`), shaped into the model's inputs, run
-through the framework's `predict`, and split back into chunks by slicing the output
-arrays. A batch that fails is split until only the records that fail on their own are
+through the framework's `predict`, labelled when the model has `labels` (`labels`), and
+split back into chunks by slicing the output arrays. A batch that fails is split until only the records that fail on their own are
 left, so one bad record never costs its neighbours their predictions.
 """
 import dataclasses
@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import batching, columns, decoding, frameworks, metrics, trust
+from inference import batching, columns, decoding, frameworks, labels, metrics, trust
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.results import ChunkResult, describe
@@ -71,6 +71,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         self._path = spec.uri
         self._decoder = decoder
         self._mapping = decoding.InputMapping(spec.inputs)
+        self._labeller = labels.Labeller(spec.labels, spec.name) if spec.labels else None
         self._buckets = list(spec.length_buckets or batching.DEFAULT_LENGTH_BUCKETS)
         self._timeout = timeout_secs
         self._breadcrumbs = breadcrumbs
@@ -136,6 +137,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         outcome = _Outcome(len(records))
         for positions, decoded in self._groups(records):
             self._infer(records, positions, model, outcome, decoded)
+        if self._labeller is not None:
+            self._label(records, outcome)
         if self._spec.postprocess_fn:
             self._postprocess(records, outcome)
         results = self._per_chunk(batch, outcome)
@@ -187,8 +190,10 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
             except decoding.InputError as e:
                 bad = np.zeros(len(positions), dtype=bool)
                 bad[np.arange(len(positions)) if e.rows is None else e.rows] = True
-                for position in positions[bad]:
-                    outcome.fail(position, self._failure("preprocess", e, records[position]))
+                for row in np.flatnonzero(bad):
+                    position = positions[row]
+                    outcome.fail(position, self._failure("preprocess", e.for_row(row),
+                                                         records[position]))
                 if not bad.all():
                     self._infer(records, positions[~bad], model, outcome)
                 return
@@ -249,6 +254,18 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
 
     def _failure(self, stage: str, error: Exception, record: bytes) -> Failure:
         return Failure.from_exception(stage, error, record, self.model_name)
+
+    def _label(self, records, outcome: "_Outcome"):
+        """Class names for the predicted records' scores; if that fails (the scores do not
+        fit the labels), the records fail at stage "postprocess"."""
+        positions, outputs = outcome.collect()
+        if not len(positions):
+            return
+        try:
+            outcome.replace(positions, self._labeller(outputs))
+        except Exception as e:  # pylint: disable=broad-except
+            for position in positions:
+                outcome.fail(position, self._failure("postprocess", e, records[position]))
 
     def _postprocess(self, records, outcome: "_Outcome"):
         """The user's postprocess_fn on each predicted record's PredictionResult."""

@@ -1,0 +1,273 @@
+"""Images end to end, as the Dataflow ML example: files read by glob, decoded, resized and
+normalised in the engine, run through a classifier built here, labelled from configuration;
+the file's path travels to the outputs, bad files end as dead letters, counts add up."""
+import glob
+import json
+import os
+import time
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+from PIL import Image, ImageOps
+
+from inference import decoding, encoding, images, io, metrics, rows
+from inference.config import (ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec,
+                              ModelConfig)
+from inference.failures import FAILURES_TAG
+from inference.models import create_handlers
+from inference.transforms import Encode, InferExamples
+from tests import helpers
+
+COLOURS = {"red": (220, 30, 40), "green": (20, 200, 50), "blue": (30, 40, 210)}
+NAMES = list(COLOURS)
+SIZE = [16, 16]
+IMAGENET = dict(scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
+def _image(colour, width, height, seed) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    noise = rng.randint(-30, 30, size=(height, width, 3))
+    return Image.fromarray(np.clip(np.add(COLOURS[colour], noise), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """Images of three colours in three formats and sizes, a grayscale one, a truncated
+    PNG and a text file; {path: colour or None}."""
+    folder = tmp_path_factory.mktemp("images")
+    files = {}
+    for i, (colour, fmt) in enumerate([("red", "PNG"), ("green", "JPEG"), ("blue", "PNG"),
+                                       ("red", "JPEG"), ("blue", "BMP"), ("green", "PNG")]):
+        path = str(folder / f"{colour}-{i}.{fmt.lower()}")
+        _image(colour, 21 + 4 * i, 17 + 3 * i, i).save(path, fmt)
+        files[path] = colour
+    gray = str(folder / "gray.png")
+    _image("red", 20, 20, 9).convert("L").save(gray)
+    files[gray] = None
+    with open(str(folder / "green-1.jpeg"), "rb") as f:
+        data = f.read()
+    with open(str(folder / "truncated.jpeg"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    with open(str(folder / "notes.jpeg"), "w") as f:
+        f.write("not an image\n")
+    return str(folder), files
+
+
+def _reference(path: str, spec: ImageSpec) -> np.ndarray:
+    """What the model should get for the image at `path`: Pillow and NumPy by hand."""
+    with Image.open(path) as image:
+        image = image.convert("RGB" if spec.channels == 3 else "L")
+        if spec.fit == "center_crop":
+            image = ImageOps.fit(image, tuple(reversed(spec.size)), Image.Resampling.BILINEAR)
+        else:
+            image = image.resize(tuple(reversed(spec.size)), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32).reshape(*spec.size, spec.channels)
+    pixels = (pixels * np.float32(spec.scale) - np.float32(spec.mean or 0)) / np.float32(
+        spec.std or 1)
+    return pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A TorchScript CNN whose logits follow each image's mean colour (plus noise from
+    random weights); NCHW float input."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, kernel_size=3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(0.05).add_(torch.eye(3)[:, :, None, None] / 9)
+    module = torch.jit.script(torch.nn.Sequential(
+        conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3)))
+    with torch.no_grad():
+        module[3].weight.copy_(torch.eye(3) + 0.05 * torch.randn(3, 3))
+    path = str(tmp_path_factory.mktemp("classifier") / "model.pt")
+    torch.jit.save(module, path)
+    return path, module
+
+
+def _config(model_uri, labels_file, **image):
+    return InferenceConfig(models=[ModelConfig(
+        name="colours", uri=model_uri, max_batch_size=4,
+        inputs=InputSpec(features=["image"], image=ImageSpec(size=SIZE, layout="NCHW",
+                                                             **image)),
+        labels=LabelSpec(file=labels_file, softmax=True, top_k=2))])
+
+
+@pytest.fixture(scope="module")
+def run(image_files, classifier, tmp_path_factory):
+    """The engine on the image folder, as the README shows it; what it wrote and counted."""
+    folder, _ = image_files
+    out = tmp_path_factory.mktemp("out")
+    labels_file = str(out / "labels.txt")
+    with open(labels_file, "w") as f:
+        f.write("\n".join(NAMES) + "\n")
+    config = _config(classifier[0], labels_file, **IMAGENET)
+    row_spec = rows.RowSpec.parse("file:STRING", "label:STRING,score,"
+                                  "top_k_labels:ARRAY<STRING>")
+    handlers = create_handlers(config)
+    started = time.time()
+    pipeline = beam.Pipeline()
+    read = pipeline | io.ReadImages([os.path.join(folder, "*")])
+    inferred = read.main | InferExamples(handlers, config)
+    logs = inferred.predictions["colours"] | Encode(encoding.encode_logs)
+    _ = logs.main | io.WriteRecordChunks(str(out / "prediction_logs"))
+    _ = (inferred.predictions["colours"] | beam.FlatMap(row_spec.to_rows)
+         | beam.Map(lambda row: rows.to_json(row).decode())
+         | beam.io.WriteToText(str(out / "rows"), ".json"))
+    _ = ((read[FAILURES_TAG], inferred.failures, logs[FAILURES_TAG]) | beam.Flatten()
+         | io.WriteFailures(str(out / "failures")))
+    result = pipeline.run()
+    result.wait_until_finish()
+    figures = metrics.run_figures(result, config.models, [""], time.time() - started)
+    written_rows = [json.loads(line) for name in glob.glob(str(out / "rows*.json"))
+                    for line in open(name)]
+    return (config, helpers.read_prediction_logs(str(out / "prediction_logs-*.gz")),
+            list(io.read_failures(str(out / "failures-*.gz"))), written_rows, figures)
+
+
+def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, image_files,
+                                                                         classifier):
+    config, logs, _, _, _ = run
+    _, files = image_files
+    spec = config.models[0].inputs.image
+    decodable = sorted(files)
+    expected = torch.softmax(classifier[1](torch.from_numpy(np.stack(
+        [_reference(path, spec) for path in decodable]))), dim=1).detach().numpy()
+    by_file = {}
+    for log in logs:
+        example = tf.train.Example.FromString(
+            log.predict_log.request.inputs["examples"].string_val[0])
+        path = example.features.feature["file"].bytes_list.value[0].decode()
+        by_file[path] = {name: tf.make_ndarray(tensor)[0]
+                         for name, tensor in log.predict_log.response.outputs.items()}
+        with open(path, "rb") as f:
+            assert example.features.feature["image"].bytes_list.value[0] == f.read()
+    assert sorted(by_file) == decodable
+    for path, probabilities in zip(decodable, expected):
+        got = by_file[path]
+        order = np.argsort(-probabilities, kind="stable")
+        assert got["label"] == NAMES[order[0]].encode()
+        assert list(got["top_k_labels"]) == [NAMES[i].encode() for i in order[:2]]
+        np.testing.assert_allclose(got["top_k_scores"], probabilities[order[:2]], atol=1e-6)
+        assert got["score"] == got["top_k_scores"][0]
+        assert got["output_0"].shape == (3,)  # the logits stay
+        if files[path]:
+            assert got["label"] == files[path].encode(), path
+
+
+def test_rows_carry_the_file_and_the_labels(run, image_files):
+    _, logs, _, written_rows, _ = run
+    labels = {tf.train.Example.FromString(log.predict_log.request.inputs["examples"]
+                                          .string_val[0]).features.feature["file"]
+              .bytes_list.value[0].decode(): tf.make_ndarray(
+                  log.predict_log.response.outputs["label"])[0].decode() for log in logs}
+    assert {row["file"]: row["label"] for row in written_rows} == labels
+    assert all(row["top_k_labels"][0] == row["label"] and 0 < row["score"] <= 1
+               for row in written_rows)
+
+
+def test_files_that_are_not_images_are_dead_letters_naming_them(run, image_files):
+    _, _, failures, _, _ = run
+    folder, _ = image_files
+    by_source = {failure.source: failure for failure in failures}
+    assert sorted(by_source) == [os.path.join(folder, "notes.jpeg"),
+                                 os.path.join(folder, "truncated.jpeg")]
+    for path, failure in by_source.items():
+        assert (failure.stage, failure.model) == ("preprocess", "colours")
+        assert failure.message.startswith("feature 'image' is not an image Pillow can "
+                                          "decode: ")
+        assert tf.train.Example.FromString(failure.record).features.feature[
+            "file"].bytes_list.value[0] == path.encode()
+    assert "recognises no image format" in by_source[os.path.join(folder, "notes.jpeg")].message
+    assert "truncated" in by_source[os.path.join(folder, "truncated.jpeg")].message.lower()
+
+
+def test_counts_add_up(run, image_files):
+    _, logs, failures, _, figures = run
+    _, files = image_files
+    model = figures.models["colours"]
+    assert figures.examples_in[""] == len(files) + 2
+    assert (model.examples_in, model.predictions, model.failures) == (
+        len(files) + 2, len(logs), len(failures))
+    assert model.failures_by_stage == {"preprocess": 2}
+    assert figures.unaccounted("shadow") == {"": 0}
+
+
+def test_unreadable_and_oversized_files_are_read_dead_letters(image_files, tmp_path):
+    folder, files = image_files
+    biggest = max(os.path.getsize(path) for path in files)
+    with beam.Pipeline() as pipeline:
+        read = pipeline | io.ReadImages([os.path.join(folder, "*.png")], split="s",
+                                        max_file_bytes=biggest - 1)
+        _ = read[FAILURES_TAG] | io.WriteFailures(str(tmp_path / "failures"))
+    failures = list(io.read_failures(str(tmp_path / "failures-*.gz")))
+    oversized = [path for path in files if path.endswith(".png")
+                 and os.path.getsize(path) == biggest]
+    assert [(f.stage, f.split, f.source) for f in failures] == [("read", "s", oversized[0])]
+    assert "more than max_file_bytes" in failures[0].message
+
+
+@pytest.mark.parametrize("spec", [
+    ImageSpec(size=[12, 10], channels=1, fit="center_crop", scale=1 / 255, mean=[0.5],
+              std=[0.25]),
+    ImageSpec(size=[8, 14], layout="NCHW", **IMAGENET),
+])
+def test_input_mapping_gives_the_pixels_pillow_gives(image_files, spec):
+    _, files = image_files
+    paths = sorted(files)
+    values = []
+    for path in paths:
+        with open(path, "rb") as f:
+            values.append(f.read())
+    column = decoding.Column(np.array(values, dtype=object),
+                             np.ones(len(values), dtype=np.int64),
+                             np.zeros(len(values), dtype=bool))
+    got = decoding.InputMapping(InputSpec(features=["image"], image=spec))({"image": column})
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.stack([_reference(p, spec) for p in paths]),
+                               atol=1e-5)
+    assert images.normalise(images.decode(values, spec)[0], spec, "float64").dtype == np.float64
+
+
+def test_image_and_label_settings_are_checked_when_the_config_is_built(tmp_path, classifier):
+    bad = InferenceConfig(models=[ModelConfig(
+        name="m", inputs=InputSpec(features=["a", "b"], dtype="int64", padding="longest",
+                                   image=ImageSpec(size=[0], channels=2, layout="HWC",
+                                                   mean=[1.0, 2.0, 3.0], std=[0.0])),
+        labels=LabelSpec(names=["x"], file="labels.txt", top_k=0))])
+    with pytest.raises(ConfigError) as raised:
+        bad.validate()
+    for problem in ("inputs.image.size=[0]", "inputs.image.channels=2",
+                    "inputs.image.layout='HWC'", "inputs.image.mean=[1.0, 2.0, 3.0]",
+                    "inputs.image.std=[0.0]: must not be 0", "inputs.dtype='int64'",
+                    "inputs.padding and inputs.width do not apply to images",
+                    "several image features need layout='dict'",
+                    "either in labels.names or in labels.file", "labels.top_k=0"):
+        assert problem in str(raised.value)
+    with pytest.raises(ConfigError, match="models\\[0\\].inputs.image.size\\[1\\]: expected "
+                                          "an integer"):
+        InferenceConfig.from_dict({"models": [{"inputs": {"image": {"size": [2, "2"]}}}]})
+    with pytest.raises(ConfigError, match="cannot read labels.file .*missing.txt"):
+        create_handlers(_config(classifier[0], str(tmp_path / "missing.txt")))
+    (tmp_path / "one.txt").write_text("a\n\n")
+    with pytest.raises(ConfigError, match="labels.top_k=2 is more than the 1 class names"):
+        create_handlers(_config(classifier[0], str(tmp_path / "one.txt")))
+
+
+def test_scores_that_do_not_fit_the_labels_fail_at_postprocess(image_files, classifier):
+    _, files = image_files
+    config = InferenceConfig(models=[ModelConfig(
+        name="m", uri=classifier[0], labels=LabelSpec(names=["a", "b"]),
+        inputs=InputSpec(features=["image"], image=ImageSpec(size=SIZE, layout="NCHW")))])
+    handler = create_handlers(config)["m"]
+    records = []
+    for path in sorted(files)[:3]:
+        with open(path, "rb") as f:
+            records.append(io.image_example(path, f.read()))
+    [result] = handler.run_inference([(("images", 0), records)], handler.load_model())
+    assert result.records == []
+    assert [(f.stage, f.record) for f in result.failures] == [("postprocess", r)
+                                                                for r in records]
+    assert "output 'output_0' scores 3 classes; labels name 2" in result.failures[0].message
