@@ -1,15 +1,20 @@
 """The pipeline: ExampleGen -> statistics, schema, validation -> Transform -> Trainers ->
 BulkInferrers, one per trained model. Runners (local_runner.py, vertex_runner.py) decide
 where it runs; Beam-based components run wherever `beam_pipeline_args` say.
+
+`create_image_pipeline` is a second one: a pretrained image classifier, imported rather
+than trained, scoring image files.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.proto import bulk_inferrer_pb2
 from tfx.types import channel_utils
 
-from components import BulkInferrer
+from components import BulkInferrer, image_example_gen
+from components.bulk_inferrer.spec import DEFAULT_MAX_FAILURE_FRACTION
+from inference.config import InferenceConfig
 from template import config, models
 
 
@@ -91,6 +96,55 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+    )
+
+
+def pretrained_model(uri: str, component_id: str = "PretrainedModel") -> tfx.dsl.Importer:
+    """A model trained elsewhere (a file or folder, local or gs://) as a Model artifact.
+
+    TFX's Importer registers `uri` in ML Metadata as it is; the BulkInferrer reads the
+    model there (a Trainer's model is read from its `Format-Serving` folder), so its
+    `model` input, lineage and caching work as with a trained model.
+    """
+    return tfx.dsl.Importer(source_uri=uri,
+                            artifact_type=tfx.types.standard_artifacts.Model
+                            ).with_id(component_id)
+
+
+def create_image_pipeline(
+        pipeline_name: str,
+        pipeline_root: str,
+        images_path: str,
+        model_uri: str,
+        inference_config: Union[InferenceConfig, str],
+        image_pattern: str = "*",
+        max_failure_fraction: float = DEFAULT_MAX_FAILURE_FRACTION,
+        beam_pipeline_args: Optional[List[str]] = None,
+        metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+        enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Scores a pretrained image classifier on image files, no Trainer:
+    ImageExampleGen (the files under `images_path` matching `image_pattern`) and an
+    Importer of the model at `model_uri` feed a BulkInferrer run by `inference_config`
+    (e.g. `template.models.image_classifier(...)`). Each prediction keeps its image's
+    path (feature `file`) in its PredictionLog; images that cannot be decoded are dead
+    letters, and the BulkInferrer fails if more than `max_failure_fraction` of them are.
+    """
+    images = image_example_gen(images_path, image_pattern)
+    model = pretrained_model(model_uri)
+    inferrer = BulkInferrer(
+        examples=images.outputs["examples"],
+        model=model.outputs["result"],
+        inference_config=inference_config,
+        max_failure_fraction=max_failure_fraction,
+    ).with_id("BulkInferrer.images")
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[images, model, inferrer],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,

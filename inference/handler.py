@@ -6,8 +6,9 @@ for each record that failed. The handler composes like any Beam handler
 (`KeyedModelHandler` on `(key, chunk)`, `RunInference`, model updates from a side input).
 Per batch: the records are decoded once (`decoding`), shaped into the model's inputs, run
 through the framework's `predict`, labelled when the model has `labels` (`labels`), and
-split back into chunks by slicing the output arrays. A batch that fails is split until only the records that fail on their own are
-left, so one bad record never costs its neighbours their predictions.
+split back into chunks by slicing the output arrays. A batch that fails is split until
+only the records that fail on their own are left, so one bad record never costs its
+neighbours their predictions.
 """
 import dataclasses
 import faulthandler

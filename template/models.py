@@ -1,9 +1,12 @@
-"""The BulkInferrer configurations of the template: one per trained framework, and one
-per multi-model pattern (A/B, keyed, sequence) over the PyTorch and scikit-learn models.
+"""The BulkInferrer configurations of the template: one per trained framework, one per
+multi-model pattern (A/B, keyed, sequence) over the PyTorch and scikit-learn models, and
+one for a pretrained image classifier (`pipeline.create_image_pipeline`).
 
 Each is an `inference.config.InferenceConfig`; edit them here to change what runs.
 """
-from inference.config import InferenceConfig, InputSpec, ModelConfig
+from typing import Sequence
+
+from inference.config import ImageSpec, InferenceConfig, InputSpec, LabelSpec, ModelConfig
 from template import config, features
 
 # The frameworks the multi-model patterns combine; the pipeline trains them when a
@@ -63,3 +66,22 @@ def sequence() -> InferenceConfig:
 
 
 PATTERNS = {"ab": ab, "keyed": keyed, "sequence": sequence}
+
+# How ImageNet models (torchvision's, Keras applications in "torch" mode) expect pixels.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def image_classifier(labels_file: str, size: Sequence[int] = (224, 224),
+                     layout: str = "NCHW", top_k: int = 5) -> InferenceConfig:
+    """A pretrained image classifier (`create_image_pipeline`), e.g. a torchvision ResNet
+    saved as TorchScript or ONNX: each image resized to `size` ([height, width]),
+    scaled to [0, 1] and normalised as ImageNet models expect; its logits become
+    probabilities, labelled with the class names of `labels_file` (one per line), the
+    `top_k` best per image. The model comes from the BulkInferrer's `model` input."""
+    return InferenceConfig(models=[ModelConfig(
+        name="classifier", max_batch_size=64, device=config.INFERENCE_DEVICE,
+        inputs=InputSpec(features=["image"], image=ImageSpec(
+            size=list(size), layout=layout, scale=1 / 255, mean=IMAGENET_MEAN,
+            std=IMAGENET_STD)),
+        labels=LabelSpec(file=labels_file, softmax=True, top_k=top_k))])

@@ -1,6 +1,6 @@
 """Builders for real test inputs: tf.Examples, Examples/Model artifacts, small models."""
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -149,3 +149,78 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None
     executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(
         inputs, outputs, exec_properties)
     return output
+
+
+# --- images and an image classifier ----------------------------------------------------------
+
+COLOURS = {"red": (220, 30, 40), "green": (20, 200, 50), "blue": (30, 40, 210)}
+COLOUR_NAMES = list(COLOURS)
+
+
+def write_colour_images(folder: str) -> Dict[str, Optional[str]]:
+    """Noisy images of one colour each, in PNG, JPEG and BMP (one ending in NUL bytes) of
+    different sizes, and a grayscale PNG: {path: colour (None for the grayscale one)}.
+    Beside them, not images: `truncated.jpeg` (half a JPEG) and `notes.jpeg` (text)."""
+    from PIL import Image
+    files = {}
+    for i, (colour, fmt) in enumerate([("red", "PNG"), ("green", "JPEG"), ("blue", "PNG"),
+                                       ("red", "JPEG"), ("blue", "BMP"), ("green", "PNG")]):
+        path = os.path.join(folder, f"{colour}-{i}.{fmt.lower()}")
+        noise = np.random.RandomState(i).randint(-30, 30, size=(17 + 3 * i, 21 + 4 * i, 3))
+        Image.fromarray(np.clip(np.add(COLOURS[colour], noise), 0, 255).astype(np.uint8)
+                        ).save(path, fmt)
+        files[path] = colour
+    gray = os.path.join(folder, "gray.png")
+    Image.open(os.path.join(folder, "red-0.png")).convert("L").save(gray)
+    files[gray] = None
+    with open(os.path.join(folder, "green-1.jpeg"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(folder, "truncated.jpeg"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    with open(os.path.join(folder, "notes.jpeg"), "w") as f:
+        f.write("not an image\n")
+    return files
+
+
+def save_colour_classifier(path: str):
+    """A TorchScript CNN on NCHW float images whose logits follow each image's mean
+    colour (red, green, blue), plus noise from random weights; returns the module."""
+    import torch
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, kernel_size=3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(0.05).add_(torch.eye(3)[:, :, None, None] / 9)
+    module = torch.jit.script(torch.nn.Sequential(
+        conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3)))
+    with torch.no_grad():
+        module[3].weight.copy_(torch.eye(3) + 0.05 * torch.randn(3, 3))
+    torch.jit.save(module, path)
+    return module
+
+
+def image_pixels(path: str, spec) -> np.ndarray:
+    """What a model should get for the image at `path` by an `ImageSpec`, computed here
+    with Pillow and NumPy."""
+    from PIL import Image, ImageOps
+    size = tuple(reversed(spec.size))
+    with Image.open(path) as image:
+        image = image.convert("RGB" if spec.channels == 3 else "L")
+        image = (ImageOps.fit(image, size, Image.Resampling.BILINEAR)
+                 if spec.fit == "center_crop" else image.resize(size, Image.Resampling.BILINEAR))
+    pixels = np.asarray(image, dtype=np.float32).reshape(*spec.size, spec.channels)
+    pixels = (pixels * np.float32(spec.scale) - np.float32(spec.mean or 0)) / np.float32(
+        spec.std or 1)
+    return pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+
+
+def expected_labels(module, paths: Sequence[str], spec, top_k: int):
+    """The module's softmax probabilities on the images at `paths`, as `image_pixels`
+    gives them: per path, (the top_k class names, their probabilities), best first."""
+    import torch
+    probabilities = torch.softmax(module(torch.from_numpy(np.stack(
+        [image_pixels(path, spec) for path in paths]))), dim=1).detach().numpy()
+    expected = {}
+    for path, row in zip(paths, probabilities):
+        best = np.argsort(-row, kind="stable")[:top_k]
+        expected[path] = ([COLOUR_NAMES[i].encode() for i in best], row[best])
+    return expected

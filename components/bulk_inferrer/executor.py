@@ -13,6 +13,7 @@ from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
 from tfx.components.util import model_utils, tfxio_utils
 from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.io import fileio
 from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
@@ -173,9 +174,17 @@ def _model_uris(config: InferenceConfig, models: List[types.Artifact]) -> Dict[s
                 f" but the component got {len(models)} Model artifact(s) "
                 f"({[m.uri for m in models]}); connect `model` (a union of channels for "
                 f"several) or set the uri in the inference config")
-        uris[model.name] = path_utils.serving_model_path(
-            artifact.uri, path_utils.is_old_model_artifact(artifact))
+        uris[model.name] = _model_path(artifact)
     return uris
+
+
+def _model_path(artifact: types.Artifact) -> str:
+    """Where a Model artifact's model is: a Trainer's serving model (TFX's layout,
+    `<uri>/Format-Serving`), else the artifact's uri itself: a pretrained model file or
+    folder registered as it is, by a `tfx.dsl.Importer`."""
+    path = path_utils.serving_model_path(artifact.uri,
+                                         path_utils.is_old_model_artifact(artifact))
+    return path if fileio.exists(path) else artifact.uri
 
 
 def _pick_model(models: List[types.Artifact], wanted) -> Optional[types.Artifact]:

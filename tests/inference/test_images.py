@@ -10,9 +10,6 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
-from PIL import Image, ImageOps
-
 from inference import decoding, encoding, images, io, metrics, rows
 from inference.config import (ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec,
                               ModelConfig)
@@ -21,70 +18,20 @@ from inference.models import create_handlers
 from inference.transforms import Encode, InferExamples
 from tests import helpers
 
-COLOURS = {"red": (220, 30, 40), "green": (20, 200, 50), "blue": (30, 40, 210)}
-NAMES = list(COLOURS)
 SIZE = [16, 16]
 IMAGENET = dict(scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
 
 
-def _image(colour, width, height, seed) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    noise = rng.randint(-30, 30, size=(height, width, 3))
-    return Image.fromarray(np.clip(np.add(COLOURS[colour], noise), 0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
-    """Images of three colours in three formats and sizes, a grayscale one, a truncated
-    PNG and a text file; {path: colour or None}."""
-    folder = tmp_path_factory.mktemp("images")
-    files = {}
-    for i, (colour, fmt) in enumerate([("red", "PNG"), ("green", "JPEG"), ("blue", "PNG"),
-                                       ("red", "JPEG"), ("blue", "BMP"), ("green", "PNG")]):
-        path = str(folder / f"{colour}-{i}.{fmt.lower()}")
-        _image(colour, 21 + 4 * i, 17 + 3 * i, i).save(path, fmt)
-        files[path] = colour
-    gray = str(folder / "gray.png")
-    _image("red", 20, 20, 9).convert("L").save(gray)
-    files[gray] = None
-    with open(str(folder / "green-1.jpeg"), "rb") as f:
-        data = f.read()
-    with open(str(folder / "truncated.jpeg"), "wb") as f:
-        f.write(data[:len(data) // 2])
-    with open(str(folder / "notes.jpeg"), "w") as f:
-        f.write("not an image\n")
-    return str(folder), files
-
-
-def _reference(path: str, spec: ImageSpec) -> np.ndarray:
-    """What the model should get for the image at `path`: Pillow and NumPy by hand."""
-    with Image.open(path) as image:
-        image = image.convert("RGB" if spec.channels == 3 else "L")
-        if spec.fit == "center_crop":
-            image = ImageOps.fit(image, tuple(reversed(spec.size)), Image.Resampling.BILINEAR)
-        else:
-            image = image.resize(tuple(reversed(spec.size)), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.float32).reshape(*spec.size, spec.channels)
-    pixels = (pixels * np.float32(spec.scale) - np.float32(spec.mean or 0)) / np.float32(
-        spec.std or 1)
-    return pixels.transpose(2, 0, 1) if spec.layout == "NCHW" else pixels
+    folder = str(tmp_path_factory.mktemp("images"))
+    return folder, helpers.write_colour_images(folder)
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    """A TorchScript CNN whose logits follow each image's mean colour (plus noise from
-    random weights); NCHW float input."""
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(3, 3, kernel_size=3, padding=1)
-    with torch.no_grad():
-        conv.weight.mul_(0.05).add_(torch.eye(3)[:, :, None, None] / 9)
-    module = torch.jit.script(torch.nn.Sequential(
-        conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 3)))
-    with torch.no_grad():
-        module[3].weight.copy_(torch.eye(3) + 0.05 * torch.randn(3, 3))
     path = str(tmp_path_factory.mktemp("classifier") / "model.pt")
-    torch.jit.save(module, path)
-    return path, module
+    return path, helpers.save_colour_classifier(path)
 
 
 def _config(model_uri, labels_file, **image):
@@ -102,7 +49,7 @@ def run(image_files, classifier, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     labels_file = str(out / "labels.txt")
     with open(labels_file, "w") as f:
-        f.write("\n".join(NAMES) + "\n")
+        f.write("\n".join(helpers.COLOUR_NAMES) + "\n")
     config = _config(classifier[0], labels_file, **IMAGENET)
     row_spec = rows.RowSpec.parse("file:STRING", "label:STRING,score,"
                                   "top_k_labels:ARRAY<STRING>")
@@ -131,10 +78,9 @@ def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, ima
                                                                          classifier):
     config, logs, _, _, _ = run
     _, files = image_files
-    spec = config.models[0].inputs.image
     decodable = sorted(files)
-    expected = torch.softmax(classifier[1](torch.from_numpy(np.stack(
-        [_reference(path, spec) for path in decodable]))), dim=1).detach().numpy()
+    expected = helpers.expected_labels(classifier[1], decodable, config.models[0].inputs.image,
+                                       top_k=2)
     by_file = {}
     for log in logs:
         example = tf.train.Example.FromString(
@@ -145,12 +91,11 @@ def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, ima
         with open(path, "rb") as f:
             assert example.features.feature["image"].bytes_list.value[0] == f.read()
     assert sorted(by_file) == decodable
-    for path, probabilities in zip(decodable, expected):
+    for path, (labels, scores) in expected.items():
         got = by_file[path]
-        order = np.argsort(-probabilities, kind="stable")
-        assert got["label"] == NAMES[order[0]].encode()
-        assert list(got["top_k_labels"]) == [NAMES[i].encode() for i in order[:2]]
-        np.testing.assert_allclose(got["top_k_scores"], probabilities[order[:2]], atol=1e-6)
+        assert got["label"] == labels[0]
+        assert list(got["top_k_labels"]) == labels
+        np.testing.assert_allclose(got["top_k_scores"], scores, atol=1e-6)
         assert got["score"] == got["top_k_scores"][0]
         assert got["output_0"].shape == (3,)  # the logits stay
         if files[path]:
@@ -226,7 +171,7 @@ def test_input_mapping_gives_the_pixels_pillow_gives(image_files, spec):
                              np.zeros(len(values), dtype=bool))
     got = decoding.InputMapping(InputSpec(features=["image"], image=spec))({"image": column})
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, np.stack([_reference(p, spec) for p in paths]),
+    np.testing.assert_allclose(got, np.stack([helpers.image_pixels(p, spec) for p in paths]),
                                atol=1e-5)
     assert images.normalise(images.decode(values, spec)[0], spec, "float64").dtype == np.float64
 
