@@ -49,14 +49,15 @@ def decode(values: Sequence[bytes], spec: ImageSpec):
 
 def normalise(batch: np.ndarray, spec: ImageSpec, dtype: str = "float32") -> np.ndarray:
     """uint8 pixels [batch, height, width, channels] -> `(pixel * scale - mean) / std` in
-    `dtype`, laid out as spec.layout."""
-    out = batch.astype(dtype)
-    if spec.scale != 1.0:
-        out *= spec.scale
-    if spec.mean:
-        out -= np.asarray(spec.mean, dtype=dtype)
-    if spec.std:
-        out /= np.asarray(spec.std, dtype=dtype)
+    `dtype`, laid out as spec.layout: one multiply-add per value, into a new array."""
+    channels = batch.shape[-1]
+    mean = np.broadcast_to(np.asarray(spec.mean or [0.0], dtype=np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(spec.std or [1.0], dtype=np.float64), (channels,))
+    factor, offset = (spec.scale / std).astype(dtype), (-mean / std).astype(dtype)
     if spec.layout == "NCHW":
-        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        batch = batch.transpose(0, 3, 1, 2)
+        factor, offset = factor[:, None, None], offset[:, None, None]
+    out = np.empty(batch.shape, dtype=dtype)
+    np.multiply(batch, factor, out=out)
+    out += offset
     return out
