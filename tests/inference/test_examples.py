@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from inference import examples
+from inference.failures import Failure
 
 
 def test_what_is_written_reads_back_with_tensorflow_and_back():
@@ -27,3 +28,15 @@ def test_features_are_added_and_replaced_by_appending_bytes():
     assert list(parsed["a"].int64_list.value) == [1]
     assert list(parsed["b"].float_list.value) == [7.0]
     assert list(parsed["model_output_0"].float_list.value) == [0.25]
+
+
+def test_bytes_values_keep_trailing_nul_bytes():
+    record = examples.serialize({"x": [0.0]})  # its packed float, the last bytes, is 0
+    assert record.endswith(b"\x00")
+    for value in (record, [record, b"a\x00\x00"]):
+        written = examples.serialize({"v": value})
+        assert list(tf.train.Example.FromString(written).features.feature["v"].bytes_list
+                    .value) == (value if isinstance(value, list) else [value])
+    # So a dead letter of such a record replays as it was.
+    assert Failure.from_example(Failure("inference", "E", "m", record).to_example()
+                                ).record == record

@@ -128,13 +128,6 @@ def test_dead_letters_round_trip_and_are_counted(tmp_path):
         .SerializeToString()) == Failure("decode", "E", "m")
 
 
-def test_dead_letters_keep_records_that_end_in_nul_bytes():
-    record = helpers.example({"x": [0.0]})  # its packed float, the last bytes, is 0
-    assert record.endswith(b"\x00")
-    failure = Failure("inference", "E", "m", record)
-    assert Failure.from_example(failure.to_example()).record == record
-
-
 NO_TENSORFLOW = r'''
 import os, sys
 import numpy as np, torch
