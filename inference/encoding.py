@@ -201,8 +201,17 @@ def encode_logs(result: ChunkResult) -> List[bytes]:
         return encoded
     request_spec, response_spec = _request_spec(result.model), _model_spec(result.model, 0x12)
     return [_frame(record, request_spec, _output_entries(
-        {name: np.asarray(column[i]) for name, column in result.outputs.items()})
+        {name: _row(column, i) for name, column in result.outputs.items()})
         + response_spec) for i, record in enumerate(result.records)]
+
+
+def _row(column: np.ndarray, index: int) -> np.ndarray:
+    """Row `index` of a column as an array; an object column's bytes stay as they are
+    (NumPy's fixed-width bytes would drop trailing NUL bytes)."""
+    value = column[index]
+    if isinstance(value, np.ndarray):
+        return value
+    return np.array(value, dtype=object) if column.dtype == object else np.asarray(value)
 
 
 def _encode_columns(records: Sequence[bytes], columns: Mapping[str, np.ndarray],

@@ -104,6 +104,14 @@ def test_structured_outputs_are_written_as_json_strings():
         {"entity": "I-PER", "score": 0.25, "index": 2, "word": "smith"}]
 
 
+def test_bytes_outputs_keep_their_trailing_nul_bytes():
+    column = np.empty(2, dtype=object)
+    column[:] = [b"a\x00", b"\x00\x00"]
+    logs = _parsed(encoding.encode_logs(_chunk({"output_0": column})))
+    assert [log.predict_log.response.outputs["output_0"].string_val[0] for log in logs] == [
+        b"a\x00", b"\x00\x00"]
+
+
 def test_logs_a_framework_wrote_pass_through_as_they_are():
     written = np.empty(2, dtype=object)
     written[:] = [b"first log", b"second log"]
