@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run test bench lock clean env
+.PHONY: run test bench reliability lock clean env
 
 env: $(STAMP)
 
@@ -30,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+reliability: $(STAMP)
+	$(PY) -m benchmarks.reliability
 
 # Re-resolve the lock after editing requirements.in or overrides.txt.
 lock: $(STAMP)
