@@ -16,7 +16,7 @@ from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from inference import metrics, tfrecord
+from inference import metrics, progress, tfrecord
 from inference.batching import DEFAULT_MIN_BATCH_SIZE
 from inference.failures import FAILURES_TAG, Failure
 from inference.transforms import CountFailures
@@ -49,7 +49,7 @@ class _ReadTFRecordFile(beam.DoFn):
         chunk, count, limit = [], 0, self._chunk_size
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                for records in tfrecord.read_records(raw):
+                for records in tfrecord.read_records(progress.counted(raw)):
                     chunk += records
                     whole = len(chunk) - len(chunk) % limit
                     for start in range(0, whole, limit):
@@ -101,6 +101,7 @@ class ReadRecords(beam.PTransform):
         return (pbegin
                 | "Patterns" >> beam.Create(self._patterns)
                 | "Match" >> fileio.MatchAll()
+                | "Progress" >> beam.Map(progress.input_file)
                 | "Distribute" >> beam.Reshuffle()
                 | "Read" >> beam.ParDo(_ReadTFRecordFile(
                     self._split, self._chunk_size)).with_outputs(FAILURES_TAG, main="main"))
