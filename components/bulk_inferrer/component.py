@@ -7,7 +7,8 @@ from tfx.orchestration import data_types
 from tfx.proto import bulk_inferrer_pb2
 from tfx.types import standard_artifacts
 
-from components.bulk_inferrer import executor, spec
+# visualizations: registers the notebook views of the outputs (InteractiveContext.show).
+from components.bulk_inferrer import executor, spec, visualizations  # pylint: disable=unused-import
 from inference.config import InferenceConfig
 
 

@@ -261,12 +261,17 @@ def _failures(inputs: Inputs) -> str:
     head = f"<h2>Failures</h2><p>Dead letters: <code>{_e(inputs.failures_uri)}</code></p>"
     if not rows:
         return head + "<p>No failures: every record was inferred.</p>"
-    examples = [[_e(fl.stage), _e(fl.model), _e(fl.split), _e(fl.error_type),
-                 _e(fl.message), _e(fl.source)]
-                for group in inputs.failures.values() for fl in group]
     return (head + _table(["stage", "model", "records"], rows)
-            + "<h3>Sample messages</h3>"
-            + _table(["stage", "model", "split", "error", "message", "source"], examples))
+            + "<h3>Sample messages</h3>" + failure_table(inputs.failures))
+
+
+def failure_table(failures: Mapping[Tuple[str, str], list]) -> str:
+    """A table of sampled dead letters (`samples.read_failures`)."""
+    rows = [[_e(fl.stage), _e(fl.model), _e(fl.split), _e(fl.error_type), _e(fl.message),
+             _e(fl.source)] for group in failures.values() for fl in group]
+    if not rows:
+        return "<p>None.</p>"
+    return _table(["stage", "model", "split", "error", "message", "source"], rows)
 
 
 def _performance(inputs: Inputs) -> str:
@@ -295,17 +300,21 @@ def _performance(inputs: Inputs) -> str:
                       "batch latency ms"], rows) + plots)
 
 
-def _samples(inputs: Inputs, limit: int = 10) -> str:
+def _samples(inputs: Inputs) -> str:
+    return "<h2>Sample predictions</h2>" + sample_table(inputs.predictions)
+
+
+def sample_table(predictions: Mapping[str, samples.ModelSample], limit: int = 10) -> str:
+    """A table of up to `limit` sampled predictions per model."""
     rows = []
-    for model, sample in inputs.predictions.items():
+    for model, sample in predictions.items():
         for prediction in list(sample.predictions.values())[:limit]:
             rows.append([_e(model), _e(prediction.split), _e(_features(prediction.request)),
                          _e("; ".join(f"{k}={_short(v)}"
                                       for k, v in prediction.outputs.items()))])
     if not rows:
-        return "<h2>Sample predictions</h2><p>None.</p>"
-    return ("<h2>Sample predictions</h2>"
-            + _table(["model", "split", "input (first features)", "outputs"], rows))
+        return "<p>None.</p>"
+    return _table(["model", "split", "input (first features)", "outputs"], rows)
 
 
 # --- values ---------------------------------------------------------------------------
