@@ -1,5 +1,6 @@
 """The run report: its figures equal the artifact's (what ML Metadata records), its
 comparisons are those of the PredictionLogs, and a real browser renders every section."""
+import html
 import os
 
 import numpy as np
@@ -186,3 +187,34 @@ def test_samples_are_bounded_and_pair_up_across_models(shadow):
     assert set(full["a"].predictions) == set(full["b"].predictions)
     assert {p.request for p in full["a"].predictions.values()} == \
         {p.request for p in full["b"].predictions.values()}
+
+
+def test_notebook_shows_the_report_and_samples_of_each_output(shadow, tmp_path):
+    """InteractiveContext.show, in a real IPython shell, renders through TFX's registry."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from tfx import types
+    from tfx.orchestration.experimental.interactive.interactive_context import \
+        InteractiveContext
+
+    from components import BulkInferrer  # pylint: disable=unused-import  (as a notebook does)
+    InteractiveShell.instance()
+    context = InteractiveContext(pipeline_root=str(tmp_path / "root"))
+    shown = {}
+    for key, kind in ((spec.INFERENCE_RESULT_KEY, standard_artifacts.InferenceResult),
+                      (spec.FAILURES_KEY, spec.InferenceFailures)):
+        channel = types.Channel(type=kind)
+        channel.set_artifacts([shadow[key]])
+        with capture_output() as captured:
+            context.show(channel)
+        shown[key] = "".join(o.data.get("text/html", "") for o in captured.outputs)
+    _, page = _page(shadow)
+    for html_text in shown.values():
+        assert 'iframe srcdoc="' in html_text
+        frame = html_text.split('iframe srcdoc="', 1)[1].split('"', 1)[0]
+        assert html.unescape(frame) == page
+    predictions = shown[spec.INFERENCE_RESULT_KEY].split("</iframe>", 1)[1]
+    assert predictions.count("<tr><td>a</td><td>eval</td>") == 10
+    assert predictions.count("<tr><td>b</td><td>eval</td>") == 10
+    dead_letters = shown[spec.FAILURES_KEY].split("</iframe>", 1)[1]
+    assert dead_letters.count("<td>preprocess</td>") == 2 and "f2" in dead_letters
