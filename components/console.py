@@ -40,7 +40,6 @@ class Console:
         handler = _ComponentLines(self, metadata_path, pipeline_name)
         logging.getLogger().addHandler(handler)
         logging.getLogger("inference.progress").setLevel(logging.INFO)
-        return handler
 
 
 def start(output_dir: str, pipeline_name: str) -> Console:

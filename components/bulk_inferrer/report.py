@@ -78,9 +78,10 @@ def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
 
 def render(inputs: Inputs) -> str:
     """The report's HTML page."""
-    body = "".join(f'<section id="{name}">{builder(inputs)}</section>' for name, builder in (
-        ("summary", _summary), ("predictions", _predictions), ("comparison", _comparison),
-        ("failures", _failures), ("performance", _performance), ("samples", _samples)))
+    builders = {"summary": _summary, "predictions": _predictions, "comparison": _comparison,
+                "failures": _failures, "performance": _performance, "samples": _samples}
+    body = "".join(f'<section id="{name}">{builders[name](inputs)}</section>'
+                   for name in SECTIONS)
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{_e(inputs.title)}</title><style>{_STYLE}</style></head><body>"
