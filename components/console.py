@@ -37,8 +37,9 @@ class Console:
 
     def watch(self, metadata_path: str, pipeline_name: str):
         """Prints component and progress lines from the run's log records from now on."""
-        handler = _ComponentLines(self, metadata_path, pipeline_name)
-        logging.getLogger().addHandler(handler)
+        if not logging.getLogger().handlers:
+            logging.basicConfig()  # so records still reach stderr (the log) beside ours
+        logging.getLogger().addHandler(_ComponentLines(self, metadata_path, pipeline_name))
         logging.getLogger("inference.progress").setLevel(logging.INFO)
 
 
