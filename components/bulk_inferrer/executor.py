@@ -117,11 +117,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
-        self._write_report(result, config, figures, output_dict, failures_uri, len(handlers))
+        self._write_report(config, figures, output_dict, failures_uri, len(handlers))
         _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
             exec_properties))
 
-    def _write_report(self, result, config, figures, output_dict, failures_uri: str,
+    def _write_report(self, config, figures, output_dict, failures_uri: str,
                       model_count: int):
         """The run report, linked from every output artifact (custom property `report`);
         a report that cannot be written is logged, and does not fail the run."""
@@ -134,7 +134,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         title = f"{node.node_info.id if node else 'BulkInferrer'}: run report"
         try:
             path = report.write_run_report(
-                result, config, figures, title, outputs[0].uri if outputs else failures_uri,
+                config, figures, title, outputs[0].uri if outputs else failures_uri,
                 logs_dirs, failures_uri, _single(output_dict, spec.REPORT_KEY))
         except Exception:  # pylint: disable=broad-except
             logging.exception("The run report could not be written.")

@@ -1,8 +1,8 @@
 """The run report: one self-contained HTML page per BulkInferrer run.
 
-What the run counted (its figures, as recorded in ML Metadata, and Beam's distributions)
-plus bounded samples read back from the files it wrote (`samples`): per model and output
-the distribution of predictions; for several models their comparison (shadow: agreement
+What the run counted (its figures, as recorded in ML Metadata) plus bounded samples read
+back from the files it wrote (`samples`): per model and output the distribution of
+predictions; for several models their comparison (shadow: agreement
 and the joint distribution; A/B: the traffic split and each arm's distribution; keyed:
 the records per key); failures by stage and model with sample messages; throughput,
 model loading, batch sizes and batch latencies. Plots are matplotlib PNGs inlined as
@@ -38,32 +38,13 @@ class Inputs:
     title: str
     config: InferenceConfig
     figures: metrics.RunFigures
-    # model -> {"batch_records" | "batch_latency_ms" | "model_load_ms": (sum, count, min, max)}
-    distributions: Dict[str, Dict[str, tuple]]
     predictions: Dict[str, samples.ModelSample]
     failures: Dict[Tuple[str, str], list]
     failures_uri: str
 
 
-def distributions(pipeline_result, config: InferenceConfig) -> Dict[str, Dict[str, tuple]]:
-    """Per model, Beam's distributions of batch sizes, batch latencies and model loads."""
-    names = {"batch_records": None, "batch_latency_ms": "inference_batch_latency_micro_secs",
-             "model_load_ms": "load_model_latency_milli_secs"}
-    result = {}
-    for model in config.models:
-        names["batch_records"] = metrics.batch_records_distribution(model.name)
-        result[model.name] = {key: metrics.model_distribution(pipeline_result, model, name)
-                              for key, name in names.items()}
-        total, count, least, most = result[model.name]["batch_latency_ms"]
-        if count:  # Beam counts microseconds
-            result[model.name]["batch_latency_ms"] = (total / 1000, count, least / 1000,
-                                                      most / 1000)
-    return result
-
-
 def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
-            distributions_: Dict[str, Dict[str, tuple]], logs_dirs: Mapping[str, str],
-            failures_uri: str) -> Inputs:
+            logs_dirs: Mapping[str, str], failures_uri: str) -> Inputs:
     """Reads the bounded samples: each model's PredictionLogs in `logs_dirs` (model ->
     folder), and the dead letters in `failures_uri`."""
     routing_feature = config.routing_feature if config.routing in ("ab", "keyed") else ""
@@ -72,8 +53,7 @@ def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
             tf.io.gfile.glob(os.path.join(folder, "prediction_logs-*")), routing_feature)
         for name, folder in logs_dirs.items()}
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
-    return Inputs(title, config, figures, distributions_, predictions, failures,
-                  failures_uri)
+    return Inputs(title, config, figures, predictions, failures, failures_uri)
 
 
 def render(inputs: Inputs) -> str:
@@ -252,9 +232,10 @@ def _failures(inputs: Inputs) -> str:
                 rows.append([_e(stage), _e(name),
                              _figure(f"failures.{name}.{stage}", m.failures_by_stage[stage])])
     for split, count in f.read_failures.items():
-        if count:
-            rows.append(["read", f"(split {_e(split)})", _figure(f"failures.read.{split}",
-                                                                 count)])
+        files = f.damaged_files.get(split, 0) + f.unreadable_files.get(split, 0)
+        if count or files:
+            rows.append(["read", f"(split {_e(split)}: {files} damaged file(s); records lost, "
+                                 f"estimated)", _figure(f"failures.read.{split}", count)])
     for split, count in f.routing_failures.items():
         if count:
             rows.append(["routing", f"(split {_e(split)})",
@@ -278,27 +259,27 @@ def failure_table(failures: Mapping[Tuple[str, str], list]) -> str:
 def _performance(inputs: Inputs) -> str:
     rows, sizes, latencies = [], {}, {}
     for name, m in inputs.figures.models.items():
-        dist = inputs.distributions.get(name, {})
-        size, latency = dist.get("batch_records"), dist.get("batch_latency_ms")
         active = m.predictions / m.active_seconds if m.active_seconds else 0
         rows.append([_e(name), _figure(f"{name}.examples_per_sec", round(m.examples_per_sec)),
                      f"{active:,.0f}", f"{m.active_seconds:.2f}",
                      _figure(f"{name}.model_load_ms", round(m.model_load_ms)),
                      _figure(f"{name}.model_loads", m.model_loads),
-                     _figure(f"{name}.batches", m.batches), _range(size), _range(latency, 1)])
-        if size and size[1]:
-            sizes[name] = size
-        if latency and latency[1]:
-            latencies[name] = latency
-    plots = "".join(_plot(_ranges(values, title, unit)) for values, title, unit in (
-        (sizes, "batch size (records)", "records"), (latencies, "batch latency", "ms"))
-        if values)
+                     _figure(f"{name}.batches", m.batches),
+                     f"{m.mean_batch_size:,.0f} / {m.max_batch_size:,}",
+                     f"{m.mean_batch_ms:,.1f} / {m.max_batch_ms:,}",
+                     _figure(f"{name}.timeouts", m.timeouts)])
+        if m.batches:
+            sizes[name] = (m.mean_batch_size, m.max_batch_size)
+            latencies[name] = (m.mean_batch_ms, m.max_batch_ms)
+    plots = "".join(_plot(_mean_max(values, title, unit)) for values, title, unit in (
+        (sizes, "batch size", "records"), (latencies, "batch latency", "ms")) if values)
     return ("<h2>Performance</h2><p class='note'>examples/s: predictions over the whole "
             "Beam pipeline's time; active: over the time from the model's first batch to "
-            "its last. Ranges are min / mean / max.</p>"
+            "its last. Batch latency: a batch's time in the model handler, decoding to "
+            "results.</p>"
             + _table(["model", "examples/s", "active examples/s", "active s",
-                      "model load ms (mean)", "loads", "batches", "batch size",
-                      "batch latency ms"], rows) + plots)
+                      "model load ms (mean)", "loads", "batches", "batch size mean / max",
+                      "batch latency ms mean / max", "timeouts"], rows) + plots)
 
 
 def _samples(inputs: Inputs) -> str:
@@ -445,13 +426,6 @@ def _stats_table(values: np.ndarray) -> str:
         *(f"{v:.4g}" for v in q)]])
 
 
-def _range(dist: Optional[tuple], digits: int = 0) -> str:
-    if not dist or not dist[1]:
-        return "-"
-    total, count, least, most = dist
-    return f"{least:,.{digits}f} / {total / count:,.{digits}f} / {most:,.{digits}f}"
-
-
 # --- plots ----------------------------------------------------------------------------
 
 def _plot(figure: Figure) -> str:
@@ -520,26 +494,24 @@ def _confusion(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> Figu
     return figure
 
 
-def _ranges(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
-    """min-max bars with the mean marked, one per model."""
-    figure, axes = _axes(title, size=(6.4, 0.6 + 0.5 * len(values)))
-    for row, (name, (total, count, least, most)) in enumerate(values.items()):
-        axes.plot([least, most], [row, row], color="#4878a8", linewidth=6,
-                  solid_capstyle="butt")
-        axes.plot([total / count], [row], "o", color="#c44e52")
-    axes.set_yticks(range(len(values)), list(values))
-    axes.set_xlabel(f"{unit} (bar: min to max, dot: mean)")
-    axes.set_ylim(-0.6, len(values) - 0.4)
+def _mean_max(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
+    """Per model, the largest (light) and the mean (dark) value."""
+    figure, axes = _axes(title, size=(6.4, 0.9 + 0.5 * len(values)))
+    names = list(values)
+    axes.barh(names, [most for _, most in values.values()], color="#b8cce4", label="max")
+    axes.barh(names, [mean for mean, _ in values.values()], color="#4878a8", height=0.5,
+              label="mean")
+    axes.set_xlabel(unit)
+    axes.legend(loc="lower right", fontsize=8)
     return figure
 
 
-def write_run_report(pipeline_result, config: InferenceConfig, figures: metrics.RunFigures,
-                     title: str, folder: str, logs_dirs: Mapping[str, str],
-                     failures_uri: str, html_artifact=None) -> str:
+def write_run_report(config: InferenceConfig, figures: metrics.RunFigures, title: str,
+                     folder: str, logs_dirs: Mapping[str, str], failures_uri: str,
+                     html_artifact=None) -> str:
     """Writes the run's report as `<folder>/report.html` and, when given, into the HTML
     artifact; returns the report's path."""
-    page = render(collect(title, config, figures, distributions(pipeline_result, config),
-                          logs_dirs, failures_uri))
+    page = render(collect(title, config, figures, logs_dirs, failures_uri))
     path = os.path.join(folder, REPORT_FILE_NAME)
     write(path, page)
     if html_artifact is not None:
