@@ -3,8 +3,9 @@ virtualenv not activated, HOME and the outputs in the test's folder, a sample of
 and a few training steps (environment settings the README documents).
 
 A block runs as one bash script (a `source` carries to its later lines). Commands that
-talk to Google Cloud, `make test` (this suite) and the copied project's `make run` are
-left out, each for the reason in SKIPPED; any other command runs.
+talk to Google Cloud, `make test` (this suite), the copied project's `make run` and the
+MLServer lock's re-resolution are left out, each for the reason in SKIPPED; any other
+command runs.
 """
 import json
 import os
@@ -24,6 +25,9 @@ SKIPPED = {
     r"--runner=DataflowRunner": "starts a streaming Dataflow job",
     r"^cd ~/my-pipeline && make run": "builds the copy's own environment (minutes); "
                                       "test_local_cli.py runs a copied project's pipeline",
+    r"^\.venv/bin/uv pip compile .*requirements-mlserver": "re-resolves tests/remote's "
+                                                          "MLServer lock on PyPI and rewrites "
+                                                          "it (a tracked file)",
 }
 # A shell where nothing of the project is on PATH.
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
