@@ -32,5 +32,5 @@ RUN pip install "$(grep -m1 '^uv==' requirements.lock | cut -d' ' -f1)" \
 # executors and the Dataflow workers import), and the runners and pipeline.py beside it.
 COPY . .
 RUN uv pip install --system --no-cache --no-deps . \
- && python -c "import components.bulk_inferrer.executor, inference.streaming, template.config"
+ && python -c "import components.bulk_inferrer.executor, inference.streaming, template.config, system, tfx_runinference"
 ENV PYTHONPATH=/pipeline

@@ -25,7 +25,9 @@ $(STAMP): requirements.lock setup.py
 run: $(STAMP)
 	$(PY) local_runner.py
 
+# The report's browser test drives headless Chromium (Debian's package).
 test: $(STAMP)
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench: $(STAMP)

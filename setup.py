@@ -11,6 +11,8 @@ setuptools.setup(
     version="0.1.0",
     description="A multi-framework BulkInferrer for TFX on Beam RunInference.",
     packages=setuptools.find_packages(include=["components*", "inference*", "template*"]),
+    # Artifact classes importable by their type names (TFX's Vertex AI entry point).
+    py_modules=["system", "tfx_runinference"],
     package_data={"template": ["data/*.md", "data/taxi/*.csv", "configs/*.json"]},
     python_requires=">=3.9,<3.11",
 )

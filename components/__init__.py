@@ -1,5 +1,14 @@
 """TFX components of this project: glue between artifacts and the `inference` engine."""
-from components.bulk_inferrer.component import BulkInferrer
-from components.image_example_gen import image_example_gen
+import importlib
 
 __all__ = ["BulkInferrer", "image_example_gen"]
+_WHERE = {"BulkInferrer": "components.bulk_inferrer.component",
+          "image_example_gen": "components.image_example_gen"}
+
+
+def __getattr__(name):
+    # `from components import BulkInferrer` imports TFX and TensorFlow only when asked,
+    # so the console (components.console) can capture their logs before they load.
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """A short, readable summary of a pipeline's latest run, read back from ML Metadata."""
-from typing import List
+from typing import Any, List, Tuple
 
 from ml_metadata import metadata_store
 
@@ -39,6 +39,22 @@ def node_states(store, run) -> List[tuple]:
     return rows
 
 
+def output_artifacts(store, execution) -> List[Tuple[str, Any, str]]:
+    """[(output key, artifact, type name)] of what an execution made (or, cached, reused)."""
+    events = [e for e in store.get_events_by_execution_ids([execution.id])
+              if e.type in (metadata_store_pb2.Event.OUTPUT,
+                            metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    types = {t.id: t.name for t in store.get_artifact_types_by_id(
+        list({a.type_id for a in artifacts.values()}))}
+    result = []
+    for event in events:
+        artifact = artifacts[event.artifact_id]
+        key = event.path.steps[0].key if event.path.steps else ""
+        result.append((key, artifact, types[artifact.type_id]))
+    return result
+
+
 def render(metadata_path: str, pipeline_name: str) -> str:
     """The summary text: component states, then per inference output its figures."""
     store = open_store(metadata_path)
@@ -49,18 +65,12 @@ def render(metadata_path: str, pipeline_name: str) -> str:
     inference_outputs = []
     for node, state, execution in node_states(store, run):
         lines.append(f"  {node:<28} {state}")
-        events = store.get_events_by_execution_ids([execution.id])
-        outputs = [e.artifact_id for e in events
-                   if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                 metadata_store_pb2.Event.DECLARED_OUTPUT)]
-        artifacts = store.get_artifacts_by_id(outputs)
-        types = {t.id: t.name for t in store.get_artifact_types_by_id(
-            list({a.type_id for a in artifacts}))}
-        dead_letters = [a.uri for a in artifacts
-                        if types[a.type_id] == spec.InferenceFailures.TYPE_NAME]
-        for artifact in artifacts:
-            if "models" in artifact.custom_properties and types[
-                    artifact.type_id] != spec.InferenceFailures.TYPE_NAME:
+        outputs = output_artifacts(store, execution)
+        dead_letters = [a.uri for _, a, type_name in outputs
+                        if type_name == spec.InferenceFailures.TYPE_NAME]
+        for _, artifact, type_name in outputs:
+            if "models" in artifact.custom_properties and (
+                    type_name != spec.InferenceFailures.TYPE_NAME):
                 inference_outputs.append((node, state, artifact, dead_letters))
     lines += ["", "Inference (per model):"]
     for node, state, artifact, dead_letters in inference_outputs:
@@ -81,5 +91,7 @@ def render(metadata_path: str, pipeline_name: str) -> str:
         lines.append(f"    outputs: {artifact.uri}")
         for uri in dead_letters:
             lines.append(f"    dead letters: {uri}")
+        if "report" in props:
+            lines.append(f"    report: {props['report'].string_value}")
     lines += ["", f"ML Metadata store: {metadata_path}"]
     return "\n".join(lines)

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import batching, columns, decoding, frameworks, labels, metrics, trust
+from inference import batching, columns, decoding, frameworks, labels, metrics, progress, \
+    trust
 from inference.config import ConfigError, ModelConfig
 from inference.failures import Failure
 from inference.results import ChunkResult, describe
@@ -149,6 +150,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
                             self.model_name, len(outcome.failures), len(records),
                             first.error_type, first.stage, first.message)
         metrics.record_batch(self.model_name, len(records), started, self._origin)
+        progress.inferred(self.model_name, len(records))
         if self._breadcrumbs:
             self._noted().batch_done()
         return results

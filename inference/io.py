@@ -17,7 +17,7 @@ from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from inference import examples, metrics, tfrecord
+from inference import examples, metrics, progress, tfrecord
 from inference.batching import DEFAULT_MIN_BATCH_SIZE
 from inference.failures import FAILURES_TAG, Failure
 from inference.transforms import CountFailures
@@ -50,7 +50,7 @@ class _ReadTFRecordFile(beam.DoFn):
         chunk, count, limit = [], 0, self._chunk_size
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                for records in tfrecord.read_records(raw):
+                for records in tfrecord.read_records(progress.counted(raw)):
                     chunk += records
                     whole = len(chunk) - len(chunk) % limit
                     for start in range(0, whole, limit):
@@ -105,10 +105,12 @@ class ReadRecords(beam.PTransform):
 
 
 def _matched_files(pbegin, patterns: Sequence[str]):
-    """The FileMetadata of every file the patterns match, spread over the workers."""
+    """The FileMetadata of every file the patterns match (their sizes told to the progress
+    tracker), spread over the workers."""
     return (pbegin
             | "Patterns" >> beam.Create(patterns)
             | "Match" >> fileio.MatchAll()
+            | "Progress" >> beam.Map(progress.input_file)
             | "Distribute" >> beam.Reshuffle())
 
 

@@ -18,7 +18,8 @@ from typing import List, Optional
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a new project needs, relative to the project root.
-FILES = ("pipeline.py", "local_runner.py", "vertex_runner.py", "setup.py",
+FILES = ("pipeline.py", "local_runner.py", "vertex_runner.py", "setup.py", "system.py",
+         "tfx_runinference.py",
          "requirements.in", "requirements.lock", "overrides.txt", "Makefile", "Dockerfile",
          ".dockerignore", ".gitignore", "README.md")
 PACKAGES = ("template", "components", "inference")

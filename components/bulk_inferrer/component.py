@@ -7,7 +7,8 @@ from tfx.orchestration import data_types
 from tfx.proto import bulk_inferrer_pb2
 from tfx.types import standard_artifacts
 
-from components.bulk_inferrer import executor, spec
+# visualizations: registers the notebook views of the outputs (InteractiveContext.show).
+from components.bulk_inferrer import executor, spec, visualizations  # pylint: disable=unused-import
 from inference.config import InferenceConfig
 
 
@@ -28,7 +29,9 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         (dead letters, always written); if more than this share of any model's inputs
         fail, the component fails, saying how many failed, where, and why.
 
-    Outputs: `inference_result` or `output_examples` as TFX's, plus `failures`.
+    Outputs: `inference_result` or `output_examples` as TFX's, plus `failures` and
+    `report`, the run report (one HTML page, also written as `report.html` beside the
+    predictions).
 
     Example:
       inferrer = BulkInferrer(
@@ -80,4 +83,5 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             inference_config=inference_config,
             max_failure_fraction=float(max_failure_fraction),
             failures=types.Channel(type=spec.InferenceFailures),
+            report=types.Channel(type=spec.HTML),
             **outputs))

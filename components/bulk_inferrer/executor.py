@@ -19,8 +19,8 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components.bulk_inferrer import spec
-from inference import bounded, encoding, metrics
+from components.bulk_inferrer import report, spec
+from inference import bounded, encoding, metrics, progress
 from inference.config import InferenceConfig
 from inference.handler import worker_deaths
 from inference.models import create_handlers
@@ -95,6 +95,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         pipeline = self._make_beam_pipeline()
         plan.expand(pipeline)
         started = time.time()
+        progress.start()
         try:
             result = pipeline.run()
             if _job_only(pipeline):
@@ -109,14 +110,39 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     f"BulkInferrer: a Beam worker process died ({str(e).splitlines()[0]}):"
                     "\n  - " + "\n  - ".join(deaths)) from e
             raise
+        finally:
+            progress.stop()
         figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
             if artifact:
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
+        self._write_report(config, figures, output_dict, failures_uri, len(handlers))
         _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
             exec_properties))
+
+    def _write_report(self, config, figures, output_dict, failures_uri: str,
+                      model_count: int):
+        """The run report, linked from every output artifact (custom property `report`);
+        a report that cannot be written is logged, and does not fail the run."""
+        inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
+        outputs = [a for a in (inference_result, _single(output_dict, spec.OUTPUT_EXAMPLES_KEY),
+                               _single(output_dict, spec.FAILURES_KEY)) if a]
+        logs_dirs = {model.name: _logs_dir(inference_result.uri, model.name, model_count)
+                     for model in config.models} if inference_result else {}
+        node = getattr(self._context, "pipeline_node", None)
+        title = f"{node.node_info.id if node else 'BulkInferrer'}: run report"
+        try:
+            path = report.write_run_report(
+                config, figures, title, outputs[0].uri if outputs else failures_uri,
+                logs_dirs, failures_uri, _single(output_dict, spec.REPORT_KEY))
+        except Exception:  # pylint: disable=broad-except
+            logging.exception("The run report could not be written.")
+            return
+        logging.info("Run report: %s", path)
+        for artifact in outputs:
+            artifact.set_string_custom_property("report", path)
 
 
     def _scratch_dir(self) -> str:

@@ -4,7 +4,7 @@ The names TFX's own BulkInferrer uses keep their meaning, so swapping the import
 existing pipeline keeps it working; the rest are this component's additions.
 """
 from tfx.proto import bulk_inferrer_pb2
-from tfx.types import artifact, standard_artifacts
+from tfx.types import artifact, standard_artifacts, value_artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 # Inputs (as in TFX's BulkInferrer).
@@ -30,6 +30,7 @@ INFERENCE_RESULT_KEY = "inference_result"
 OUTPUT_EXAMPLES_KEY = "output_examples"
 # Outputs added here.
 FAILURES_KEY = "failures"
+REPORT_KEY = "report"
 
 # Output file name prefixes, as TFX's BulkInferrer writes them.
 PREDICTION_LOGS_FILE_NAME = "prediction_logs"
@@ -44,6 +45,23 @@ class InferenceFailures(artifact.Artifact):
     serialized input (replayable). Files: `<uri>/failures-*.gz`.
     """
     TYPE_NAME = "tfx_runinference.InferenceFailures"  # Vertex wants namespace.TypeName
+
+
+class HTML(value_artifact.ValueArtifact):
+    """The run report: one HTML page, the file at the artifact's uri.
+
+    KFP's type name (`system.HTML`), which the Vertex AI Pipelines console opens ("View
+    HTML"); a value artifact, so that every orchestrator gives it a file, as KFP does.
+    TFX's Vertex AI entry point imports a custom artifact class by its type name, so the
+    top-level module `system` (system.py) exports this class as `HTML`.
+    """
+    TYPE_NAME = "system.HTML"
+
+    def encode(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+    def decode(self, serialized_value: bytes) -> str:
+        return serialized_value.decode("utf-8")
 
 
 class BulkInferrerSpec(ComponentSpec):
@@ -72,4 +90,5 @@ class BulkInferrerSpec(ComponentSpec):
         OUTPUT_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
                                               optional=True),
         FAILURES_KEY: ChannelParameter(type=InferenceFailures),
+        REPORT_KEY: ChannelParameter(type=HTML, optional=True),
     }

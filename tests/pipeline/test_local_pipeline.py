@@ -154,3 +154,28 @@ def test_template_patterns_account_for_every_example(local_run, pattern):
         assert "pytorch_output_0" in enriched.features.feature
     else:  # each record to exactly one model, both models used
         assert sum(per_model.values()) == examples_in and min(per_model.values()) > 0
+
+
+@pytest.mark.parametrize("pattern", ["ab", "keyed"])
+def test_pattern_reports_hold_the_figures_of_ml_metadata(local_run, pattern):
+    """The run report of each multi-model component, linked from its artifact in ML
+    Metadata, shows that artifact's figures, and its comparison adds up to them."""
+    from template import models
+    from tests import browser
+
+    metadata_path, _, _ = local_run
+    props = _pattern_result(metadata_path, pattern).custom_properties
+    with open(props["report"].string_value) as f:
+        figures = browser.parse(f.read()).figures
+    for name in ("examples_in", "predictions", "failures"):
+        assert figures[name] == props[name].int_value, name
+    for model in ("pytorch", "sklearn"):
+        assert figures[f"{model}.predictions"] == props[f"{model}.predictions"].int_value
+        assert figures[f"{pattern}.{model}.examples_in"] == \
+            props[f"{model}.examples_in"].int_value
+    if pattern == "ab":
+        assert figures["ab.pytorch.share"] + figures["ab.sklearn.share"] == pytest.approx(1)
+    else:
+        for model in models.keyed().models:
+            assert sum(figures[f"keyed.key.{key}"] for key in model.keys) == \
+                props[f"{model.name}.predictions"].int_value

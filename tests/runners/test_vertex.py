@@ -57,6 +57,14 @@ def _check(pipeline_json: dict, name: str):
             assert not missing, (component, missing)
             # The workers run the pipeline image, which has the project installed.
             assert not [a for a in args if a.startswith("--setup_file")], component
+    for component in COMPONENTS:
+        if component.startswith("BulkInferrer"):
+            outputs = spec["components"][component]["outputDefinitions"]["artifacts"]
+            schemas = {key: value["artifactType"]["instanceSchema"]
+                       for key, value in outputs.items()}
+            assert schemas["report"].startswith("title: system.HTML\n"), schemas
+            assert schemas["failures"].startswith(
+                "title: tfx_runinference.InferenceFailures\n"), schemas
     example_gen = json.dumps(spec["components"]["CsvExampleGen"]) + json.dumps(
         spec["deploymentSpec"]["executors"]["CsvExampleGen_executor"])
     assert f"gs://test-bucket/data/{name}" in example_gen + json.dumps(spec["root"])
@@ -84,3 +92,31 @@ def test_tfx_cli_pipeline_create_compiles_for_vertex(tmp_path):
     compiled = tmp_path / "tfx_vertex" / "vertex-cli-test" / "pipeline.json"
     _check(json.loads(compiled.read_text()), "vertex-cli-test")
     assert not (tmp_path / "unused.json").exists()  # the CLI decides where it goes
+
+
+def test_vertex_entry_point_makes_the_report_and_failures_artifacts(tmp_path, monkeypatch):
+    """The container's entry point imports each output's class from its schema title: the
+    report is an HTML page at the artifact's uri (the file the Vertex AI console opens)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+
+    from components.bulk_inferrer import spec as bulk_inferrer_spec
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(tmp_path / "pipeline.json"))
+    import vertex_runner  # pylint: disable=import-outside-toplevel
+    vertex_runner.runner().run(vertex_runner.create_pipeline())
+    compiled = json.loads((tmp_path / "pipeline.json").read_text())["pipelineSpec"]
+    outputs = compiled["components"]["BulkInferrer.pytorch"]["outputDefinitions"]["artifacts"]
+    raw = {}
+    for key in ("report", "failures"):
+        raw[key] = pipeline_spec_pb2.ArtifactList(artifacts=[pipeline_spec_pb2.RuntimeArtifact(
+            uri=str(tmp_path / key), type=pipeline_spec_pb2.ArtifactTypeSchema(
+                instance_schema=outputs[key]["artifactType"]["instanceSchema"]))])
+    parsed = kubeflow_v2_entrypoint_utils.parse_raw_artifact_dict(raw)
+    report, failures = parsed["report"][0], parsed["failures"][0]
+    assert isinstance(report, bulk_inferrer_spec.HTML)
+    assert isinstance(failures, bulk_inferrer_spec.InferenceFailures)
+    report.write("<html><body>report</body></html>")
+    assert (tmp_path / "report").read_text() == "<html><body>report</body></html>"

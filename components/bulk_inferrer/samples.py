@@ -1,0 +1,142 @@
+"""Bounded samples of a BulkInferrer run, read back from the files it wrote.
+
+PredictionLog TFRecords are a stable format, so the run report reads what the pipeline
+wrote instead of collecting inside it. Memory is bounded by the sample size, not by the
+run's size: each model's logs are scanned up to `scan_limit` records (spread evenly over
+its files) and the `size` records whose input hashes lowest are kept (a bottom-k sample).
+The hash is of the input record, so every model of a shadow run keeps the same records,
+and their predictions pair up without holding either model's output.
+"""
+import collections
+import dataclasses
+import hashlib
+import heapq
+import os
+import re
+from typing import Counter, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from tensorflow_serving.apis import prediction_log_pb2
+
+from inference import examples, tfrecord
+from inference.failures import Failure
+
+SAMPLE_SIZE = 2000
+SCAN_LIMIT = 200_000
+_SPLIT = re.compile(r"prediction_logs-(.+)-\d{5}-of-\d{5}")
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One sampled record: its split, input (a serialized tf.Example) and outputs, each
+    a 1-D array of the record's values (a classification's top label and its score)."""
+    split: str
+    request: bytes
+    outputs: Dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class ModelSample:
+    scanned: int  # records read from the model's logs
+    predictions: Dict[int, Prediction]  # input hash -> the record's prediction
+    keys: Counter  # routing feature value -> records, over the scanned records
+
+
+def read_predictions(files: Sequence[str], routing_feature: str = "",
+                     size: int = SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT) -> ModelSample:
+    """The bottom-`size` sample of one model's PredictionLogs, and the count of each value
+    of `routing_feature` (when set) over the records scanned."""
+    heap: List[Tuple[int, bytes, str]] = []  # (-hash, log, split): the largest on top
+    keys: Counter = collections.Counter()
+    scanned = 0
+    for path, raw in _spread(files, scan_limit):
+        scanned += 1
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
+        request = request_example(log)
+        if routing_feature:
+            keys[_routing_key(request, routing_feature)] += 1
+        entry = (-_hash(request), raw, _split(path))
+        if len(heap) < size:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:
+            heapq.heapreplace(heap, entry)
+    predictions = {}
+    for negative_hash, raw, split in heap:
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
+        predictions[-negative_hash] = Prediction(split, request_example(log), outputs(log))
+    return ModelSample(scanned, predictions, keys)
+
+
+def read_failures(files: Sequence[str], per_group: int = 3,
+                  scan_limit: int = SCAN_LIMIT) -> Dict[Tuple[str, str], List[Failure]]:
+    """Up to `per_group` dead letters per (stage, model), from the first `scan_limit`."""
+    samples: Dict[Tuple[str, str], List[Failure]] = collections.defaultdict(list)
+    for _, raw in _spread(files, scan_limit):
+        failure = Failure.from_example(raw)
+        group = samples[(failure.stage, failure.model)]
+        if len(group) < per_group:
+            group.append(failure)
+    return dict(samples)
+
+
+def _spread(files: Sequence[str], limit: int) -> Iterator[Tuple[str, bytes]]:
+    """(file, record) for up to `limit` records, an equal share from each file."""
+    files = sorted(files)
+    share = -(-limit // len(files)) if files else 0
+    for path in files:
+        taken = 0
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            for records in tfrecord.read_records(raw):
+                for record in records[:share - taken]:
+                    yield path, record
+                taken += min(len(records), share - taken)
+                if taken >= share:
+                    break
+
+
+def request_example(log: prediction_log_pb2.PredictionLog) -> bytes:
+    """The serialized input example a PredictionLog holds (b"" when it holds none)."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+        for tensor in log.predict_log.request.inputs.values():
+            if tensor.string_val:
+                return tensor.string_val[0]
+        return b""
+    request = getattr(log, kind).request if kind else None
+    examples = request.input.example_list.examples if request is not None else []
+    return examples[0].SerializeToString() if examples else b""
+
+
+def outputs(log: prediction_log_pb2.PredictionLog) -> Dict[str, np.ndarray]:
+    """The record's outputs by name, each flattened to 1-D."""
+    kind = log.WhichOneof("log_type")
+    if kind == "predict_log":
+        return {name: tf.make_ndarray(tensor).reshape(-1)
+                for name, tensor in sorted(log.predict_log.response.outputs.items())}
+    if kind == "classify_log":
+        classes = log.classify_log.response.result.classifications[0].classes
+        top = max(classes, key=lambda c: c.score)
+        return {"class": np.array([top.label]), "score": np.array([top.score])}
+    if kind == "regress_log":
+        return {"value": np.array([log.regress_log.response.result.regressions[0].value])}
+    return {}
+
+
+def _hash(record: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(record, digest_size=8).digest(), "little")
+
+
+def _split(path: str) -> str:
+    match = _SPLIT.search(os.path.basename(path))
+    return match.group(1) if match else ""
+
+
+def _routing_key(record: bytes, feature: str) -> Optional[str]:
+    """The record's `feature` value as routing reads it; None if absent or unparsable."""
+    try:
+        return examples.first_value(record, feature)
+    except Exception:  # pylint: disable=broad-except  (a record that is no tf.Example)
+        return None
