@@ -3,7 +3,7 @@ import importlib
 
 __all__ = ["BulkInferrer", "image_example_gen"]
 _WHERE = {"BulkInferrer": "components.bulk_inferrer.component",
-          "image_example_gen": "components.image_example_gen"}
+          "image_example_gen": "components.image_examples"}
 
 
 def __getattr__(name):

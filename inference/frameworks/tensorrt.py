@@ -3,14 +3,15 @@ via Beam's TensorRTEngineHandlerNumPy. Needs an NVIDIA GPU, CUDA and the `tensor
 `cuda-python` packages on the workers; everything is imported only when a model uses it.
 
 An engine has a fixed input shape: max_batch_size must fit it (batches smaller than the
-engine's are padded, see `_padded_inference`).
+engine's are padded with zeros, and the padding's outputs dropped: Beam's inference
+function copies the engine's whole input buffer from the batch).
 """
 import posixpath
 
 import numpy as np
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import BeamHandler, numpy_rows, stack_rows
+from inference.frameworks import BeamHandler, numpy_rows
 
 
 def check(path: str, spec: ModelConfig):
@@ -25,16 +26,22 @@ def load(path: str, spec: ModelConfig) -> BeamHandler:
     batching = dict(min_batch_size=spec.min_batch_size or 1,
                     max_batch_size=spec.max_batch_size)
     if posixpath.splitext(path)[1].lower() == ".onnx":
-        handler = _onnx_handler_class(tensorrt_inference)(
-            onnx_path=path, inference_fn=_padded_inference, **batching)
+        handler = _onnx_handler_class(tensorrt_inference)(onnx_path=path, **batching)
     else:
-        handler = tensorrt_inference.TensorRTEngineHandlerNumPy(
-            engine_path=path, inference_fn=_padded_inference, **batching)
+        handler = tensorrt_inference.TensorRTEngineHandlerNumPy(engine_path=path, **batching)
     return BeamHandler.load(handler)
 
 
 def predict(model: BeamHandler, inputs, spec: ModelConfig):
-    return model.predict(numpy_rows(inputs), spec.output_names)
+    binding = model.model.inputs[0]  # the engine's input: its fixed shape and dtype
+    rows = [np.asarray(row, dtype=binding["dtype"]) for row in numpy_rows(inputs)]
+    size = binding["shape"][0]
+    if len(rows) > size:
+        raise ValueError(f"a batch of {len(rows)} exceeds the engine's batch size {size}: "
+                         f"lower max_batch_size")
+    padding = [np.zeros(binding["shape"][1:], binding["dtype"])] * (size - len(rows))
+    outputs = model.predict(rows + padding, spec.output_names)
+    return {name: column[:len(rows)] for name, column in outputs.items()}
 
 
 def _import_tensorrt(spec: ModelConfig):
@@ -59,19 +66,3 @@ def _onnx_handler_class(tensorrt_inference):
             return self.build_engine(*self.load_onnx())
 
     return OnnxTensorRTHandlerNumPy
-
-
-def _padded_inference(batch, engine, inference_args=None):
-    """Beam's default copies the engine's whole input buffer from the batch, so a batch
-    smaller than the engine's would be read past its end: pad it, keep the real rows."""
-    from apache_beam.ml.inference import tensorrt_inference  # pylint: disable=import-outside-toplevel
-    binding = engine.inputs[0]
-    full = np.zeros(binding["shape"], binding["dtype"])
-    stacked = stack_rows(batch).astype(binding["dtype"], copy=False)
-    if len(stacked) > len(full):
-        raise ValueError(f"a batch of {len(stacked)} exceeds the engine's batch size "
-                         f"{len(full)}: lower max_batch_size")
-    full[:len(stacked)] = stacked.reshape((len(stacked),) + full.shape[1:])
-    results = tensorrt_inference._default_tensorRT_inference_fn(  # pylint: disable=protected-access
-        full, engine, inference_args)
-    return list(results)[:len(batch)]
