@@ -5,11 +5,12 @@ output folder. `run_case(case)` times the work itself (model loading, pipeline s
 run, writing outputs; not the interpreter's imports), then checks what was written.
 
 kinds:
-  raw            read + tfx_bsl decode + forward, plain Python loop (no Beam): the limit
+  raw            read (the engine's TFRecord codec) + tfx_bsl decode + forward, in batches
+                 of `raw_batch_size`, plain Python loop (no Beam), writing nothing: the limit
   raw_encode     raw + `encoder` ("proto": a PredictionLog built field by field with
                  tf.make_tensor_proto per record, as tfx_bsl builds them; "bytes":
-                 encode_prediction_log per record; "batch": encode_results on the batch,
-                 what the pipeline calls)
+                 encode_logs per record; "batch": encode_logs on the batch, what the
+                 pipeline calls)
   whole_job      the whole job in one loop, no Beam: the engine's TFRecord reader, tfx_bsl
                  decode, forward, the engine's PredictionLog encoder, framed and gzipped as
                  the engine writes them (the limit of what ours does)
@@ -117,12 +118,21 @@ def torch_device(case):
     return torch.device("cpu")
 
 
-def _read_batches(case):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    dataset = tf.data.TFRecordDataset(record_files(case["data_root"]),
-                                      compression_type="GZIP").batch(case["raw_batch_size"])
-    for batch in dataset.as_numpy_iterator():
-        yield batch.tolist()
+def _read_batches(path: str, size: int):
+    """(index of the first record, records): the file's records in batches of `size`, read
+    with the engine's TFRecord codec."""
+    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    pending, start = [], 0
+    with open(path, "rb") as raw:
+        for records in tfrecord.read_records(raw):
+            pending += records
+            whole = len(pending) - len(pending) % size
+            for offset in range(0, whole, size):
+                yield start + offset, pending[offset:offset + size]
+            start += whole
+            pending = pending[whole:]
+    if pending:
+        yield start, pending
 
 
 def _raw(case):
@@ -134,7 +144,8 @@ def _raw(case):
     started = time.perf_counter()
     forward = _Forward(case)
     count = 0
-    for records in _read_batches(case):
+    for records in (records for path in record_files(case["data_root"])
+                    for _, records in _read_batches(path, case["raw_batch_size"])):
         outputs = forward(records)
         count += len(records)
         if case["kind"] == "raw":
@@ -184,38 +195,20 @@ def _whole_job(case):
     names = ("outputs",) if case["model"] == "keras" else ()
     started = time.perf_counter()
     forward = _Forward(case)
-    count = 0
     for index, path in enumerate(record_files(case["data_root"])):
         out = os.path.join(case["out"], f"prediction_logs-{index:05d}.gz")
         writer = tfrecord.GzipWriter(open(out, "wb"))  # pylint: disable=consider-using-with
-        with open(path, "rb") as raw:
-            for start, records in _batches(tfrecord.read_records(raw),
-                                           case["raw_batch_size"]):
-                result = ChunkResult(case["model"], (path, start), records,
-                                     columns.from_batch(forward(records), len(records),
-                                                        names), [])
-                writer.write(tfrecord.frame(encoding.encode_logs(result)))
-                count += len(records)
+        for start, records in _read_batches(path, case["raw_batch_size"]):
+            result = ChunkResult(case["model"], (path, start), records,
+                                 columns.from_batch(forward(records), len(records), names),
+                                 [])
+            writer.write(tfrecord.frame(encoding.encode_logs(result)))
         writer.close()
     seconds = time.perf_counter() - started
     pattern = os.path.join(case["out"], "prediction_logs-*.gz")
     return {"seconds": seconds, "records_out": _count_records(pattern),
             "batch_size": case["raw_batch_size"],
             "logs_checked": check_logs(pattern, case["data_root"])}
-
-
-def _batches(blocks, size: int):
-    """(index of the first record, records) of `size` records out of lists of records."""
-    pending, start = [], 0
-    for records in blocks:
-        pending += records
-        whole = len(pending) - len(pending) % size
-        for offset in range(0, whole, size):
-            yield start + offset, pending[offset:offset + size]
-        start += whole
-        pending = pending[whole:]
-    if pending:
-        yield start, pending
 
 
 def check_logs(pattern: str, data_root: str) -> int:
