@@ -103,7 +103,7 @@ def ratio_target(rows, n: int, name: str, goal: float, at: int, ours: Dict[str, 
     value = _ratio(_find(rows, n=at, **ours), _find(rows, n=at, **base))
     if value is not None or at == n:
         return target(name, value, goal, detail="" if value is not None else
-                      f"needs N={at:,}: {how}")
+                      "needs both cases: --models, --kinds")
     value = _ratio(_find(rows, n=n, **ours), _find(rows, n=n, **base))
     return target(name, value, goal, judged=False,
                   detail=f"at N={n:,}; the goal is for N={at:,}" if value is not None

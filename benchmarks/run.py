@@ -60,8 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="DirectRunner mode of the worker-scaling runs, 1 worker "
                              "included (the other cases run 1 worker in_memory)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[],
-                        help="extra record counts for ours and raw on pytorch (1 worker), "
-                             "e.g. 100000 1000000")
+                        help="extra record counts for raw, the whole job and ours on "
+                             "pytorch (1 worker), compared with the main N's (time, peak "
+                             "RSS), e.g. 1000000 5000000")
     parser.add_argument("--min_batch_size", type=int, default=None,
                         help="min batch for ours and plain Beam (default: Beam's, 1)")
     parser.add_argument("--max_batch_size", type=int, default=None,
@@ -189,15 +190,15 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
                 add("ours", "pytorch", n=n, workers=workers, mode=args.direct_running_mode)
 
     add_scaling(args.n)
+    if args.sizes:  # the main N's rows are the first of the sizes compared
+        for case in cases:
+            if case["kind"] in SIZED_KINDS and case["model"] == "pytorch" \
+                    and case["mode"] == "in_memory":
+                case["sizes_row"] = True
     for size in args.sizes:
-        if size == args.n:  # the main rows are this size's
-            for case in cases:
-                if case["kind"] in SIZED_KINDS and case["model"] == "pytorch" \
-                        and case["mode"] == "in_memory":
-                    case["sizes_row"] = True
-            continue
-        for kind in SIZED_KINDS:
-            add(kind, "pytorch", n=size, sizes_row=True)
+        if size != args.n:
+            for kind in SIZED_KINDS:
+                add(kind, "pytorch", n=size, sizes_row=True)
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
         if size != args.n:
             add_scaling(size)

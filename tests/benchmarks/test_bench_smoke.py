@@ -102,6 +102,11 @@ def test_every_kind_is_planned_where_it_belongs():
         ("raw", "pytorch", 1_000_000), ("whole_job", "pytorch", 1_000_000),
         ("ours", "pytorch", 1_000_000)}
     assert not [k for k in kinds(["--quick"]) + kinds(["--micro"]) if k[0] == "ray_data"]
+    args = run.parse_args(["--sizes", "1000000"])
+    sized = [(c["kind"], c["n"]) for c in run.plan(args, {args.n: "d", 1_000_000: "d1"},
+                                                   models, "out") if c.get("sizes_row")]
+    assert sorted(sized) == sorted((kind, n) for kind in ("raw", "whole_job", "ours")
+                                   for n in (run.DEFAULT_N, 1_000_000))
     with pytest.raises(SystemExit):
         run.parse_args(["--kinds", "ours,nonsense"])
 
