@@ -1,66 +1,45 @@
 """Ray Data as a benchmark case, in a virtualenv of its own.
 
 Ray's pins clash with TFX's, so the case runs `job.py` with the Python of `.venv-ray`
-(gitignored), built from `requirements.lock` beside this file by the project's `uv` on
-first use, and rebuilt when the lock changes; `make test` never builds it. The harness
-measures the job's process tree (the driver, Ray's daemons and workers) like any case's.
+(gitignored), built from `requirements.lock` beside this file (`tests.venvs`) with the
+project's own interpreter, Python 3.10, the lock's, before the cases run; `make test`
+never builds it. The harness measures the job's process tree (the driver, Ray's daemons
+and workers) like any case's.
 """
-import hashlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from benchmarks.data import FEATURES, PROJECT_DIR, record_files
+from tests import venvs
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-LOCK = os.path.join(HERE, "requirements.lock")
-JOB = os.path.join(HERE, "job.py")
-VENV = os.path.join(PROJECT_DIR, ".venv-ray")
-PYTHON = os.path.join(VENV, "bin", "python")
-_STAMP = os.path.join(VENV, ".installed")
-
-
-def _lock_digest() -> str:
-    with open(LOCK, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+HERE = Path(__file__).resolve().parent
+LOCK = HERE / "requirements.lock"
+JOB = HERE / "job.py"
+VENV = Path(PROJECT_DIR) / ".venv-ray"
+INSTALL_TIMEOUT_SECS = 1800
 
 
 def ready() -> bool:
     """Whether .venv-ray is built from the current lock."""
+    return venvs.installed(VENV, LOCK)
+
+
+def ensure_venv(python: Optional[str] = None) -> Optional[str]:
+    """Builds .venv-ray with `python` (default: the project's interpreter) unless built from
+    the lock already (a few minutes the first time: Ray, PyTorch and TensorFlow wheels,
+    from uv's cache where the project's venv put them). Returns None, or why it could not
+    be built."""
     try:
-        with open(_STAMP) as f:
-            return f.read().strip() == _lock_digest()
-    except OSError:
-        return False
-
-
-def ensure_venv() -> Optional[str]:
-    """Builds .venv-ray from the lock unless it is built from it already (a few minutes
-    the first time: Ray, PyTorch and TensorFlow wheels, from the uv cache where the
-    project's venv put them). Returns None, or why it could not be built."""
-    if ready():
-        return None
-    uv = os.path.join(os.path.dirname(sys.executable), "uv")  # in the project's venv
-    # The project's own interpreter (Python 3.10, what the lock is resolved for).
-    base = os.path.realpath(sys.executable)
-    steps = [[uv, "pip", "sync", "-q", "--python", PYTHON, LOCK]]
-    if not os.path.exists(PYTHON):
-        steps.insert(0, [uv, "venv", "-q", "--python", base, VENV])
-    for step in steps:
-        try:
-            done = subprocess.run(step, capture_output=True, text=True, check=False)
-        except OSError as e:
-            done = subprocess.CompletedProcess(step, 1, "", str(e))
-        if done.returncode:
-            detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return (f"the Ray Data case needs {VENV}, built from {LOCK} with packages "
-                    f"from PyPI (ray, torch, tensorflow: a few GB), and `{' '.join(step)}` "
-                    f"failed: {' '.join(detail)}. Fix the cause (network, disk), delete "
-                    f"{VENV} and run again, or leave the case out (--kinds)")
-    with open(_STAMP, "w") as f:
-        f.write(_lock_digest())
+        venvs.install(VENV, LOCK, python or os.path.realpath(sys.executable),
+                      INSTALL_TIMEOUT_SECS)
+    except venvs.Unavailable as e:
+        return (f"the Ray Data case needs {VENV}, built from {LOCK} with packages from PyPI "
+                f"(ray, torch, tensorflow: a few GB), and it could not be built: {e}. Fix "
+                f"the cause (network, disk) and run again, or leave the case out (--kinds)")
     return None
 
 
@@ -85,8 +64,9 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     log_path = os.path.join(case["out"], "ray_log.txt")
     with open(log_path, "w") as log:
-        code = subprocess.run([PYTHON, JOB, spec_path, result_path], stdout=log,
-                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+        code = subprocess.run([str(VENV / "bin" / "python"), str(JOB), spec_path,
+                               result_path], stdout=log, stderr=subprocess.STDOUT, env=env,
+                              check=False).returncode
     if code or not os.path.exists(result_path):
         raise RuntimeError(f"the Ray job failed (exit status {code}): {_tail(log_path)}")
     with open(result_path) as f:

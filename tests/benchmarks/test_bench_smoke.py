@@ -188,12 +188,20 @@ def test_batch_size_sweep_on_the_requested_device(tmp_path):
 
 
 def test_ray_case_without_its_venv_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(ray_data, "VENV", str(tmp_path / "no-venv"))
-    monkeypatch.setattr(ray_data, "_STAMP", str(tmp_path / "no-venv" / ".installed"))
+    monkeypatch.setattr(ray_data, "VENV", tmp_path / "no-venv")
     assert not ray_data.ready()
     case = {"kind": "ray_data", "model": "pytorch", "out": str(tmp_path)}
     with pytest.raises(RuntimeError, match="is not built from .*requirements.lock: `make bench`"):
         ray_data.run_case(case)
+
+
+def test_ray_venv_that_cannot_be_built_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_data, "VENV", tmp_path / "venv")
+    problem = ray_data.ensure_venv(python=str(tmp_path / "no-such-python"))
+
+    assert "could not be built" in problem and "venv" in problem
+    assert "no-such-python" in problem and "leave the case out (--kinds)" in problem
+    assert not ray_data.ready()
 
 
 @pytest.mark.skipif(not ray_data.ready(), reason=f"{ray_data.VENV} is not built (`make bench` "
