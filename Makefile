@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run test bench reliability lock clean env
+.PHONY: run test bench reliability lock lock-ray clean env
 
 env: $(STAMP)
 
@@ -40,6 +40,11 @@ reliability: $(STAMP)
 lock: $(STAMP)
 	$(UV) pip compile -q requirements.in --override overrides.txt --python-version 3.10 \
 	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o requirements.lock
+
+# The Ray Data benchmark case's own lock (its venv, .venv-ray, is built by `make bench`).
+lock-ray: $(STAMP)
+	$(UV) pip compile -q benchmarks/ray_data/requirements.in --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes -o benchmarks/ray_data/requirements.lock
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -5,11 +5,15 @@ output folder. `run_case(case)` times the work itself (model loading, pipeline s
 run, writing outputs; not the interpreter's imports), then checks what was written.
 
 kinds:
-  raw            read + tfx_bsl decode + forward, plain Python loop (no Beam): the limit
+  raw            read (the engine's TFRecord codec) + tfx_bsl decode + forward, in batches
+                 of `raw_batch_size`, plain Python loop (no Beam), writing nothing: the limit
   raw_encode     raw + `encoder` ("proto": a PredictionLog built field by field with
                  tf.make_tensor_proto per record, as tfx_bsl builds them; "bytes":
-                 encode_prediction_log per record; "batch": encode_results on the batch,
-                 what the pipeline calls)
+                 encode_logs per record; "batch": encode_logs on the batch, what the
+                 pipeline calls)
+  whole_job      the whole job in one loop, no Beam: the engine's TFRecord reader, tfx_bsl
+                 decode, forward, the engine's PredictionLog encoder, framed and gzipped as
+                 the engine writes them (the limit of what ours does)
   plain_beam     ReadFromTFRecord | Map(parse tf.Example) | RunInference(Beam's handler)
                  | Map(str) | WriteToText
   tfx            tfx.components.bulk_inferrer.executor.Executor (SavedModel)
@@ -19,16 +23,21 @@ kinds:
                  no TFX executor, artifacts or outcome checks
   remote         core, the scikit-learn model served by MLServer on 127.0.0.1
                  (`remote_url`), `in_flight` requests at once
+  ray_data       Ray Data in its own virtualenv (`benchmarks.ray_data`)
+
+A new kind: its runner in KINDS, its label in `report.KIND_LABELS`, its cases in
+`run.plan`, its targets (if any) in `report.TARGETS`.
 """
 import glob
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from benchmarks import ray_data
 from benchmarks.data import FEATURES, record_files
 
 
@@ -44,7 +53,7 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     if case.get("torch_threads") and case["model"] == "pytorch":
         import torch  # pylint: disable=import-outside-toplevel
         torch.set_num_threads(case["torch_threads"])
-    runner = _KINDS[case["kind"]]
+    runner = KINDS[case["kind"]]
     return runner(case)
 
 
@@ -109,12 +118,21 @@ def torch_device(case):
     return torch.device("cpu")
 
 
-def _read_batches(case):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    dataset = tf.data.TFRecordDataset(record_files(case["data_root"]),
-                                      compression_type="GZIP").batch(case["raw_batch_size"])
-    for batch in dataset.as_numpy_iterator():
-        yield batch.tolist()
+def _read_batches(path: str, size: int):
+    """(index of the first record, records): the file's records in batches of `size`, read
+    with the engine's TFRecord codec."""
+    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    pending, start = [], 0
+    with open(path, "rb") as raw:
+        for records in tfrecord.read_records(raw):
+            pending += records
+            whole = len(pending) - len(pending) % size
+            for offset in range(0, whole, size):
+                yield start + offset, pending[offset:offset + size]
+            start += whole
+            pending = pending[whole:]
+    if pending:
+        yield start, pending
 
 
 def _raw(case):
@@ -126,7 +144,8 @@ def _raw(case):
     started = time.perf_counter()
     forward = _Forward(case)
     count = 0
-    for records in _read_batches(case):
+    for records in (records for path in record_files(case["data_root"])
+                    for _, records in _read_batches(path, case["raw_batch_size"])):
         outputs = forward(records)
         count += len(records)
         if case["kind"] == "raw":
@@ -167,13 +186,66 @@ def tfx_style_log(model_id: str, record: bytes, outputs):
     return log
 
 
-def _count_records(pattern: str) -> int:
+def _whole_job(case):
+    """Everything the engine does to a record, in one process without Beam: records read
+    with the engine's codec, batches of `raw_batch_size` decoded and run, PredictionLogs
+    encoded from columns, framed and gzipped into one file per input file."""
+    from inference import columns, encoding, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    names = ("outputs",) if case["model"] == "keras" else ()
+    started = time.perf_counter()
+    forward = _Forward(case)
+    for index, path in enumerate(record_files(case["data_root"])):
+        out = os.path.join(case["out"], f"prediction_logs-{index:05d}.gz")
+        writer = tfrecord.GzipWriter(open(out, "wb"))  # pylint: disable=consider-using-with
+        for start, records in _read_batches(path, case["raw_batch_size"]):
+            result = ChunkResult(case["model"], (path, start), records,
+                                 columns.from_batch(forward(records), len(records), names),
+                                 [])
+            writer.write(tfrecord.frame(encoding.encode_logs(result)))
+        writer.close()
+    seconds = time.perf_counter() - started
+    pattern = os.path.join(case["out"], "prediction_logs-*.gz")
+    return {"seconds": seconds, "records_out": _count_records(pattern),
+            "batch_size": case["raw_batch_size"],
+            "logs_checked": check_logs(pattern, case["data_root"])}
+
+
+def check_logs(pattern: str, data_root: str) -> int:
+    """Parses every PredictionLog at `pattern` with TensorFlow Serving's protos; checks each
+    holds one input record and a response with outputs, and that the logs' inputs are the
+    records of `data_root`, each once (as multisets: counts and a sum of hashes, so that
+    the check holds no records in memory). Returns the number of logs checked."""
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    logs, inputs = 0, 0
+    for records in _read_all(pattern):
+        for serialized in records:
+            log = prediction_log_pb2.PredictionLog.FromString(serialized).predict_log
+            examples = log.request.inputs["examples"].string_val
+            if len(examples) != 1 or not log.response.outputs:
+                raise AssertionError(f"a PredictionLog at {pattern} is not one record with "
+                                     f"its outputs: {log}"[:1000])
+            logs, inputs = logs + 1, inputs + hash(examples[0])
+    read, expected = 0, 0
+    for path in record_files(data_root):
+        for records in _read_all(path):
+            read, expected = read + len(records), expected + sum(map(hash, records))
+    if (logs, inputs) != (read, expected):
+        raise AssertionError(f"the {logs} PredictionLogs at {pattern} do not hold the "
+                             f"{read} records read, each once")
+    return logs
+
+
+def _read_all(pattern: str):
+    """Lists of the records of the TFRecord files at `pattern` (the engine's codec)."""
     from inference import tfrecord  # pylint: disable=import-outside-toplevel
-    total = 0
-    for path in glob.glob(pattern):
+    for path in sorted(glob.glob(pattern)):
         with open(path, "rb") as raw:
-            total += sum(len(records) for records in tfrecord.read_records(raw))
-    return total
+            yield from tfrecord.read_records(raw)
+
+
+def _count_records(pattern: str) -> int:
+    return sum(len(records) for records in _read_all(pattern))
 
 
 def _count_lines(pattern: str) -> int:
@@ -386,8 +458,10 @@ def _core(case):
                         "active_seconds": figures.active_seconds, **figures.remote}}
 
 
-_KINDS = {"raw": _raw, "raw_encode": _raw, "plain_beam": _plain_beam,
-          "tfx": _tfx, "ours": _ours, "core": _core, "remote": _core}
+KINDS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    "raw": _raw, "raw_encode": _raw, "whole_job": _whole_job, "plain_beam": _plain_beam,
+    "tfx": _tfx, "ours": _ours, "core": _core, "remote": _core,
+    "ray_data": ray_data.run_case}
 
 
 def main(argv):

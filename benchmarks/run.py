@@ -4,6 +4,10 @@ its alternatives, on the same records, each case in a fresh process.
   python -m benchmarks.run                      # N=200,000, every case, 1 and 2 workers
   python -m benchmarks.run --quick              # N=20,000, fewer cases: under 3 minutes
   python -m benchmarks.run --sizes 100000 1000000 --direct_num_workers 1 2 --profile
+  python -m benchmarks.run --kinds raw,whole_job,ours,ray_data --models pytorch
+
+The Ray Data case (ray_data) runs in its own virtualenv, .venv-ray, built on first use
+from benchmarks/ray_data/requirements.lock (PyPI; a few minutes, outside the timings).
 
 The table (examples/s, ratios to the raw loop, to plain Beam and to TFX's BulkInferrer,
 peak RSS, mean batch size) is printed and written with the targets to
@@ -25,6 +29,10 @@ from benchmarks.data import PROJECT_DIR
 DEFAULT_N = 200_000
 QUICK_N = 20_000
 MICRO_N = 256
+KINDS = ("raw", "raw_encode", "whole_job", "plain_beam", "tfx", "ours", "core", "ray_data",
+         "remote")
+NAMED_ONLY = ("remote",)  # kinds left out unless --kinds names them
+SIZED_KINDS = ("raw", "whole_job", "ours")  # the kinds run again at each of --sizes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,14 +43,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"records for the main table (default {DEFAULT_N:,}; "
                              f"--quick {QUICK_N:,})")
     parser.add_argument("--quick", action="store_true",
-                        help="N=20,000, pytorch/sklearn/keras, 1 worker: a few minutes")
+                        help="N=20,000, pytorch/sklearn/keras, 1 worker, no Ray Data: a few "
+                             "minutes")
     parser.add_argument("--micro", action="store_true",
                         help="a tiny smoke run (N=256, pytorch, raw, ours and core)")
     parser.add_argument("--models", default=None,
                         help="comma-separated subset of pytorch,keras,sklearn,onnx")
     parser.add_argument("--kinds", default=None,
-                        help="comma-separated subset of raw,raw_encode,plain_beam,"
-                             "tfx,ours,core, and remote (run only when named)")
+                        help=f"comma-separated subset of {','.join(KINDS)} "
+                             f"({', '.join(NAMED_ONLY)}: run only when named)")
     parser.add_argument("--direct_num_workers", type=int, nargs="+", default=None,
                         help="worker counts; counts > 1 run ours on pytorch again "
                              "(default: 1 2; --quick: 1)")
@@ -51,8 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="DirectRunner mode of the worker-scaling runs, 1 worker "
                              "included (the other cases run 1 worker in_memory)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[],
-                        help="extra record counts for ours and raw on pytorch (1 worker), "
-                             "e.g. 100000 1000000")
+                        help="extra record counts for raw, the whole job and ours on "
+                             "pytorch (1 worker), compared with the main N's (time, peak "
+                             "RSS), e.g. 1000000 5000000")
     parser.add_argument("--min_batch_size", type=int, default=None,
                         help="min batch for ours and plain Beam (default: Beam's, 1)")
     parser.add_argument("--max_batch_size", type=int, default=None,
@@ -97,17 +107,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.micro:
         args.n = args.n or MICRO_N
         args.models = args.models or "pytorch"
-        args.kinds = args.kinds or "raw,raw_encode,ours,core"
+        args.kinds = args.kinds or "raw,raw_encode,whole_job,ours,core"
         args.direct_num_workers = args.direct_num_workers or [1]
         args.shards = min(args.shards, 2)
     elif args.quick:
         args.n = args.n or QUICK_N
         args.models = args.models or "pytorch,sklearn,keras"
+        args.kinds = args.kinds or ",".join(k for k in KINDS
+                                            if k not in NAMED_ONLY + ("ray_data",))
         args.direct_num_workers = args.direct_num_workers or [1]
     args.n = args.n or DEFAULT_N
     args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
-    args.kinds = [k for k in (args.kinds or "raw,raw_encode,plain_beam,tfx,ours,core"
+    args.kinds = [k for k in (args.kinds or ",".join(k for k in KINDS if k not in NAMED_ONLY)
                               ).split(",") if k]
+    unknown = sorted(set(args.kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown kinds {unknown}: choose from {', '.join(KINDS)}")
     args.direct_num_workers = args.direct_num_workers or [1, 2]
     if args.isolation == "inline":
         args.torch_threads = 0  # the calling process's setting is left alone
@@ -156,6 +171,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             add("raw_encode", model, encoder="batch")
     add("raw_encode", "pytorch", encoder="bytes")
     for model in args.models:
+        add("whole_job", model)
+    for model in args.models:
         if model != "keras":
             add("plain_beam", model)
     add("tfx", "keras")
@@ -163,6 +180,7 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
         add("ours", model)
     for model in args.models:
         add("core", model)
+    add("ray_data", "pytorch")
     scaling = args.direct_running_mode != "in_memory" and any(
         workers != 1 for workers in args.direct_num_workers)
 
@@ -172,15 +190,15 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
                 add("ours", "pytorch", n=n, workers=workers, mode=args.direct_running_mode)
 
     add_scaling(args.n)
+    if args.sizes:  # the main N's rows are the first of the sizes compared
+        for case in cases:
+            if case["kind"] in SIZED_KINDS and case["model"] == "pytorch" \
+                    and case["mode"] == "in_memory":
+                case["sizes_row"] = True
     for size in args.sizes:
-        if size == args.n:  # the main rows are this size's
-            for case in cases:
-                if case["kind"] in ("raw", "ours") and case["model"] == "pytorch" \
-                        and case["mode"] == "in_memory":
-                    case["sizes_row"] = True
-            continue
-        add("raw", "pytorch", n=size, sizes_row=True)
-        add("ours", "pytorch", n=size, sizes_row=True)
+        if size != args.n:
+            for kind in SIZED_KINDS:
+                add(kind, "pytorch", n=size, sizes_row=True)
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
         if size != args.n:
             add_scaling(size)
@@ -266,6 +284,20 @@ def _run(fn, job, args):
         fn, job, spawn=args.isolation == "spawn" and fn.__name__ == "run_case",
         timeout=args.timeout,
         memory_limit=args.memory_limit_gb * 2**30 if args.memory_limit_gb else None)
+
+
+def _build_ray_venv():
+    """The Ray Data case's virtualenv, built before any case runs (outside the timings);
+    if it cannot be built, the case reports why."""
+    from benchmarks import ray_data  # pylint: disable=import-outside-toplevel
+    if ray_data.ready():
+        return
+    print(f"  building {ray_data.VENV} for the Ray Data case (first use; a few minutes)",
+          flush=True)
+    started = time.perf_counter()
+    problem = ray_data.ensure_venv()
+    print(f"  {problem}" if problem else
+          f"  {ray_data.VENV} built in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def use_bytecode_cache(folder: str):
@@ -355,7 +387,10 @@ def main(argv=None) -> Dict[str, Any]:
     env["cuda"] = prep["cuda"]
 
     with _model_server(args, prep["models"], folder):
-        rows = _run_cases(args, plan(args, data_roots, prep["models"], folder))
+        planned = plan(args, data_roots, prep["models"], folder)
+        if any(case["kind"] == "ray_data" for case in planned):
+            _build_ray_venv()
+        rows = _run_cases(args, planned)
 
     profile = None
     if args.profile and "pytorch" in prep["models"]:
@@ -378,7 +413,7 @@ def main(argv=None) -> Dict[str, Any]:
     print(report.text_table(rows))
     print()
     for t in target_items:
-        result = {True: "PASS", False: "FAIL", None: "not measured"}[t["passed"]]
+        result = report.verdict(t)
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         detail = f", {t['detail']}" if t.get("detail") else ""
         print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")

@@ -1,8 +1,11 @@
 """`make bench` in its micro mode: every piece of the benchmark runs, on a few records."""
+import glob
 import json
 import os
 
-from benchmarks import report, run
+import pytest
+
+from benchmarks import ray_data, report, run
 
 
 def test_micro_benchmark_runs_and_reports(tmp_path):
@@ -11,7 +14,8 @@ def test_micro_benchmark_runs_and_reports(tmp_path):
 
     rows = {(r["kind"], r.get("encoder")): r for r in result["rows"]}
     assert set(rows) == {("raw", None), ("raw_encode", "proto"), ("raw_encode", "bytes"),
-                         ("raw_encode", "batch"), ("ours", None), ("core", None)}
+                         ("raw_encode", "batch"), ("whole_job", None), ("ours", None),
+                         ("core", None)}
     for row in rows.values():
         assert not row.get("error"), row
         assert row["records_out"] == row["n"] == run.MICRO_N
@@ -19,6 +23,8 @@ def test_micro_benchmark_runs_and_reports(tmp_path):
     assert rows[("ours", None)]["mean_batch_size"] > 0
     assert rows[("core", None)]["mean_batch_size"] > 0
     assert rows[("ours", None)]["x_raw"] > 0
+    assert rows[("ours", None)]["x_whole_job"] > 0
+    assert rows[("whole_job", None)]["logs_checked"] == run.MICRO_N
     # The model's active time is part of the run's, so its throughput is the higher.
     assert rows[("ours", None)]["active_examples_per_sec"] > rows[("ours", None)][
         "examples_per_sec"]
@@ -26,7 +32,116 @@ def test_micro_benchmark_runs_and_reports(tmp_path):
         written = json.load(f)
     assert len(written["rows"]) == len(rows)
     with open(os.path.join(result["folder"], "results.md")) as f:
-        assert "| ours (BulkInferrer executor) | pytorch | 256 |" in f.read()
+        markdown = f.read()
+    assert "| ours (BulkInferrer executor) | pytorch | 256 |" in markdown
+    assert "| whole job in one loop (no Beam) | pytorch | 256 |" in markdown
+
+
+def test_the_whole_job_writes_the_logs_ours_writes(tmp_path):
+    """The whole-job loop is the engine's limit only if it does the same work: the same
+    PredictionLogs, byte for byte, as the executor's."""
+    result = run.main(["--micro", "--kinds", "whole_job,ours", "--isolation", "inline",
+                       "--no_bytecode_cache", "--output_dir", str(tmp_path)])
+
+    folders = {r["kind"]: os.path.join(result["folder"], "cases", r["name"])
+               for r in result["rows"]}
+    whole_job = _logs(os.path.join(folders["whole_job"], "prediction_logs-*.gz"))
+    ours = _logs(os.path.join(folders["ours"], "inference_result", "prediction_logs-*"))
+    assert len(whole_job) == run.MICRO_N
+    assert sorted(whole_job) == sorted(ours)
+
+
+def _logs(pattern):
+    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    logs = []
+    for path in glob.glob(pattern):
+        with open(path, "rb") as raw:
+            for records in tfrecord.read_records(raw):
+                logs += records
+    return logs
+
+
+def test_check_logs_fails_on_a_lost_record(tmp_path):
+    from benchmarks import cases, data  # pylint: disable=import-outside-toplevel
+    from inference import encoding, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    matrix = np.arange(24, dtype=np.float32).reshape(3, 8)
+    data.write_examples(str(tmp_path / "data"), matrix, 1)
+    [records] = list(cases._read_all(data.record_files(str(tmp_path / "data"))[0]))  # pylint: disable=protected-access
+
+    def write(kept):
+        result = ChunkResult("m", None, kept, {"y": np.zeros((len(kept), 1), np.float32)}, [])
+        writer = tfrecord.GzipWriter(open(tmp_path / "logs.gz", "wb"))
+        writer.write(tfrecord.frame(encoding.encode_logs(result)))
+        writer.close()
+
+    write(records)
+    assert cases.check_logs(str(tmp_path / "logs.gz"), str(tmp_path / "data")) == 3
+    write(records[:2] + records[:1])
+    with pytest.raises(AssertionError, match="do not hold the 3 records read"):
+        cases.check_logs(str(tmp_path / "logs.gz"), str(tmp_path / "data"))
+
+
+def test_every_kind_is_planned_where_it_belongs():
+    models = {name: {"path": "m", "artifact_uri": "a"} for name in
+              ("pytorch", "keras", "sklearn", "onnx")}
+
+    def kinds(argv):
+        args = run.parse_args(argv)
+        roots = {size: "d" for size in {args.n, *args.sizes}}
+        return [(c["kind"], c["model"], c["n"]) for c in run.plan(args, roots, models, "out")
+                if c["workers"] == 1 and c["mode"] == "in_memory"]
+
+    full = kinds(["--sizes", "1000000"])
+    assert [k for k in full if k[0] == "whole_job"] == [
+        ("whole_job", m, run.DEFAULT_N) for m in ("pytorch", "keras", "sklearn", "onnx")] + [
+        ("whole_job", "pytorch", 1_000_000)]
+    assert [k for k in full if k[0] == "ray_data"] == [("ray_data", "pytorch", run.DEFAULT_N)]
+    assert {k for k in full if k[2] == 1_000_000} == {
+        ("raw", "pytorch", 1_000_000), ("whole_job", "pytorch", 1_000_000),
+        ("ours", "pytorch", 1_000_000)}
+    assert not [k for k in kinds(["--quick"]) + kinds(["--micro"]) if k[0] == "ray_data"]
+    args = run.parse_args(["--sizes", "1000000"])
+    sized = [(c["kind"], c["n"]) for c in run.plan(args, {args.n: "d", 1_000_000: "d1"},
+                                                   models, "out") if c.get("sizes_row")]
+    assert sorted(sized) == sorted((kind, n) for kind in ("raw", "whole_job", "ours")
+                                   for n in (run.DEFAULT_N, 1_000_000))
+    with pytest.raises(SystemExit):
+        run.parse_args(["--kinds", "ours,nonsense"])
+
+
+def test_targets_are_judged_at_their_record_counts():
+    def row(kind, model, n, seconds, **extra):
+        return dict(kind=kind, model=model, n=n, workers=1, mode="in_memory",
+                    seconds=seconds, records_out=n, **extra)
+
+    rows = [row("raw", "pytorch", 1_000_000, 5.0), row("whole_job", "pytorch", 1_000_000, 8.0),
+            row("ours", "pytorch", 1_000_000, 12.0, sizes_row=True, max_rss_mb=820),
+            row("ours", "pytorch", 200_000, 3.0, sizes_row=True, max_rss_mb=800),
+            row("plain_beam", "pytorch", 200_000, 18.0),
+            row("ray_data", "pytorch", 200_000, 33.0)]
+    report.add_ratios(rows)
+    items = {t["target"]: t for t in report.targets(rows, 200_000)}
+
+    limit = items["ours >= 0.8x the whole job in one loop, pytorch, 1 worker"]
+    assert (limit["measured"], limit["passed"]) == (0.667, False)
+    assert items["ours >= 0.5x raw decode+forward, pytorch, 1 worker"]["passed"] is False
+    assert (items["ours >= 5x plain Beam, pytorch"]["measured"],
+            items["ours >= 5x plain Beam, pytorch"]["passed"]) == (6.0, True)
+    assert items["ours >= 10x Ray Data, pytorch"]["passed"] is True
+    assert report.verdict(items["ours >= 4x plain Beam, sklearn"]) == "not measured"
+    # Flat so far, but 5M was not run: measured, not judged.
+    rss = [t for name, t in items.items() if name.startswith("peak RSS flat")][0]
+    assert (rss["measured"], report.verdict(rss)) == (1.025, "indicative")
+    assert rows[3]["x_ray_data"] == 11.0 and rows[3]["x_plain_beam"] == 6.0
+    # Without N=1M, the engine limits are measured at the run's N, as an indication.
+    at_200k = [r for r in rows if r["n"] == 200_000] + [row("raw", "pytorch", 200_000, 1.0)]
+    report.add_ratios(at_200k)
+    raw = {t["target"]: t for t in report.targets(at_200k, 200_000)}[
+        "ours >= 0.5x raw decode+forward, pytorch, 1 worker"]
+    assert (raw["measured"], report.verdict(raw)) == (0.333, "indicative")
+    assert "the goal is for N=1,000,000" in raw["detail"]
 
 
 def test_worker_scaling_runs_every_worker_count_in_the_compared_mode():
@@ -70,3 +185,32 @@ def test_batch_size_sweep_on_the_requested_device(tmp_path):
     assert 0 < swept["ours"]["mean_batch_size"] <= 64
     with open(os.path.join(result["folder"], "results.md")) as f:
         assert "| 64 | " in f.read().split("## Throughput vs batch size")[1]
+
+
+def test_ray_case_without_its_venv_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_data, "VENV", tmp_path / "no-venv")
+    assert not ray_data.ready()
+    case = {"kind": "ray_data", "model": "pytorch", "out": str(tmp_path)}
+    with pytest.raises(RuntimeError, match="is not built from .*requirements.lock: `make bench`"):
+        ray_data.run_case(case)
+
+
+def test_ray_venv_that_cannot_be_built_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_data, "VENV", tmp_path / "venv")
+    problem = ray_data.ensure_venv(python=str(tmp_path / "no-such-python"))
+
+    assert "could not be built" in problem and "venv" in problem
+    assert "no-such-python" in problem and "leave the case out (--kinds)" in problem
+    assert not ray_data.ready()
+
+
+@pytest.mark.skipif(not ray_data.ready(), reason=f"{ray_data.VENV} is not built (`make bench` "
+                    "builds it for the Ray Data case; `make test` never installs Ray)")
+def test_ray_data_case_runs_and_writes_every_record(tmp_path):
+    result = run.main(["--micro", "--kinds", "ray_data", "--isolation", "inline",
+                       "--no_bytecode_cache", "--output_dir", str(tmp_path)])
+
+    [row] = result["rows"]
+    assert not row.get("error"), row
+    assert row["records_out"] == row["n"] == run.MICRO_N
+    assert 0 < row["figures"]["init_seconds"] < row["seconds"]

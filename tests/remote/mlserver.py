@@ -8,7 +8,6 @@ Every wait is bounded; a machine where it cannot be installed gets `Unavailable`
 the reason.
 """
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -21,16 +20,15 @@ from typing import Optional
 
 import requests
 
+from tests import venvs
+from tests.venvs import Unavailable
+
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parents[1]
 LOCK = HERE / "requirements-mlserver.lock"
 VENV = PROJECT / ".venv-mlserver"
 INSTALL_TIMEOUT_SECS = 900
 START_TIMEOUT_SECS = 120
-
-
-class Unavailable(RuntimeError):
-    """MLServer cannot be installed or started on this machine (the message says why)."""
 
 
 def python311() -> Optional[str]:
@@ -41,30 +39,12 @@ def python311() -> Optional[str]:
 
 def install() -> Path:
     """`.venv-mlserver/bin/mlserver`, installing the lock first when it changed."""
-    mlserver = VENV / "bin" / "mlserver"
-    stamp = VENV / ".installed"
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    if mlserver.exists() and stamp.exists() and stamp.read_text() == digest:
-        return mlserver
-    python = python311()
-    uv = PROJECT / ".venv" / "bin" / "uv"
-    if not python:
-        raise Unavailable("no Python 3.11 (pyenv or PATH) for MLServer's virtualenv")
-    if not uv.exists():
-        raise Unavailable(f"no uv at {uv}: run `make env` first")
-    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
-    for command in ([str(uv), "venv", "-q", "--allow-existing", "--python", python, str(VENV)],
-                    [str(uv), "pip", "sync", "-q", "--python", str(VENV / "bin" / "python"),
-                     str(LOCK)]):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  timeout=INSTALL_TIMEOUT_SECS, check=False)
-        except subprocess.TimeoutExpired:
-            raise Unavailable(f"{' '.join(command)} took over {INSTALL_TIMEOUT_SECS} s") from None
-        if done.returncode:
-            raise Unavailable(f"{' '.join(command)} failed: {done.stderr.strip()[-2000:]}")
-    stamp.write_text(digest)
-    return mlserver
+    if not venvs.installed(VENV, LOCK):
+        python = python311()
+        if not python:
+            raise Unavailable("no Python 3.11 (pyenv or PATH) for MLServer's virtualenv")
+        venvs.install(VENV, LOCK, python, INSTALL_TIMEOUT_SECS)
+    return VENV / "bin" / "mlserver"
 
 
 def free_port() -> int:
