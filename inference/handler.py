@@ -137,7 +137,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         if self._breadcrumbs:
             self._noted().batch_started(self.model_name, batch)
         outcome = _Outcome(len(records))
-        for positions, decoded in self._groups(records):
+        for positions, decoded in self._slices(self._groups(records)):
             self._infer(records, positions, model, outcome, decoded)
         if self._labeller is not None:
             self._label(records, outcome)
@@ -175,6 +175,20 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         return [(np.flatnonzero(buckets == bucket),
                  decoding.take(decoded, np.flatnonzero(buckets == bucket)))
                 for bucket in np.unique(buckets)]
+
+    def _slices(self, groups):
+        """The groups, each cut into parts of at most max_batch_size records: chunks are
+        whole elements to Beam's BatchElements, whose last chunk can take a batch past
+        its target, so the model's limit is kept here."""
+        limit = self.batch_elements_kwargs().get("max_batch_size")
+        for positions, decoded in groups:
+            if not limit or len(positions) <= limit:
+                yield positions, decoded
+                continue
+            for start in range(0, len(positions), limit):
+                rows = np.arange(start, min(start + limit, len(positions)))
+                yield positions[rows], None if decoded is None else decoding.take(decoded,
+                                                                                   rows)
 
     def _infer(self, records, positions: np.ndarray, model: LoadedModel, outcome,
                decoded=None):

@@ -83,9 +83,12 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 def sniff(path: str) -> Optional[str]:
     """PICKLE, PICKLE_ARCHIVE, LAMBDA_LAYERS or None for the file at `path`, from its
-    content (read, never loaded)."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        head = f.read(_HEAD)
+    content (read, never loaded); None for an empty folder."""
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            head = f.read(_HEAD)
+    except IsADirectoryError:
+        return None
     if (path.lower().endswith(_PICKLE_SUFFIXES) or _is_pickle(head)
             or _is_pickle(_decompressed_head(head, path))):
         return PICKLE

@@ -128,6 +128,22 @@ def test_a_worker_notes_the_batch_in_flight_and_clears_it(tmp_path, sum_model):
     assert "Thread 0x1" not in report
 
 
+def test_a_batch_over_the_models_max_runs_in_parts_within_it(tmp_path):
+    """Beam's BatchElements closes a batch after the chunk that reaches its target, so a
+    batch of chunks can pass max_batch_size: the model never sees more than its max."""
+    class BatchSize(torch.nn.Module):
+        def forward(self, x):
+            return torch.ones(x.shape[0], 1) * x.shape[0]
+    path = str(tmp_path / "size.pt")
+    torch.jit.save(torch.jit.script(BatchSize()), path)
+    handler = create_handler(ModelConfig(name="m", inputs=InputSpec(features=["f0"]),
+                                         max_batch_size=4), path)
+    chunks = [(None, _records([[1, 1, 1]] * 3)) for _ in range(3)]
+    results = handler.run_inference(chunks, handler.load_model())
+    assert [r.outputs["output_0"][:, 0].tolist() for r in results] == [
+        [4.0, 4.0, 4.0], [4.0, 4.0, 4.0], [4.0, 4.0, 1.0]]  # parts of 4, 4 and 1
+
+
 def test_inference_args_are_refused_for_options(sum_model):
     with pytest.raises(ValueError, match="set the model's options"):
         _handler(sum_model).validate_inference_args({"k": 1})

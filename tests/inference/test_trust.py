@@ -144,6 +144,13 @@ def test_hugging_face_pickle_weights(tmp_path):
     _load(safe, _with_uri(spec, safe))
 
 
+def test_an_empty_folder_holds_nothing_to_refuse(tmp_path):
+    """A custom handler may build its model itself and take an empty folder as its uri."""
+    (tmp_path / "empty").mkdir()
+    trust.check(_spec("custom"), str(tmp_path / "empty"))
+    assert trust.sniff(str(tmp_path / "empty")) is None
+
+
 def test_only_true_itself_trusts():
     assert trust.trusted(_spec("sklearn", trusted=True))
     assert not trust.trusted(ModelConfig(options={"trusted": "yes"}))
