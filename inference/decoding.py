@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.coders import example_coder
+from tfx_bsl.coders import example_coder, sequence_example_coder
 
 from inference import images
 from inference.config import InputSpec
@@ -159,6 +159,30 @@ class ExampleDecoder:
 
     def __getstate__(self):
         return {"_serialized_schema": self._serialized_schema, "_decoder": None}
+
+
+# The column (and schema STRUCT feature, as TFX's SchemaGen names it) holding a
+# SequenceExample's feature lists.
+SEQUENCE_COLUMN = "##SEQUENCE##"
+
+
+class SequenceExampleDecoder(ExampleDecoder):
+    """Decodes batches of serialized tf.SequenceExamples into Columns of their context
+    features, as ExampleDecoder decodes a tf.Example's features (tfx_bsl's C++ decoder).
+
+    Feature lists are not decoded: a model reads context features only (the BulkInferrer
+    refuses a model whose inputs name a feature list before any work starts).
+    """
+
+    def load(self):
+        if self._decoder is None:
+            self._decoder = sequence_example_coder.SequenceExamplesToRecordBatchDecoder(
+                SEQUENCE_COLUMN, self._serialized_schema or b"")
+
+    def _decode(self, records: List[bytes]) -> Columns:
+        batch = self._decoder.DecodeBatch(records)
+        return {name: column_from_arrow(batch.column(i))
+                for i, name in enumerate(batch.schema.names) if name != SEQUENCE_COLUMN}
 
 
 class InputMapping:

@@ -13,11 +13,13 @@ from inference.handler import ExampleModelHandler
 
 def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, str]] = None,
                     schema=None, transform_output_dir: Optional[str] = None,
-                    breadcrumbs: Optional[str] = None) -> Dict[str, ExampleModelHandler]:
+                    breadcrumbs: Optional[str] = None,
+                    sequence_examples: bool = False) -> Dict[str, ExampleModelHandler]:
     """One handler per configured model, by model name.
 
     model_uris: model name -> path, for models whose configuration leaves `uri` empty.
-    schema, transform_output_dir: how records are decoded (see `create_handler`).
+    schema, transform_output_dir, sequence_examples: how records are decoded (see
+      `create_handler`).
     breadcrumbs: a folder for worker-death reports (see `ExampleModelHandler`).
     """
     config.validate()
@@ -29,20 +31,24 @@ def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, s
             raise ConfigError(f"model {model.name!r} has no uri: set it in the configuration "
                               f"or give the model another way (a Model input, a pattern)")
         handlers[model.name] = create_handler(model, uri, schema, transform_output_dir,
-                                              config.timeout_secs, breadcrumbs)
+                                              config.timeout_secs, breadcrumbs,
+                                              sequence_examples)
     return handlers
 
 
 def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
                    transform_output_dir: Optional[str] = None,
                    timeout_secs: Optional[float] = None,
-                   breadcrumbs: Optional[str] = None) -> ExampleModelHandler:
+                   breadcrumbs: Optional[str] = None,
+                   sequence_examples: bool = False) -> ExampleModelHandler:
     """The handler of `model`, its framework detected from the files at `uri` when unset.
 
     schema: the examples' tensorflow_metadata Schema, when known; decoding then follows it
       (and skips features no model reads). Without one, types come from the data.
     transform_output_dir: a tf.Transform output; the records are then raw examples, and
       the model reads their transformed features.
+    sequence_examples: the records are tf.SequenceExamples; models read their context
+      features.
     """
     from inference import detection  # pylint: disable=import-outside-toplevel
     framework_name, path = detection.resolve(uri or model.uri, model.framework)
@@ -65,5 +71,7 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     if not takes_records:
         decoder = (decoding.TransformDecoder(transform_output_dir, spec.inputs.features)
                    if transform_output_dir else
+                   decoding.SequenceExampleDecoder(schema, spec.inputs.features)
+                   if sequence_examples else
                    decoding.ExampleDecoder(schema, spec.inputs.features))
     return ExampleModelHandler(spec, decoder, timeout_secs, breadcrumbs)
