@@ -3,15 +3,17 @@ the verdict on a finished run. The BulkInferrer executor maps its artifacts to a
 a Beam user can build one by hand.
 
     per split: ReadRecords -> InferExamples -> per model and output: Encode -> WriteRecordChunks
+    outputs that share a prefix (e.g. every split's logs of a model): PublishShards
     every stage's Failures -> WriteFailures (counted there)
 """
 import dataclasses
 import logging
+import posixpath
 from typing import Callable, Dict, List, Mapping, Sequence
 
 import apache_beam as beam
 
-from inference import batching, io, metrics
+from inference import batching, io, metrics, publish
 from inference.config import InferenceConfig
 from inference.failures import FAILURES_TAG
 from inference.handler import ExampleModelHandler
@@ -23,8 +25,9 @@ Encoder = Callable[[ChunkResult], List[bytes]]
 
 @dataclasses.dataclass
 class Output:
-    """One file set: a model's predictions of one split, encoded by `encoder`, written at
-    `<prefix>-SSSSS-of-NNNNN.gz`; `kind` names its steps (e.g. "PredictionLogs")."""
+    """A model's predictions of one split, encoded by `encoder`, written at
+    `<prefix>-SSSSS-of-NNNNN.gz`; `kind` names its steps (e.g. "PredictionLogs"). Outputs
+    that share a prefix are one file set, numbered across them (see `inference.publish`)."""
     model: str
     split: str
     prefix: str
@@ -46,6 +49,10 @@ class Plan:
         # Records are read in chunks that fit every model's smallest batch.
         chunk_size = min(batching.min_batch_size(h.spec) for h in self.handlers.values())
         dead_letters = []
+        prefixes = [output.prefix for output in self.outputs]
+        staging = {prefix: publish.staging_folder(prefix) for prefix in set(prefixes)
+                   if prefixes.count(prefix) > 1}
+        staged = {prefix: [] for prefix in staging}
         for split, patterns in sorted(self.splits.items()):
             read = pipeline | f"ReadData[{split}]" >> io.ReadRecords(patterns, split,
                                                                      chunk_size)
@@ -58,8 +65,20 @@ class Plan:
                 label = f"{output.kind}[{output.model}][{split}]"
                 encoded = inferred.predictions[output.model] | f"Encode{label}" >> Encode(
                     output.encoder, split)
-                _ = encoded.main | f"Write{label}" >> io.WriteRecordChunks(output.prefix)
+                prefix = output.prefix
+                if prefix in staging:
+                    prefix = posixpath.join(staging[prefix], split, posixpath.basename(prefix))
+                files = encoded.main | f"Write{label}" >> io.WriteRecordChunks(prefix)
+                if output.prefix in staged:
+                    staged[output.prefix].append(files)
                 dead_letters.append(encoded[FAILURES_TAG])
+        for output in self.outputs:
+            if output.prefix in staged:
+                label = f"{output.kind}[{output.model}]"
+                _ = (staged.pop(output.prefix)
+                     | f"Gather{label}" >> beam.Flatten(pipeline=pipeline)
+                     | f"Publish{label}" >> publish.PublishShards(output.prefix,
+                                                                  staging[output.prefix]))
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
              | "WriteFailures" >> io.WriteFailures(self.failures_prefix))

@@ -1,0 +1,88 @@
+"""Several sinks' files published as one file set, as one sink would have written them.
+
+Beam numbers each sink's shards on their own (`<prefix>-SSSSS-of-NNNNN`). Writing several
+PCollections (e.g. an input's splits) as one file set would take a Flatten ahead of one
+sink, which Beam's portable DirectRunner materialises: memory would grow with the input.
+Instead each PCollection keeps its own sink, writing into a staging folder
+(`staging_folder`), and `PublishShards`, a step on the finished files' names only,
+renames them into one numbering. Plain Beam (FileSystems): it runs on Beam workers,
+locally or on GCS alike.
+"""
+import posixpath
+import uuid
+import zlib
+from typing import List
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+SUFFIX = ".gz"
+
+
+def staging_folder(prefix: str) -> str:
+    """A new staging folder beside the files of `prefix`, named as Beam's sinks name their
+    temporary folders (`beam-temp-<name>-<uuid>`)."""
+    folder, name = posixpath.split(prefix)
+    return posixpath.join(folder, f"beam-temp-{name}-staging-{uuid.uuid4().hex}")
+
+
+def empty_file_set(prefix: str) -> List[str]:
+    """One empty shard, `<prefix>-00000-of-00001.gz`: what one sink writes on empty input."""
+    path = f"{prefix}-00000-of-00001{SUFFIX}"
+    FileSystems.create(path).close()
+    return [path]
+
+
+class PublishShards(beam.PTransform):
+    """The names of the (gzipped) files that sinks wrote into the folder `staging` -> the
+    files renamed to `<prefix>-SSSSS-of-NNNNN.gz`, numbered in the order of their staging
+    paths, as one sink would have written them, and `staging` deleted; returns the
+    published paths.
+
+    Shards that hold no record are dropped, as one sink writes none, unless every shard
+    is empty: one empty shard is kept (written when there is none), as one sink writes on
+    empty input. The prefix is written as if new: other shards under it (an earlier run's,
+    whatever their count) are deleted. A retried step renames what an earlier attempt
+    left to the same names.
+    """
+
+    def __init__(self, prefix: str, staging: str):
+        super().__init__()
+        self._prefix = prefix
+        self._staging = staging
+
+    def expand(self, file_names):
+        return (file_names
+                | "ToList" >> beam.combiners.ToList()
+                | "Rename" >> beam.FlatMap(publish_shards, self._prefix, self._staging))
+
+
+def publish_shards(staged: List[str], prefix: str, staging: str) -> List[str]:
+    """`PublishShards`' step: renames the `staged` files, returns the published paths."""
+    staged = sorted(staged)
+    # A staged file that is gone was renamed by an earlier attempt: it held records.
+    kept = [p for p in staged if not FileSystems.exists(p) or _holds_records(p)] or staged[:1]
+    published = [f"{prefix}-{i:05d}-of-{len(kept):05d}{SUFFIX}" for i in range(len(kept))]
+    stale = [m.path for m in FileSystems.match([f"{prefix}-?????-of-?????{SUFFIX}"])[0]
+             .metadata_list if m.path not in published]
+    if stale:
+        FileSystems.delete(stale)
+    for source, target in zip(kept, published):
+        if FileSystems.exists(source):
+            FileSystems.rename([source], [target])
+    if not kept:  # no sink wrote anything
+        published = empty_file_set(prefix)
+    try:
+        FileSystems.delete([staging])  # as Beam's sinks delete their temporary folders
+    except IOError:
+        pass  # deleted by an earlier attempt, or never made (no sink wrote into it)
+    return published
+
+
+def _holds_records(path: str) -> bool:
+    """Whether the gzipped file holds any byte, from its head only (Beam's decompressing
+    reader would inflate megabytes to return one byte)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        head = f.read(1 << 16)
+    return bool(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1))
