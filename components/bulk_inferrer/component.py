@@ -17,10 +17,11 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
 
     A drop-in superset of `tfx.v1.components.BulkInferrer`: the same arguments, outputs and
     file layouts. Additions:
-      inference_config: an `inference.config.InferenceConfig` (or its JSON): per model, the
-        framework (detected from the model's files when unset), input mapping, batch sizes,
-        `large_model`, `model_copies`, device. Default: one model from the `model` input,
-        framework detected.
+      inference_config: an `inference.config.InferenceConfig` (or its JSON, or a
+        `RuntimeParameter` of type str holding the JSON, validated when the component
+        runs): per model, the framework (detected from the model's files when unset),
+        input mapping, batch sizes, `large_model`, `model_copies`, device. Default: one
+        model from the `model` input, framework detected.
       schema: the examples' Schema, which makes decoding schema-driven and lets the
         model inputs be checked against the features before any work starts.
       transform_graph: Transform's output: the examples are then raw, and every
@@ -28,6 +29,9 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
       max_failure_fraction: records that cannot be inferred go to the `failures` output
         (dead letters, always written); if more than this share of any model's inputs
         fail, the component fails, saying how many failed, where, and why.
+      fail_on_empty_input: with no example to infer (empty splits, or none of the splits
+        `data_spec` names), fail (`no examples to infer`). By default the component
+        succeeds with empty outputs and a warning, as TFX's does.
 
     Outputs: `inference_result` or `output_examples` as TFX's, plus `failures` and
     `report`, the run report (one HTML page, also written as `report.html` beside the
@@ -56,13 +60,19 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
                                        data_types.RuntimeParameter]] = None,
             output_example_spec: Optional[Union[bulk_inferrer_pb2.OutputExampleSpec,
                                                 data_types.RuntimeParameter]] = None,
-            inference_config: Optional[Union[InferenceConfig, str]] = None,
+            inference_config: Optional[Union[InferenceConfig, str,
+                                             data_types.RuntimeParameter]] = None,
             schema: Optional[types.BaseChannel] = None,
             transform_graph: Optional[types.BaseChannel] = None,
-            max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION):
-        if isinstance(inference_config, str) and inference_config:
-            inference_config = InferenceConfig.from_json(inference_config)
-        if inference_config:  # checked where the pipeline is defined, not hours into a run
+            max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION,
+            fail_on_empty_input: bool = False):
+        if isinstance(inference_config, data_types.RuntimeParameter):
+            if inference_config.ptype is not str:
+                raise TypeError(f"inference_config: a RuntimeParameter of type str (the "
+                                f"config's JSON), got {inference_config.ptype}")
+        elif inference_config:  # checked where the pipeline is defined, not hours into a run
+            if isinstance(inference_config, str):
+                inference_config = InferenceConfig.from_json(inference_config)
             inference_config = inference_config.validate(bounded=True).to_json()
         if not 0.0 <= max_failure_fraction <= 1.0:
             raise ValueError(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
@@ -82,6 +92,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             output_example_spec=output_example_spec,
             inference_config=inference_config,
             max_failure_fraction=float(max_failure_fraction),
+            fail_on_empty_input=int(fail_on_empty_input),
             failures=types.Channel(type=spec.InferenceFailures),
             report=types.Channel(type=spec.HTML),
             **outputs))

@@ -11,19 +11,23 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
-from tfx.components.util import model_utils, tfxio_utils
+from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
-from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
+from tfx.proto import bulk_inferrer_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components.bulk_inferrer import report, spec
-from inference import bounded, encoding, metrics, progress
-from inference.config import InferenceConfig
+from components.bulk_inferrer import payloads, report, spec
+from inference import bounded, encoding, metrics, progress, publish
+from inference.config import ConfigError, InferenceConfig
 from inference.handler import worker_deaths
 from inference.models import create_handlers
+
+# TFX's executor's names of the output file prefixes (TFX's own tests read them).
+_PREDICTION_LOGS_FILE_NAME = spec.PREDICTION_LOGS_FILE_NAME
+_EXAMPLES_FILE_NAME = spec.EXAMPLES_FILE_NAME
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -44,24 +48,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         schema = _schema(input_dict)
         transform_graph = input_dict.get(spec.TRANSFORM_GRAPH_KEY)
         transform_dir = artifact_utils.get_single_uri(transform_graph) if transform_graph else None
+        fail_on_empty_input = bool(exec_properties.get(spec.FAIL_ON_EMPTY_INPUT_KEY))
+        examples = input_dict[spec.EXAMPLES_KEY]
+        split_uris = _split_uris(examples, _proto(exec_properties, spec.DATA_SPEC_KEY,
+                                                  bulk_inferrer_pb2.DataSpec()),
+                                 fail_on_empty_input)
+        sequence_examples = payloads.payload_format(examples) == payloads.SEQUENCE_EXAMPLE
+        if sequence_examples:
+            payloads.check_sequence_examples(config, model_uris, schema, split_uris,
+                                             transform_dir)
         if transform_dir:
             _check_features(config, tft.TFTransformOutput(transform_dir)
                             .transformed_feature_spec(), "Transform's outputs")
         elif schema is not None:
             _check_features(config, [f.name for f in schema.feature], "the examples' schema")
         breadcrumbs = os.path.join(self._scratch_dir(), "workers")
-        handlers = create_handlers(config, model_uris, schema, transform_dir, breadcrumbs)
-        data_spec = _proto(exec_properties, spec.DATA_SPEC_KEY, bulk_inferrer_pb2.DataSpec())
-        examples = input_dict[spec.EXAMPLES_KEY]
-        payload_format, _ = tfxio_utils.resolve_payload_format_and_data_view_uri(examples)
-        if payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE:
-            raise ValueError(f"BulkInferrer reads tf.Example records; the examples are "
-                             f"{example_gen_pb2.PayloadFormat.Name(payload_format)}")
-        split_uris = _split_uris(examples, data_spec)
-        if not split_uris:
-            raise ValueError(f"no example splits to infer: data_spec asks for "
-                             f"{list(data_spec.example_splits)}, the examples have "
-                             f"{artifact_utils.decode_split_names(examples[0].split_names)}")
+        handlers = create_handlers(config, model_uris, schema, transform_dir, breadcrumbs,
+                                   sequence_examples)
 
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         output_examples = _single(output_dict, spec.OUTPUT_EXAMPLES_KEY)
@@ -72,15 +75,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                      bulk_inferrer_pb2.OutputExampleSpec())
         if output_examples:
             output_examples.split_names = artifact_utils.encode_split_names(sorted(split_uris))
+        # TFX's layout: one model's logs of every split in one file set (see bounded.Output).
+        logs_prefixes = {name: os.path.join(_logs_dir(inference_result.uri, name,
+                                                      len(handlers)),
+                                            spec.PREDICTION_LOGS_FILE_NAME)
+                         for name in handlers} if inference_result else {}
         outputs = []
         for split in sorted(split_uris):
             for name in handlers:
                 if inference_result:
-                    folder = _logs_dir(inference_result.uri, name, len(handlers))
-                    outputs.append(bounded.Output(
-                        name, split, os.path.join(folder, f"{spec.PREDICTION_LOGS_FILE_NAME}"
-                                                          f"-{split}"), encoding.encode_logs,
-                        "PredictionLogs"))
+                    outputs.append(bounded.Output(name, split, logs_prefixes[name],
+                                                  encoding.encode_logs, "PredictionLogs"))
                 if output_examples:
                     prefix = spec.EXAMPLES_FILE_NAME if len(handlers) == 1 else (
                         f"{spec.EXAMPLES_FILE_NAME}-{name}")
@@ -92,6 +97,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                             {s: [io_utils.all_files_pattern(u)] for s, u in split_uris.items()},
                             outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME))
 
+        # Outputs are written as if new: what an earlier run into the same folders left
+        # behind goes (its shards, when this run's are finalized; its temporary folders,
+        # now), and so do this run's temporary folders if it fails.
+        folders = {os.path.dirname(output.prefix) for output in outputs} | {failures_uri}
+        _remove_temporary(folders)
         pipeline = self._make_beam_pipeline()
         plan.expand(pipeline)
         started = time.time()
@@ -104,6 +114,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 return
             result.wait_until_finish()
         except Exception as e:
+            _remove_temporary(folders)
             deaths = worker_deaths(breadcrumbs)
             if deaths:
                 raise RuntimeError(
@@ -112,6 +123,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             raise
         finally:
             progress.stop()
+        if not split_uris:  # no split to read: the empty logs TFX's sink writes
+            for prefix in logs_prefixes.values():
+                publish.empty_file_set(prefix)
         figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
             if artifact:
@@ -120,7 +134,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
         self._write_report(config, figures, output_dict, failures_uri, len(handlers))
         _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
-            exec_properties))
+            exec_properties), fail_on_empty_input)
 
     def _write_report(self, config, figures, output_dict, failures_uri: str,
                       model_count: int):
@@ -175,9 +189,16 @@ def _job_only(pipeline: beam.Pipeline) -> bool:
 
 
 def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
+    """The execution's InferenceConfig, validated; its JSON may come from a
+    RuntimeParameter set at submission, so a bad one is reported here, first."""
     text = exec_properties.get(spec.INFERENCE_CONFIG_KEY)
-    config = (InferenceConfig.from_json(text) if text else InferenceConfig()).validate(
-        bounded=True)
+    try:
+        config = InferenceConfig.from_json(text) if text else InferenceConfig()
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"inference_config must be an InferenceConfig as JSON (what "
+                          f"InferenceConfig(...).to_json() writes); got {text[:300]!r}: "
+                          f"{e}") from e
+    config = config.validate(bounded=True)
     model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
     # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
     for model in config.models:
@@ -242,13 +263,38 @@ def _check_features(config: InferenceConfig, available, source: str):
                          + f". Available: {sorted(available)}")
 
 
-def _split_uris(examples: List[types.Artifact], data_spec) -> Dict[str, str]:
-    uris = {}
+def _split_uris(examples: List[types.Artifact], data_spec,
+                fail_on_empty_input: bool) -> Dict[str, str]:
+    """Split -> examples folder, for the splits `data_spec` names (all when it names none).
+
+    A split `data_spec` names that the examples lack is left out, as TFX does, with a
+    warning; with `fail_on_empty_input`, having no split to infer is an error."""
+    uris, present = {}, []
     for artifact in examples:
         for split in artifact_utils.decode_split_names(artifact.split_names):
+            present.append(split)
             if not data_spec.example_splits or split in data_spec.example_splits:
                 uris[split] = artifact_utils.get_split_uri([artifact], split)
+    absent = sorted(set(data_spec.example_splits) - set(present))
+    if absent:
+        logging.warning("BulkInferrer: data_spec names split(s) %s, which the examples do "
+                        "not have (they have %s): nothing is inferred for them.",
+                        absent, present)
+    if not uris and fail_on_empty_input:
+        raise ValueError(f"no example splits to infer: data_spec asks for "
+                         f"{list(data_spec.example_splits)}, the examples have {present} "
+                         f"(fail_on_empty_input=True)")
     return uris
+
+
+def _remove_temporary(folders):
+    """Deletes the temporary folders (`beam-temp-*`: Beam's sinks', and the staging folders
+    of `inference.publish`) in `folders`."""
+    for path in [p for folder in folders for p in fileio.glob(f"{folder}/beam-temp-*")]:
+        if fileio.isdir(path):
+            fileio.rmtree(path)
+        else:
+            fileio.remove(path)
 
 
 def _proto(exec_properties, key, message):
@@ -273,13 +319,22 @@ def _max_failure_fraction(exec_properties) -> float:
 
 
 def _check_outcome(figures: metrics.RunFigures, config: InferenceConfig, split_uris,
-                   failures_uri: str, max_failure_fraction: float):
-    """Fails the run when nothing was read, records went missing, or too many failed."""
+                   failures_uri: str, max_failure_fraction: float,
+                   fail_on_empty_input: bool = False):
+    """Warns of empty splits; fails the run when records went missing, too many failed,
+    or, with `fail_on_empty_input`, nothing was read."""
+    empty = sorted(split for split, count in figures.examples_in.items()
+                   if not count and not figures.read_failures.get(split)
+                   and not figures.unreadable_files.get(split))
+    if empty:
+        logging.warning("BulkInferrer: split(s) %s hold no examples (%s): their outputs "
+                        "are empty.", empty, ", ".join(split_uris[s] for s in empty))
     read_failures = sum(figures.read_failures.values()) + sum(
         figures.unreadable_files.values())
-    if not sum(figures.examples_in.values()) and not read_failures:
+    if fail_on_empty_input and not sum(figures.examples_in.values()) and not read_failures:
         raise ValueError(f"no examples to infer: the splits {sorted(split_uris)} are empty "
-                         f"({', '.join(sorted(split_uris.values()))})")
+                         f"({', '.join(sorted(split_uris.values()))}) "
+                         f"(fail_on_empty_input=True)")
     problems = bounded.problems(figures, config, max_failure_fraction)
     if problems:
         raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)

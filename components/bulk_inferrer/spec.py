@@ -20,10 +20,13 @@ MODEL_SPEC_KEY = "model_spec"
 DATA_SPEC_KEY = "data_spec"
 OUTPUT_EXAMPLE_SPEC_KEY = "output_example_spec"
 # Parameters added here: the engine's InferenceConfig, as JSON; the share of failed records
-# above which the component fails (after writing its dead letters).
+# above which the component fails (after writing its dead letters); whether having no
+# example to infer fails the component (by default it succeeds, as TFX's, with empty
+# outputs and a warning).
 INFERENCE_CONFIG_KEY = "inference_config"
 MAX_FAILURE_FRACTION_KEY = "max_failure_fraction"
 DEFAULT_MAX_FAILURE_FRACTION = 0.01
+FAIL_ON_EMPTY_INPUT_KEY = "fail_on_empty_input"
 
 # Outputs (as in TFX's BulkInferrer).
 INFERENCE_RESULT_KEY = "inference_result"
@@ -74,6 +77,8 @@ class BulkInferrerSpec(ComponentSpec):
             type=bulk_inferrer_pb2.OutputExampleSpec, optional=True),
         INFERENCE_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
         MAX_FAILURE_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
+        # 0 or 1: TFX's components declare flags as int (ML Metadata has no bool).
+        FAIL_ON_EMPTY_INPUT_KEY: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),

@@ -1,4 +1,6 @@
-"""Models that misbehave on chosen inputs: PyTorch state dicts + model class, a Beam handler."""
+"""Models for the executor's tests: ones that misbehave on chosen inputs (PyTorch
+state dicts + model class, a Beam handler), and `Offset`, whose output names its
+model."""
 import ctypes
 import os
 import time
@@ -45,3 +47,14 @@ class UnencodableOnMarker(ModelHandler):
             total = float(np.sum(row))
             value = complex(total, 1) if row[0] == RAISE_MARKER else total
             yield PredictionResult(row, np.asarray([value]))
+
+
+class Offset(torch.nn.Module):
+    """sum(features) + offset: the output says which model made it."""
+
+    def __init__(self, offset: float):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        return x.sum(dim=1, keepdim=True) + self.offset

@@ -42,7 +42,8 @@ def _config(**model_options):
         timeout_secs=model_options.pop("timeout_secs", None))
 
 
-def _run(tmp_path, examples, model, config, max_failure_fraction=1.0, beam_args=()):
+def _run(tmp_path, examples, model, config, max_failure_fraction=1.0, beam_args=(),
+         **props):
     outputs = {
         spec.INFERENCE_RESULT_KEY: [helpers.output_artifact(
             standard_artifacts.InferenceResult, str(tmp_path / "result"))],
@@ -50,7 +51,7 @@ def _run(tmp_path, examples, model, config, max_failure_fraction=1.0, beam_args=
                                                     str(tmp_path / "failures"))]}
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: config.to_json(),
-             spec.MAX_FAILURE_FRACTION_KEY: max_failure_fraction}
+             spec.MAX_FAILURE_FRACTION_KEY: max_failure_fraction, **props}
     executor.Executor(helpers.beam_context(tmp_path, beam_args=beam_args)).Do(
         {spec.EXAMPLES_KEY: [examples], spec.MODEL_KEY: [model]}, outputs, props)
     return outputs[spec.INFERENCE_RESULT_KEY][0], outputs[spec.FAILURES_KEY][0]
@@ -159,10 +160,11 @@ def test_a_model_that_hangs_on_some_inputs_times_out_only_those(tmp_path, sum_mo
     assert result.get_int_custom_property("predictions") == 23
 
 
-def test_no_examples_at_all_is_a_clear_error(tmp_path, sum_model):
+def test_no_examples_at_all_is_a_clear_error_with_fail_on_empty_input(tmp_path, sum_model):
     examples = helpers.examples_artifact(str(tmp_path / "examples"), {"eval": []})
-    with pytest.raises(ValueError, match="no examples to infer"):
-        _run(tmp_path, examples, sum_model, _config())
+    with pytest.raises(ValueError, match="no examples to infer.*Split-eval"):
+        _run(tmp_path, examples, sum_model, _config(),
+             **{spec.FAIL_ON_EMPTY_INPUT_KEY: 1})
 
 
 _RUN_ALONE = r'''

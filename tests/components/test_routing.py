@@ -11,21 +11,11 @@ from components.bulk_inferrer import component, spec
 from inference import routing
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
+from tests.components.faulty_models import Offset
 
 FEATURES = ["f0", "f1", "f2"]
 N = 120
 GROUPS = ["a", "b", "c"]
-
-
-class Offset(torch.nn.Module):
-    """sum(features) + offset: the output says which model made it."""
-
-    def __init__(self, offset: float):
-        super().__init__()
-        self.offset = offset
-
-    def forward(self, x):
-        return x.sum(dim=1, keepdim=True) + self.offset
 
 
 @pytest.fixture(scope="module")
