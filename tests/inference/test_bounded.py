@@ -1,5 +1,7 @@
 """The bounded run: the plan writes every output and dead letter; the verdict fails a run
 that lost records, met unreadable files or failed too often."""
+import os
+
 import apache_beam as beam
 import numpy as np
 import torch
@@ -61,3 +63,24 @@ def test_a_plan_writes_each_models_logs_and_the_dead_letters(tmp_path):
     assert bounded.problems(figures, config, 0.1) == []
     assert {n: (f.predictions, f.failures) for n, f in figures.models.items()} == {
         "a": (12, 1), "b": (12, 1)}
+
+
+def test_outputs_sharing_a_prefix_are_one_file_set_numbered_across_them(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(tmp_path / "id.pt"))
+    splits = {}
+    for split, n in (("eval", 5), ("train", 7), ("empty", 0)):
+        splits[split] = [str(tmp_path / f"{split}.gz")]
+        helpers.write_tfrecords(splits[split][0], helpers.float_examples(
+            np.arange(n, dtype=np.float32).reshape(n, 1), ["x"]))
+    config = InferenceConfig(models=[ModelConfig(name="m", uri=str(tmp_path / "id.pt"),
+                                                 inputs=InputSpec(features=["x"]))])
+    prefix = str(tmp_path / "out" / "logs")
+    plan = bounded.Plan(config, create_handlers(config), splits,
+                        [bounded.Output("m", s, prefix, encoding.encode_logs, "PredictionLogs")
+                         for s in splits], str(tmp_path / "dead"))
+    with beam.Pipeline() as pipeline:
+        plan.expand(pipeline)
+    # One shard per split that has records, numbered as one sink would; no staging left.
+    assert sorted(os.listdir(tmp_path / "out")) == ["logs-00000-of-00002.gz",
+                                                    "logs-00001-of-00002.gz"]
+    assert len(helpers.read_prediction_logs(f"{prefix}-*.gz")) == 12

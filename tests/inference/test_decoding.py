@@ -67,3 +67,31 @@ def test_big_batches_decode_in_slices_to_the_columns_of_one_decode(monkeypatch):
     mixed = [helpers.example({"v": [1.5]})] * 3 + [helpers.example({"v": [2]})]
     with pytest.raises(ValueError, match="'v' holds values of different types"):
         decoding.ExampleDecoder()(mixed)
+
+
+def test_sequence_examples_decode_to_their_context_features():
+    import pickle
+
+    import tensorflow as tf
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    def sequence_example(f, steps):
+        example = tf.train.SequenceExample()
+        example.context.feature["f"].float_list.value.append(f)
+        example.context.feature["i"].int64_list.value.append(int(f))
+        for step in steps:
+            example.feature_lists.feature_list["s"].feature.add().float_list.value.append(step)
+        return example.SerializeToString()
+
+    records = [sequence_example(1.5, [1.0, 2.0]), sequence_example(2.5, [])]
+    schema = schema_pb2.Schema()
+    schema.feature.add(name="f", type=schema_pb2.FLOAT)
+    schema.feature.add(name="i", type=schema_pb2.INT)
+    schema.feature.add(name=decoding.SEQUENCE_COLUMN, type=schema_pb2.STRUCT
+                       ).struct_domain.feature.add(name="s", type=schema_pb2.FLOAT)
+    for decoder in (decoding.SequenceExampleDecoder(),
+                    decoding.SequenceExampleDecoder(schema, ["f"])):
+        columns = pickle.loads(pickle.dumps(decoder))(records)  # as a worker gets it
+        assert decoding.SEQUENCE_COLUMN not in columns and "s" not in columns
+        np.testing.assert_array_equal(
+            decoding.InputMapping(InputSpec(features=["f"]))(columns), [[1.5], [2.5]])
