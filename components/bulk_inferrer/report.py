@@ -50,7 +50,8 @@ def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
     routing_feature = config.routing_feature if config.routing in ("ab", "keyed") else ""
     predictions = {
         name: samples.read_predictions(
-            tf.io.gfile.glob(os.path.join(folder, "prediction_logs-*")), routing_feature)
+            tf.io.gfile.glob(os.path.join(folder, "prediction_logs-*")), routing_feature,
+            split=samples.only_split(figures.examples_in))
         for name, folder in logs_dirs.items()}
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
     return Inputs(title, config, figures, predictions, failures, failures_uri)

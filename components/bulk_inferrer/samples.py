@@ -11,9 +11,7 @@ import collections
 import dataclasses
 import hashlib
 import heapq
-import os
-import re
-from typing import Counter, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Counter, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +24,6 @@ from inference.failures import Failure
 
 SAMPLE_SIZE = 2000
 SCAN_LIMIT = 200_000
-_SPLIT = re.compile(r"prediction_logs-(.+)-\d{5}-of-\d{5}")
 
 
 @dataclasses.dataclass
@@ -46,25 +43,29 @@ class ModelSample:
 
 
 def read_predictions(files: Sequence[str], routing_feature: str = "",
-                     size: int = SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT) -> ModelSample:
+                     size: int = SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT,
+                     split: str = "") -> ModelSample:
     """The bottom-`size` sample of one model's PredictionLogs, and the count of each value
-    of `routing_feature` (when set) over the records scanned."""
-    heap: List[Tuple[int, bytes, str]] = []  # (-hash, log, split): the largest on top
+    of `routing_feature` (when set) over the records scanned.
+
+    split: the records' split, when known: TFX's layout writes every split's logs in one
+    file set, so only a run of one split knows it (see `only_split`)."""
+    heap: List[Tuple[int, bytes]] = []  # (-hash, log): the largest on top
     keys: Counter = collections.Counter()
     scanned = 0
-    for path, raw in _spread(files, scan_limit):
+    for _, raw in _spread(files, scan_limit):
         scanned += 1
         log = prediction_log_pb2.PredictionLog.FromString(raw)
         request = request_example(log)
         if routing_feature:
             keys[_routing_key(request, routing_feature)] += 1
-        entry = (-_hash(request), raw, _split(path))
+        entry = (-_hash(request), raw)
         if len(heap) < size:
             heapq.heappush(heap, entry)
         elif entry > heap[0]:
             heapq.heapreplace(heap, entry)
     predictions = {}
-    for negative_hash, raw, split in heap:
+    for negative_hash, raw in heap:
         log = prediction_log_pb2.PredictionLog.FromString(raw)
         predictions[-negative_hash] = Prediction(split, request_example(log), outputs(log))
     return ModelSample(scanned, predictions, keys)
@@ -129,9 +130,9 @@ def _hash(record: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(record, digest_size=8).digest(), "little")
 
 
-def _split(path: str) -> str:
-    match = _SPLIT.search(os.path.basename(path))
-    return match.group(1) if match else ""
+def only_split(examples_in: Mapping[str, int]) -> str:
+    """The run's split when it read one (its records' split), else ""."""
+    return next(iter(examples_in)) if len(examples_in) == 1 else ""
 
 
 def _routing_key(record: bytes, feature: str) -> Optional[str]:

@@ -6,6 +6,7 @@ The registry keys views by artifact type name, so the InferenceResult view also 
 TFX's own BulkInferrer's outputs, which have no report: it then shows the table alone.
 """
 import html
+import json
 import os
 
 import tensorflow as tf
@@ -43,10 +44,11 @@ class InferenceResultVisualization(_ReportView):
                 name: os.path.join(artifact.uri, name)
                 for name in sorted(tf.io.gfile.listdir(artifact.uri))
                 if tf.io.gfile.glob(os.path.join(artifact.uri, name, "prediction_logs-*"))}
+        figures = json.loads(artifact.get_string_custom_property("figures") or "{}")
         predictions = {
             name.rstrip("/"): samples.read_predictions(
                 tf.io.gfile.glob(os.path.join(folder, "prediction_logs-*")),
-                size=_TABLE_ROWS)
+                size=_TABLE_ROWS, split=samples.only_split(figures.get("examples_in", {})))
             for name, folder in folders.items()}
         return report.sample_table(predictions, _TABLE_ROWS)
 
