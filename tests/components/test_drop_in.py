@@ -20,7 +20,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils, proto_utils
 
 from components import BulkInferrer
-from components.bulk_inferrer import executor, spec
+from components.bulk_inferrer import executor, report, spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 
@@ -56,8 +56,10 @@ def _run(executor_cls, root, inputs, props, outputs=(spec.INFERENCE_RESULT_KEY,)
 
 
 def _files(folder):
+    """The files under `folder`, but for our run report (which TFX does not write)."""
     return sorted(os.path.relpath(os.path.join(d, name), folder)
-                  for d, _, names in os.walk(folder) for name in names)
+                  for d, _, names in os.walk(folder) for name in names
+                  if name != report.REPORT_FILE_NAME)
 
 
 def _records(pattern):
@@ -92,7 +94,7 @@ def test_no_examples_succeeds_with_empty_outputs_as_tfx(tmp_path, tf_model, case
         assert ours[key].get_int_custom_property("examples_in") == 0
         assert ours[key].get_int_custom_property("predictions") == 0
     assert _files(ours[spec.INFERENCE_RESULT_KEY].uri) == ["prediction_logs-00000-of-00001.gz"]
-    assert _records(f"{ours[spec.INFERENCE_RESULT_KEY].uri}/*") == 0
+    assert _records(f"{ours[spec.INFERENCE_RESULT_KEY].uri}/prediction_logs-*") == 0
     assert ours[spec.OUTPUT_EXAMPLES_KEY].split_names == \
         theirs[spec.OUTPUT_EXAMPLES_KEY].split_names
 
@@ -160,7 +162,8 @@ def test_sequence_examples_through_a_predict_signature_equal_tfx(tmp_path, seque
     theirs = _run(tfx_executor.Executor, tmp_path / "tfx", inputs, _properties())
 
     def by_record(artifact):
-        logs = helpers.read_prediction_logs(f"{artifact[spec.INFERENCE_RESULT_KEY].uri}/*")
+        logs = helpers.read_prediction_logs(
+            f"{artifact[spec.INFERENCE_RESULT_KEY].uri}/prediction_logs-*")
         return {log.predict_log.request.inputs["examples"].string_val[0]: log.predict_log
                 for log in logs}
 
@@ -221,7 +224,8 @@ def test_sequence_examples_context_features_reach_other_frameworks(
         tmp_path, sequence_examples, sequence_inputs):
     ours = _run(executor.Executor, tmp_path, sequence_inputs,
                 _properties(inference_config=_torch_config(["f", "g"])))
-    logs = helpers.read_prediction_logs(f"{ours[spec.INFERENCE_RESULT_KEY].uri}/*")
+    logs = helpers.read_prediction_logs(
+        f"{ours[spec.INFERENCE_RESULT_KEY].uri}/prediction_logs-*")
     assert len(logs) == len(sequence_examples[1])
     for log in logs:
         context = tf.train.SequenceExample.FromString(

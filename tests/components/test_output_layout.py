@@ -14,7 +14,7 @@ from tfx.proto import bulk_inferrer_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.bulk_inferrer import executor, spec
+from components.bulk_inferrer import executor, report, spec
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 from tests.components.faulty_models import Offset
@@ -71,8 +71,9 @@ def _run(tmp_path, examples, config, outputs, context=None, **props):
 
 
 def _tfx_file_set(folder):
-    """The folder's entries, checked to be one TFX file set numbered 0..n-1 of n."""
-    names = sorted(os.listdir(folder))
+    """The folder's entries, checked to be one TFX file set numbered 0..n-1 of n (beside
+    the run report, in the first output's folder)."""
+    names = sorted(set(os.listdir(folder)) - {report.REPORT_FILE_NAME})
     shards = [TFX_SHARD.fullmatch(name) for name in names]
     assert all(shards), names  # nothing else: no per-split names, no staging folder
     assert [int(s.group(1)) for s in shards] == list(range(len(names)))
@@ -115,7 +116,7 @@ def test_every_split_lands_in_one_tfx_file_set(tmp_path, examples, models):
 def test_several_models_each_get_a_tfx_shaped_folder(tmp_path, examples, models):
     outputs = _run(tmp_path, examples, _config(models, ("a", "b")), _outputs(tmp_path))
     uri = outputs[spec.INFERENCE_RESULT_KEY][0].uri
-    assert sorted(os.listdir(uri)) == ["a", "b"]
+    assert sorted(os.listdir(uri)) == ["a", "b", report.REPORT_FILE_NAME]
     for name, offset in (("a", 1.0), ("b", 2.0)):
         _tfx_file_set(os.path.join(uri, name))
         logs = helpers.read_prediction_logs(f"{uri}/{name}/prediction_logs-*.gz")
