@@ -73,14 +73,6 @@ def tokens(tmp_path_factory):
     return Data(examples, records, ids=ids)
 
 
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    records = [helpers.example({"text": [text]}) for text in TEXTS]
-    examples = helpers.examples_artifact(str(tmp_path_factory.mktemp("texts")),
-                                         {"train": records})
-    return Data(examples, records, texts=TEXTS)
-
-
 # --- models shared by several tests --------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -382,19 +374,35 @@ def test_keras_saved_model_signature_mismatch_is_clear(tmp_path, tabular):
 
 # --- Hugging Face ------------------------------------------------------------------------------
 
-def test_huggingface_pipeline_on_text(tmp_path, texts, tiny_bert):
+def test_huggingface_pipeline_task_through_beam(tmp_path, tmp_path_factory):
+    """A task the text path does not run (question answering) is Beam's
+    HuggingFacePipelineModelHandler's: one {question, context} dict per example."""
     import transformers
-    artifact, folder = tiny_bert
-    assert detection.resolve(folder) == ("huggingface", folder)
-    results = _run(tmp_path, texts, [ModelConfig(
-        name="sentiment", inputs=InputSpec(features=["text"], dtype="bytes"),
-        options={"task": "text-classification"})], artifact)["sentiment"]
+    artifact, folder = _serving(tmp_path_factory, "qa")
+    vocab = os.path.join(str(tmp_path_factory.mktemp("qa_vocab")), "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    transformers.BertTokenizerFast(vocab_file=vocab).save_pretrained(folder)
+    torch.manual_seed(0)
+    transformers.BertForQuestionAnswering(transformers.BertConfig(
+        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
+    questions = [{"question": "the plot", "context": text} for text in TEXTS]
+    records = [helpers.example(q) for q in questions]
+    data = Data(helpers.examples_artifact(str(tmp_path_factory.mktemp("qa_data")),
+                                          {"train": records}), records)
+    results = _run(tmp_path, data, [ModelConfig(
+        name="qa", framework="huggingface",
+        inputs=InputSpec(features=["question", "context"], dtype="bytes", layout="dict"),
+        options={"task": "question-answering"})], artifact)["qa"]
 
-    direct = transformers.pipeline(task="text-classification", model=folder,
-                                   device="cpu")(texts.texts)
-    _assert_equal(results, {"label": np.array([p["label"].encode() for p in direct],
-                                              dtype=object),
-                            "score": np.array([p["score"] for p in direct])})
+    direct = transformers.pipeline(task="question-answering", model=folder,
+                                   device="cpu")(questions)
+    _assert_equal(results, {"answer": np.array([p["answer"].encode() for p in direct],
+                                               dtype=object),
+                            "score": np.array([p["score"] for p in direct]),
+                            "start": np.array([p["start"] for p in direct]),
+                            "end": np.array([p["end"] for p in direct])})
 
 
 def _padded(ids, width=None, truncate=False):
