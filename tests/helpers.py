@@ -122,13 +122,15 @@ def save_example_parsing_model(path: str, feature_names: Sequence[str], weights,
     return path
 
 
-def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None, **props):
+def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None,
+                      beam_args=(), **props):
     """Runs the BulkInferrer executor in-process; returns its InferenceResult artifact.
 
     inputs: the executor's input dict ({"examples": [...], "model": [...], ...}).
     inference_config: an InferenceConfig (or its JSON); failures_uri: where the
-    `failures` output goes (else a temporary folder); props: other execution properties
-    (protos, or JSON strings). Each call writes under its own folder of `tmp_path`.
+    `failures` output goes (else a temporary folder); beam_args: more Beam flags; props:
+    other execution properties (protos, or JSON strings). Each call writes under its own
+    folder of `tmp_path`.
     """
     import tempfile
     from tfx.utils import proto_utils
@@ -146,7 +148,7 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None
     outputs = {spec.INFERENCE_RESULT_KEY: [output]}
     if failures_uri:
         outputs[spec.FAILURES_KEY] = [output_artifact(spec.InferenceFailures, failures_uri)]
-    executor.Executor(beam_context(tmp_path, os.path.basename(run_dir))).Do(
+    executor.Executor(beam_context(tmp_path, os.path.basename(run_dir), beam_args)).Do(
         inputs, outputs, exec_properties)
     return output
 

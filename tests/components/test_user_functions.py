@@ -1,5 +1,7 @@
 """Pre- and post-processing from a user module file, as TFX takes `module_file`."""
 import json
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -70,3 +72,109 @@ def test_a_function_that_does_not_exist_is_a_clear_error(tmp_path):
         create_handler(ModelConfig(name="sum", uri=model_path,
                                    inputs=InputSpec(features=FEATURES),
                                    postprocess_fn=f"{module_file}:missing"))
+
+
+TOKENIZING_MODULE = '''
+import functools
+import os
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer():
+    """Loaded once per worker process: an lru_cache, which pickle cannot take by value."""
+    import transformers
+    return transformers.AutoTokenizer.from_pretrained(
+        os.path.join(os.path.dirname(__file__), "tokenizer"))
+
+
+def tokenize(texts):
+    """A bytes feature ([batch, 1] of bytes) -> the dict of int64 arrays a Hugging Face
+    model takes as keyword arguments."""
+    with open(os.path.join(os.path.dirname(__file__), "pids.txt"), "a") as f:
+        f.write(f"{os.getpid()} ")
+    encoded = _tokenizer()([text[0].decode() for text in texts], padding=True,
+                           return_tensors="np")
+    return {"input_ids": encoded["input_ids"].astype(np.int64),
+            "attention_mask": encoded["attention_mask"].astype(np.int64)}
+'''
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film", "very"]
+TEXTS = ["a good film", "a very very bad film", "film", "good good good", "bad"]
+
+
+@pytest.fixture(scope="module")
+def tokenizing_module(tmp_path_factory):
+    """A module file whose preprocess_fn tokenises text with a cached tokenizer, and a
+    tiny BERT classifier for its outputs."""
+    import transformers
+    folder = tmp_path_factory.mktemp("user_code")
+    (folder / "user_module.py").write_text(TOKENIZING_MODULE)
+    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(
+        str(folder / "tokenizer"))
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=len(WORDS), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=16)).save_pretrained(str(folder / "bert"))
+    return folder
+
+
+def _tokenizing_model(folder) -> ModelConfig:
+    return ModelConfig(
+        name="bert", uri=str(folder / "bert"), framework="huggingface",
+        inputs=InputSpec(features=["text"], dtype="bytes"),
+        preprocess_fn=f"{folder / 'user_module.py'}:tokenize",
+        options={"model_class": "transformers.AutoModelForSequenceClassification"})
+
+
+def test_module_file_functions_pickle_with_the_handler(tokenizing_module):
+    """The handler holds the function's path, not the function: it pickles (with
+    pickle and Beam's pickler) and the copy loads the module file where it runs."""
+    from apache_beam.internal import pickler
+    handler = create_handler(_tokenizing_model(tokenizing_module))
+    records = [helpers.example({"text": [text]}) for text in TEXTS]
+    for copy in (pickle.loads(pickle.dumps(handler)), pickler.loads(pickler.dumps(handler))):
+        [result] = copy.run_inference([(("texts", 0), records)], copy.load_model())
+        assert not result.failures and result.outputs["logits"].shape == (len(TEXTS), 2)
+
+
+def test_module_file_functions_in_worker_processes(tmp_path, tokenizing_module):
+    """Workers in other processes (multi_processing) load the module file themselves;
+    its preprocess_fn turns a bytes feature into a dict of int64 arrays."""
+    import transformers
+    examples = helpers.examples_artifact(str(tmp_path / "examples"), {
+        "eval": [helpers.example({"text": [text]}) for text in TEXTS]})
+    result = helpers.run_bulk_inferrer(
+        tmp_path, {spec.EXAMPLES_KEY: [examples]},
+        InferenceConfig(models=[_tokenizing_model(tokenizing_module)]),
+        beam_args=["--direct_running_mode=multi_processing"])
+    logs = helpers.read_prediction_logs(f"{result.uri}/prediction_logs-*.gz")
+    got = {tf.train.Example.FromString(log.predict_log.request.inputs["examples"]
+                                       .string_val[0]).features.feature["text"]
+           .bytes_list.value[0].decode():
+           tf.make_ndarray(log.predict_log.response.outputs["logits"])[0] for log in logs}
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizing_module / "tokenizer"))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(tokenizing_module / "bert")).eval()
+    with torch.no_grad():
+        want = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.numpy()
+    assert sorted(got) == sorted(TEXTS)
+    ran_in = set((tokenizing_module / "pids.txt").read_text().split())
+    assert ran_in - {str(os.getpid())}, "the preprocess_fn ran in this process only"
+    np.testing.assert_allclose([got[text] for text in TEXTS], want, rtol=1e-5, atol=1e-5)
+
+
+def test_module_file_errors_name_the_option_and_the_file(tmp_path, tokenizing_module):
+    broken = tmp_path / "broken_module.py"
+    broken.write_text("import numpy as np\nraise RuntimeError('no GPU here')\n")
+    model = _tokenizing_model(tokenizing_module)
+    model.preprocess_fn = f"{broken}:tokenize"
+    with pytest.raises(ConfigError, match=rf"preprocess_fn='{broken}:tokenize' failed to "
+                                          rf"run: RuntimeError: no GPU here"):
+        create_handler(model)
+    model.preprocess_fn = f"{tmp_path / 'missing.py'}:tokenize"
+    with pytest.raises(ConfigError, match=r"cannot read the module file of "
+                                          r"preprocess_fn='.*missing\.py:tokenize'"):
+        create_handler(model)
