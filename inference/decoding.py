@@ -215,7 +215,8 @@ class InputMapping:
             return self._images(name, column)
         if self.spec.padding == "none":
             _check_rows(column.lengths != self.spec.width,
-                        f"feature {name!r} must hold exactly {self.spec.width} value(s)")
+                        f"feature {name!r} must hold exactly {self.spec.width} value(s)",
+                        _padding_hint(column.lengths, self.spec.width))
         values = column.values
         if self._dtype is not object:
             if values.dtype == object:
@@ -243,10 +244,21 @@ class InputMapping:
         return images.normalise(pixels, self.spec.image, self.spec.dtype)
 
 
-def _check_rows(bad: np.ndarray, problem: str):
+def _check_rows(bad: np.ndarray, problem: str, hint: str = ""):
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise InputError(f"{problem} (in {len(rows)} of {len(bad)} records)", rows)
+        raise InputError(f"{problem} (in {len(rows)} of {len(bad)} records){hint}", rows)
+
+
+def _padding_hint(lengths: np.ndarray, width: int) -> str:
+    """How to take value counts other than `width`: padding for variable lengths, the
+    width for a fixed one."""
+    present = lengths[lengths > 0]
+    if len(present) and (present == present[0]).all() and present[0] != width:
+        return (f"; every record that has it holds {present[0]}: set "
+                f"inputs.width={present[0]}")
+    return ("; for variable-length features (token ids, ...) set inputs.padding='longest' "
+            "(pad each batch to its longest) or padding='max_length' with max_length")
 
 
 def pad(values: np.ndarray, lengths: np.ndarray, spec: InputSpec) -> np.ndarray:

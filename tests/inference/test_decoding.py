@@ -28,6 +28,10 @@ def test_decoding_pads_variable_length_and_names_bad_rows():
     with pytest.raises(decoding.InputError) as raised:
         decoding.InputMapping(InputSpec(features=["ids"], dtype="int64"))(columns)
     assert raised.value.rows.tolist() == [0, 2]  # 3 values and 0 values, where 1 is due
+    assert "set inputs.padding='longest'" in str(raised.value)
+    fixed = decoding.ExampleDecoder()([helpers.example({"xy": [1.0, 2.0]})] * 2)
+    with pytest.raises(decoding.InputError, match=r"exactly 1 value.*set inputs.width=2"):
+        decoding.InputMapping(InputSpec(features=["xy"]))(fixed)
 
 
 def test_taking_rows_of_decoded_columns_equals_decoding_those_rows():
