@@ -1,6 +1,6 @@
 """The bounded (batch) entry point: files in, encoded predictions and dead letters out, and
 the verdict on a finished run. The BulkInferrer executor maps its artifacts to a `Plan`;
-a Beam user can build one by hand.
+a Beam user can build one by hand, and calls `check` after `pipeline.run()`.
 
     per split: ReadRecords -> InferExamples -> per model and output: Encode -> WriteRecordChunks
     outputs that share a prefix (e.g. every split's logs of a model): PublishShards
@@ -9,18 +9,23 @@ a Beam user can build one by hand.
 import dataclasses
 import logging
 import posixpath
-from typing import Callable, Dict, List, Mapping, Sequence
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 
 from inference import batching, io, metrics, publish
 from inference.config import InferenceConfig
+from inference.failures import Failure
 from inference.failures import FAILURES_TAG
 from inference.handler import ExampleModelHandler
 from inference.results import ChunkResult
 from inference.transforms import Encode, InferExamples
 
 Encoder = Callable[[ChunkResult], List[bytes]]
+
+# The share of a model's records that may fail before the run is failed.
+DEFAULT_MAX_FAILURE_FRACTION = 0.01
 
 
 @dataclasses.dataclass
@@ -84,6 +89,74 @@ class Plan:
              | "WriteFailures" >> io.WriteFailures(self.failures_prefix))
 
 
+class RunFailed(RuntimeError):
+    """A finished bounded run that did not do its job; the message says why."""
+
+
+def check(result, plan: Plan, max_failure_fraction: float = DEFAULT_MAX_FAILURE_FRACTION,
+          seconds: Optional[float] = None,
+          fail_on_empty_input: bool = True) -> metrics.RunFigures:
+    """The verdict on a run of `plan` (`result`: what `pipeline.run()` returned): waits for
+    it to finish, then raises as `verdict` does. Returns the run's figures.
+
+    seconds: the run's duration for the figures' rates (default: the wait).
+    fail_on_empty_input: a run that read no record at all fails (by default here: its
+      file patterns are likely wrong; the BulkInferrer, as TFX's, only warns by default).
+    """
+    started = time.time()
+    result.wait_until_finish()
+    figures = metrics.run_figures(result, plan.config.models, plan.splits,
+                                  time.time() - started if seconds is None else seconds)
+    verdict(figures, plan.config, plan.splits, max_failure_fraction, plan.failures_prefix,
+            fail_on_empty_input=fail_on_empty_input)
+    return figures
+
+
+def verdict(figures: metrics.RunFigures, config: InferenceConfig,
+            splits: Mapping[str, Sequence[str]], max_failure_fraction: float,
+            failures_prefix: str, who: str = "inference", fail_on_empty_input: bool = False):
+    """Raises when a finished run did not do its job: RunFailed listing its `problems`,
+    with the first dead letter of each model that has any (what went wrong, and often how
+    to fix it); with `fail_on_empty_input`, ValueError when no record was read at all.
+    Splits that held no record are logged as a warning.
+
+    splits: split -> the file patterns read, named when nothing was.
+    """
+    empty = sorted(split for split, count in figures.examples_in.items()
+                   if not count and not figures.read_failures.get(split)
+                   and not figures.unreadable_files.get(split))
+    if empty:
+        logging.warning("%s: split(s) %s hold no examples (%s): their outputs are empty.",
+                        who, empty, ", ".join(p for s in empty for p in splits.get(s, ())))
+    read_failures = sum(figures.read_failures.values()) + sum(
+        figures.unreadable_files.values())
+    if fail_on_empty_input and not sum(figures.examples_in.values()) and not read_failures:
+        sources = ", ".join(p for patterns in splits.values() for p in patterns)
+        raise ValueError(f"no examples to infer: the splits {sorted(splits)} are empty "
+                         f"({sources}) (fail_on_empty_input=True)")
+    found = problems(figures, config, max_failure_fraction)
+    if found:
+        pattern = f"{failures_prefix}-*"
+        found += _first_failures([name for name, f in figures.models.items()
+                                  if f.failures], pattern)
+        raise RunFailed(f"{who} failed:\n  - " + "\n  - ".join(found)
+                        + f"\nDead letters (record, stage, error) are in {pattern}")
+
+
+def _first_failures(models: Sequence[str], pattern: str) -> List[str]:
+    """The first dead letter of each of `models`, as lines of the verdict."""
+    first: Dict[str, Failure] = {}
+    if models:
+        for failure in io.read_failures(pattern):
+            if failure.model in models and failure.model not in first:
+                first[failure.model] = failure
+                if len(first) == len(models):
+                    break
+    return [f"model {name!r}, first failure: {f.error_type} at {f.stage}"
+            + (f" ({f.source})" if f.source else "") + f": {f.message}"
+            for name, f in first.items()]
+
+
 def problems(figures: metrics.RunFigures, config: InferenceConfig,
              max_failure_fraction: float) -> List[str]:
     """What makes a finished run fail: records unaccounted for, unreadable files (unless
@@ -106,9 +179,9 @@ def problems(figures: metrics.RunFigures, config: InferenceConfig,
         if total and failed / total > max_failure_fraction:
             stages = dict(f.failures_by_stage, **({"read": lost} if lost else {}))
             detail = ", ".join(f"{n} at {s}" for s, n in sorted(stages.items()))
-            found.append(f"model {name!r}: {failed} of {total} records failed "
-                         f"({failed / total:.1%} > max_failure_fraction "
-                         f"{max_failure_fraction:.1%}): {detail}")
+            found.append(f"model {name!r}: {failed} of {total} records failed, "
+                         f"{f.predictions} predicted ({failed / total:.1%} > "
+                         f"max_failure_fraction {max_failure_fraction:.1%}): {detail}")
     unrouted, total_in = sum(figures.routing_failures.values()), sum(
         figures.examples_in.values())
     if total_in and unrouted / total_in > max_failure_fraction:

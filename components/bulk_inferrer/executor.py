@@ -133,8 +133,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
         self._write_report(config, figures, output_dict, failures_uri, len(handlers))
-        _check_outcome(figures, config, split_uris, failures_uri, _max_failure_fraction(
-            exec_properties), fail_on_empty_input)
+        bounded.verdict(figures, config, plan.splits, _max_failure_fraction(exec_properties),
+                        plan.failures_prefix, who="BulkInferrer",
+                        fail_on_empty_input=fail_on_empty_input)
 
     def _write_report(self, config, figures, output_dict, failures_uri: str,
                       model_count: int):
@@ -316,29 +317,6 @@ def _logs_dir(uri: str, model_name: str, model_count: int) -> str:
 def _max_failure_fraction(exec_properties) -> float:
     value = exec_properties.get(spec.MAX_FAILURE_FRACTION_KEY)
     return spec.DEFAULT_MAX_FAILURE_FRACTION if value is None else float(value)
-
-
-def _check_outcome(figures: metrics.RunFigures, config: InferenceConfig, split_uris,
-                   failures_uri: str, max_failure_fraction: float,
-                   fail_on_empty_input: bool = False):
-    """Warns of empty splits; fails the run when records went missing, too many failed,
-    or, with `fail_on_empty_input`, nothing was read."""
-    empty = sorted(split for split, count in figures.examples_in.items()
-                   if not count and not figures.read_failures.get(split)
-                   and not figures.unreadable_files.get(split))
-    if empty:
-        logging.warning("BulkInferrer: split(s) %s hold no examples (%s): their outputs "
-                        "are empty.", empty, ", ".join(split_uris[s] for s in empty))
-    read_failures = sum(figures.read_failures.values()) + sum(
-        figures.unreadable_files.values())
-    if fail_on_empty_input and not sum(figures.examples_in.values()) and not read_failures:
-        raise ValueError(f"no examples to infer: the splits {sorted(split_uris)} are empty "
-                         f"({', '.join(sorted(split_uris.values()))}) "
-                         f"(fail_on_empty_input=True)")
-    problems = bounded.problems(figures, config, max_failure_fraction)
-    if problems:
-        raise RuntimeError("BulkInferrer failed:\n  - " + "\n  - ".join(problems)
-                           + f"\nDead letters (record, stage, error) are in {failures_uri}")
 
 
 def _record_figures(artifact: types.Artifact, figures: metrics.RunFigures):

@@ -7,6 +7,8 @@ from tfx.proto import bulk_inferrer_pb2
 from tfx.types import artifact, standard_artifacts, value_artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from inference import bounded
+
 # Inputs (as in TFX's BulkInferrer).
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
@@ -25,7 +27,7 @@ OUTPUT_EXAMPLE_SPEC_KEY = "output_example_spec"
 # outputs and a warning).
 INFERENCE_CONFIG_KEY = "inference_config"
 MAX_FAILURE_FRACTION_KEY = "max_failure_fraction"
-DEFAULT_MAX_FAILURE_FRACTION = 0.01
+DEFAULT_MAX_FAILURE_FRACTION = bounded.DEFAULT_MAX_FAILURE_FRACTION
 FAIL_ON_EMPTY_INPUT_KEY = "fail_on_empty_input"
 
 # Outputs (as in TFX's BulkInferrer).

@@ -128,7 +128,8 @@ def test_above_max_failure_fraction_the_component_fails_saying_where(tmp_path, s
     with pytest.raises(RuntimeError) as raised:
         _run(tmp_path, examples, sum_model, _config(), max_failure_fraction=0.1)
     message = str(raised.value)
-    assert "3 of 23 records failed" in message and "3 at decode" in message
+    assert "3 of 23 records failed, 20 predicted" in message and "3 at decode" in message
+    assert "model 'sum', first failure: " in message and " at decode (" in message
     assert str(tmp_path / "failures") in message
     assert len(_failures(helpers.output_artifact(spec.InferenceFailures,
                                                  str(tmp_path / "failures")))) == 3
