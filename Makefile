@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run test bench reliability lock lock-ray clean env
+.PHONY: run run-text test bench reliability lock lock-ray clean env
 
 env: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): requirements.lock setup.py
 
 run: $(STAMP)
 	$(PY) local_runner.py
+
+# The second pipeline: sentence embeddings of template/data/reviews with all-MiniLM-L6-v2.
+run-text: $(STAMP)
+	PIPELINE=text $(PY) local_runner.py
 
 # The report's browser test drives headless Chromium (Debian's package).
 test: $(STAMP)

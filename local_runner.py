@@ -1,6 +1,7 @@
 """Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata.
 
-    python local_runner.py          (what `make run` does)
+    python local_runner.py                  (what `make run` does: the taxi pipeline)
+    PIPELINE=text python local_runner.py    (`make run-text`: text embeddings, no training)
 
 or with the TFX CLI (which loads this file as `__main__` with `LocalDagRunner.run` patched
 to record the pipeline, then runs it with `python local_runner.py`):
@@ -21,11 +22,17 @@ import time
 from components import console
 from template import config
 
+
+def pipeline_name() -> str:
+    """The name of the pipeline this runner runs (PIPELINE picks which)."""
+    return config.TEXT_PIPELINE_NAME if config.PIPELINE == "text" else config.PIPELINE_NAME
+
+
 # Run as a script (`make run`, `tfx run create`), not read in by `tfx pipeline create`
 # (which executes this file inside the CLI's own process): the full logs go to a file from
 # here on, before TensorFlow's import writes its own.
 _AS_SCRIPT = __name__ == "__main__" and vars(sys.modules["__main__"]) is globals()
-CONSOLE = console.start(config.OUTPUT_DIR, config.PIPELINE_NAME) if _AS_SCRIPT else None
+CONSOLE = console.start(config.OUTPUT_DIR, pipeline_name()) if _AS_SCRIPT else None
 
 # pylint: disable=wrong-import-position
 from absl import logging  # noqa: E402
@@ -36,18 +43,30 @@ from components import run_summary  # noqa: E402
 
 
 def create_pipeline() -> tfx.dsl.Pipeline:
+    name = pipeline_name()
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        config.metadata_path(name))
+    if config.PIPELINE == "text":
+        return pipeline.create_text_pipeline(
+            pipeline_name=name,
+            pipeline_root=config.pipeline_root(name),
+            data_path=config.TEXT_DATA_PATH,
+            model_uri=config.text_model_uri(),
+            bigquery_table=config.TEXT_BIGQUERY_TABLE,
+            beam_pipeline_args=config.local_beam_pipeline_args(),
+            metadata_connection_config=metadata)
+    if config.PIPELINE != "taxi":
+        raise ValueError(f"PIPELINE={config.PIPELINE!r}: choose 'taxi' or 'text'")
     return pipeline.create_pipeline(
-        pipeline_name=config.PIPELINE_NAME,
-        pipeline_root=config.PIPELINE_ROOT,
+        pipeline_name=name,
+        pipeline_root=config.pipeline_root(name),
         data_path=config.DATA_PATH,
         frameworks=config.FRAMEWORKS,
         train_num_steps=config.TRAIN_NUM_STEPS,
         eval_num_steps=config.EVAL_NUM_STEPS,
         inference_splits=config.INFERENCE_SPLITS,
         beam_pipeline_args=config.local_beam_pipeline_args(),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.METADATA_PATH),
-    )
+        metadata_connection_config=metadata)
 
 
 def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
@@ -62,9 +81,11 @@ def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
 
 
 def run():
-    os.makedirs(os.path.dirname(config.METADATA_PATH), exist_ok=True)
+    name = pipeline_name()
+    metadata_path = config.metadata_path(name)
+    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     out = CONSOLE or console.Console(sys.stdout, None)
-    out.watch(config.METADATA_PATH, config.PIPELINE_NAME)
+    out.watch(metadata_path, name)
     started = time.time()
     try:
         # Exactly one LocalDagRunner().run(...) call: the TFX CLI requires it.
@@ -75,11 +96,11 @@ def run():
             out.print(f"Full log: {console.shown(out.log_path)}")
         raise
     try:
-        if _ran_since(config.METADATA_PATH, config.PIPELINE_NAME, started):
-            out.print("\n" + run_summary.render(config.METADATA_PATH, config.PIPELINE_NAME))
+        if _ran_since(metadata_path, name, started):
+            out.print("\n" + run_summary.render(metadata_path, name))
     except Exception as e:  # pylint: disable=broad-except
         # The run itself succeeded; a summary that cannot be read must not fail it.
-        logging.warning("Could not read the run summary from %s: %s", config.METADATA_PATH, e)
+        logging.warning("Could not read the run summary from %s: %s", metadata_path, e)
     if out.log_path:
         out.print(f"Full log: {console.shown(out.log_path)}")
 

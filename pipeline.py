@@ -2,17 +2,19 @@
 BulkInferrers, one per trained model. Runners (local_runner.py, vertex_runner.py) decide
 where it runs; Beam-based components run wherever `beam_pipeline_args` say.
 
-`create_image_pipeline` is a second one: a pretrained image classifier, imported rather
-than trained, scoring image files.
+`create_image_pipeline` and `create_text_pipeline` score pretrained models, imported rather
+than trained: an image classifier on image files; sentence embeddings of a text CSV,
+written as typed rows too.
 """
 from typing import List, Optional, Sequence, Union
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
-from tfx.proto import bulk_inferrer_pb2
+from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
 from tfx.types import channel_utils
 
 from components import BulkInferrer, image_example_gen
+from components.prediction_rows.component import PredictionRows
 from components.bulk_inferrer.spec import DEFAULT_MAX_FAILURE_FRACTION
 from inference.config import InferenceConfig
 from template import config, models
@@ -145,6 +147,46 @@ def create_image_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[images, model, inferrer],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+    )
+
+
+def create_text_pipeline(
+        pipeline_name: str,
+        pipeline_root: str,
+        data_path: str,
+        model_uri: str,
+        bigquery_table: Optional[str] = None,
+        beam_pipeline_args: Optional[List[str]] = None,
+        metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+        enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Sentence embeddings of every row of a text CSV with a pretrained model, no Trainer:
+    CsvExampleGen and an Importer of the model's folder at `model_uri` (a Hugging Face
+    folder with its tokenizer) feed a BulkInferrer (`template.models.text_embeddings`);
+    its PredictionLogs become typed rows (Parquet; BigQuery too with `bigquery_table`).
+    """
+    # One split of every row: the whole file is scored.
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_path, output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(splits=[
+                example_gen_pb2.SplitConfig.Split(name="all", hash_buckets=1)])))
+    model = pretrained_model(model_uri)
+    inferrer = BulkInferrer(
+        examples=example_gen.outputs["examples"],
+        model=model.outputs["result"],
+        inference_config=models.text_embeddings(),
+    ).with_id("BulkInferrer.text")
+    rows = PredictionRows(
+        inference_result=inferrer.outputs["inference_result"],
+        features=models.TEXT_ROW_FEATURES, outputs=models.TEXT_ROW_OUTPUTS,
+        bigquery_table=bigquery_table)
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, model, inferrer, rows],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,

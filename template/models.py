@@ -1,6 +1,7 @@
 """The BulkInferrer configurations of the template: one per trained framework, one per
-multi-model pattern (A/B, keyed, sequence) over the PyTorch and scikit-learn models, and
-one for a pretrained image classifier (`pipeline.create_image_pipeline`).
+multi-model pattern (A/B, keyed, sequence) over the PyTorch and scikit-learn models, one
+for a pretrained image classifier (`pipeline.create_image_pipeline`) and one for sentence
+embeddings (`pipeline.create_text_pipeline`).
 
 Each is an `inference.config.InferenceConfig`; edit them here to change what runs.
 """
@@ -85,3 +86,21 @@ def image_classifier(labels_file: str, size: Sequence[int] = (224, 224),
             size=list(size), layout=layout, scale=1 / 255, mean=IMAGENET_MEAN,
             std=IMAGENET_STD)),
         labels=LabelSpec(file=labels_file, softmax=True, top_k=top_k))])
+
+
+# The text pipeline: which feature holds the text, and the row layout of its predictions.
+TEXT_FEATURE = "text"
+TEXT_ROW_FEATURES = "review_id:INTEGER,product:STRING,text:STRING"
+TEXT_ROW_OUTPUTS = "embedding:ARRAY<FLOAT>"
+
+
+def text_embeddings(model_uri: str = "") -> InferenceConfig:
+    """Sentence embeddings of the `text` feature (`create_text_pipeline`) from a Hugging
+    Face folder alone: its tokenizer, mean pooling over the attention mask, normalised
+    (the folder's sentence-transformers settings), one float32 vector per record. The
+    model comes from the BulkInferrer's `model` input, or from `model_uri`."""
+    return InferenceConfig(models=[ModelConfig(
+        name="minilm", uri=model_uri, framework="huggingface",
+        inputs=InputSpec(features=[TEXT_FEATURE], dtype="bytes"),
+        max_batch_size=256, device=config.INFERENCE_DEVICE,
+        options={"task": "feature-extraction", "pooling": "mean"})])

@@ -214,3 +214,13 @@ def test_ray_data_case_runs_and_writes_every_record(tmp_path):
     assert not row.get("error"), row
     assert row["records_out"] == row["n"] == run.MICRO_N
     assert 0 < row["figures"]["init_seconds"] < row["seconds"]
+
+
+def test_text_case_runs_every_kind_and_reports(tmp_path):
+    from benchmarks import text
+    report = text.run(8, str(tmp_path), batch_size=4, threads=0, inline=True)
+    assert set(report["rows"]) == {"raw", "plain_beam", "ours"}
+    for kind, row in report["rows"].items():
+        assert row.get("records_out") == 8, (kind, row)
+    assert [t["measured"] is not None for t in report["targets"]] == [True, True]
+    assert (tmp_path / "text.md").read_text().startswith("Text: all-MiniLM-L6-v2")

@@ -1,0 +1,1 @@
+"""PredictionRows: a BulkInferrer's PredictionLogs as typed rows (Parquet, BigQuery)."""
