@@ -70,14 +70,13 @@ def check(path: str, spec: ModelConfig):
     _check_remote_code(spec)
     if task:
         inputs = spec.inputs
-        pairs = task in TEXT_TASKS and inputs.layout == "dict" and len(inputs.features) == 2
         if inputs.dtype != "bytes" or (inputs.layout == "stacked"
                                        and len(inputs.features) != 1):
             raise ConfigError(
                 f"model {spec.name!r}: task {task!r} takes text: give inputs=InputSpec("
                 f"features=[<one bytes feature>], dtype='bytes'), or a dict layout of "
                 f"bytes features")
-        if task in TEXT_TASKS and inputs.layout == "dict" and not pairs:
+        if task in TEXT_TASKS and inputs.layout == "dict" and len(inputs.features) != 2:
             raise ConfigError(f"model {spec.name!r}: task {task!r} takes one text feature, "
                               f"or a dict layout of two (text pairs); got "
                               f"{inputs.features}")

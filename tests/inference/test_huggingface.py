@@ -210,6 +210,21 @@ def test_token_classification_entities_per_text(outputs, tagger, model, strategy
         np.testing.assert_allclose(row["score"], [e["score"] for e in want], **TOL)
 
 
+def test_text_pairs_from_two_features(classifier):
+    import transformers
+    pairs = [("the movie was good", "great actor"), ("not fun", "an awful plot")]
+    handler = create_handler(ModelConfig(
+        framework="huggingface", uri=classifier,
+        inputs=InputSpec(features=["premise", "hypothesis"], dtype="bytes", layout="dict"),
+        options={"task": "text-classification"}))
+    records = [helpers.example({"premise": [a], "hypothesis": [b]}) for a, b in pairs]
+    [result] = handler.run_inference([(("pairs", 0), records)], handler.load_model())
+    direct = transformers.pipeline("text-classification", model=classifier, device="cpu")(
+        [{"text": a, "text_pair": b} for a, b in pairs])
+    assert list(result.outputs["label"]) == [p["label"].encode() for p in direct]
+    np.testing.assert_allclose(result.outputs["score"], [p["score"] for p in direct], **TOL)
+
+
 # --- trust -------------------------------------------------------------------------------------
 
 def test_pickled_weights_and_remote_code_need_trust(tmp_path, classifier):
