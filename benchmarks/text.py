@@ -6,6 +6,8 @@
 Cases, each in a fresh process, the same records, batch size and PyTorch threads:
   raw         read the records + batched tokenise + forward + mean pooling + normalise, a
               plain loop without Beam (the limit)
+  raw_single  the same loop one text at a time: what batching can gain at most, on this
+              machine, over a handler that runs one text per forward
   plain_beam  ReadFromTFRecord | Map(parse the text) | RunInference(Beam's
               HuggingFacePipelineModelHandler(task="feature-extraction"), as Beam's docs
               show it) | Map(mean-pool the per-token output) | WriteToText
@@ -178,7 +180,11 @@ def _ours(case) -> int:
     return output.get_int_custom_property("predictions")
 
 
-_CASES = {"raw": _raw, "plain_beam": _plain_beam, "ours": _ours}
+def _raw_single(case) -> int:
+    return _raw({**case, "batch_size": 1})
+
+
+_CASES = {"raw": _raw, "raw_single": _raw_single, "plain_beam": _plain_beam, "ours": _ours}
 
 
 def run(n: int, folder: str, batch_size: int = 64, threads: int = 1, repeat: int = 1,
@@ -240,6 +246,7 @@ def markdown(report) -> str:
              f"{report['batch_size']}, {report['threads']} PyTorch thread(s)", "",
              "| case | examples/s | seconds | ours x | peak RSS MB |", "|---|---|---|---|---|"]
     labels = {"raw": "raw tokenise + forward + pooling (the limit)",
+              "raw_single": "raw, one text per forward (batch 1)",
               "plain_beam": "plain Beam, HuggingFacePipelineModelHandler",
               "ours": "**ours** (BulkInferrer, config only)"}
     for kind, row in rows.items():

@@ -62,6 +62,7 @@ TEXT_TASKS = {
 POOLINGS = ("mean", "cls", "none")
 CLASSIFICATION_FUNCTIONS = ("softmax", "sigmoid", "none")
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
+TEXTS_PER_FORWARD_CPU = 32
 _ARGUMENT_OPTIONS = ("pipeline_args", "load_model_args")
 
 
@@ -109,7 +110,7 @@ def _check_text_options(spec: ModelConfig):
                           ("aggregation_strategy", AGGREGATION_STRATEGIES)):
         if name in options and options[name] not in allowed:
             problems.append(f"options.{name}={options[name]!r}: choose one of {allowed}")
-    for name in ("max_length", "top_k"):
+    for name in ("max_length", "top_k", "texts_per_forward"):
         value = options.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < 1):
@@ -187,6 +188,11 @@ class TextModel:
         self.normalize = normalize
         self.buckets = list(batching.DEFAULT_LENGTH_BUCKETS)
         self.device = next(model.parameters()).device
+        # On a CPU a forward pass costs per token, padding included: runs of texts of
+        # similar lengths (sorted), each padded to its own longest, waste least. On a GPU a
+        # pass costs per call: a bucket at a time.
+        self.texts_per_forward = spec.options.get(
+            "texts_per_forward", 0 if self.device.type == "cuda" else TEXTS_PER_FORWARD_CPU)
         self._postprocess = None  # the transformers pipeline of token classification
         self._pad_values = {"input_ids": tokenizer.pad_token_id or 0,
                             "token_type_ids": tokenizer.pad_token_type_id}
@@ -197,7 +203,7 @@ class TextModel:
         options, task = spec.options, spec.options["task"]
         args = _load_args(spec)
         tokenizer = transformers.AutoTokenizer.from_pretrained(
-            path, **{k: v for k, v in args.items() if k != "use_safetensors"})
+            path, local_files_only=True, trust_remote_code=bool(args.get("trust_remote_code")))
         model_class = import_object(options.get("model_class") or TEXT_TASKS[task],
                                     "options.model_class")
         model = model_class.from_pretrained(path, **args).to(_device(spec)).eval()
@@ -253,9 +259,16 @@ class TextModel:
         return padded
 
     def _buckets(self, lengths: np.ndarray) -> List[np.ndarray]:
-        """Batch positions by token-count bucket (lower-inclusive boundaries, as Beam's)."""
-        bucket = np.searchsorted(self.buckets, lengths, side="right")
-        return [np.flatnonzero(bucket == b) for b in np.unique(bucket)]
+        """Batch positions, shortest texts first, by token-count bucket (lower-inclusive
+        boundaries, as Beam's), each cut into runs of `texts_per_forward` (0: no cut)."""
+        order = np.argsort(lengths, kind="stable")
+        bucket = np.searchsorted(self.buckets, lengths[order], side="right")
+        groups = np.split(order, np.flatnonzero(np.diff(bucket)) + 1)
+        size = self.texts_per_forward
+        if not size:
+            return groups
+        return [group[start:start + size] for group in groups
+                for start in range(0, len(group), size)]
 
     def _outputs(self, outputs, mask: np.ndarray, positions: np.ndarray, encoded,
                  texts: List[str]) -> Dict[str, np.ndarray]:

@@ -219,7 +219,7 @@ def test_ray_data_case_runs_and_writes_every_record(tmp_path):
 def test_text_case_runs_every_kind_and_reports(tmp_path):
     from benchmarks import text
     report = text.run(8, str(tmp_path), batch_size=4, threads=0, inline=True)
-    assert set(report["rows"]) == {"raw", "plain_beam", "ours"}
+    assert set(report["rows"]) == {"raw", "raw_single", "plain_beam", "ours"}
     for kind, row in report["rows"].items():
         assert row.get("records_out") == 8, (kind, row)
     assert [t["measured"] is not None for t in report["targets"]] == [True, True]
