@@ -14,10 +14,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 
-from inference import batching, io, metrics, publish
+from inference import batching, io, metrics, publish, sampling
 from inference.config import InferenceConfig
-from inference.failures import Failure
-from inference.failures import FAILURES_TAG
+from inference.failures import FAILURES_TAG, Failure
 from inference.handler import ExampleModelHandler
 from inference.results import ChunkResult
 from inference.transforms import Encode, InferExamples
@@ -48,6 +47,12 @@ class Plan:
     splits: Mapping[str, Sequence[str]]  # split -> file patterns
     outputs: Sequence[Output]
     failures_prefix: str
+    # Where each model's bounded sample of predictions goes (`<prefix>-<model>.tfrecord`,
+    # see `inference.sampling`); None takes none.
+    samples_prefix: Optional[str] = None
+
+    def samples_path(self, model: str) -> str:
+        return f"{self.samples_prefix}-{model}.tfrecord"
 
     def expand(self, pipeline: beam.Pipeline):
         """Adds the run's transforms to `pipeline`."""
@@ -58,12 +63,15 @@ class Plan:
         staging = {prefix: publish.staging_folder(prefix) for prefix in set(prefixes)
                    if prefixes.count(prefix) > 1}
         staged = {prefix: [] for prefix in staging}
+        predictions = {name: {} for name in self.handlers}  # model -> split -> ChunkResults
         for split, patterns in sorted(self.splits.items()):
             read = pipeline | f"ReadData[{split}]" >> io.ReadRecords(patterns, split,
                                                                      chunk_size)
             inferred = read.main | f"Infer[{split}]" >> InferExamples(self.handlers,
                                                                       self.config, split)
             dead_letters += [read[FAILURES_TAG], inferred.failures]
+            for name, results in inferred.predictions.items():
+                predictions[name][split] = results
             for output in self.outputs:
                 if output.split != split:
                     continue
@@ -84,6 +92,11 @@ class Plan:
                      | f"Gather{label}" >> beam.Flatten(pipeline=pipeline)
                      | f"Publish{label}" >> publish.PublishShards(output.prefix,
                                                                   staging[output.prefix]))
+        if self.samples_prefix:
+            for name, by_split in predictions.items():
+                if by_split:  # no split, no prediction: no sample (read as empty)
+                    _ = by_split | f"Sample[{name}]" >> sampling.SamplePredictions(
+                        self.samples_path(name))
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
              | "WriteFailures" >> io.WriteFailures(self.failures_prefix))

@@ -27,6 +27,7 @@ UNREAD_BYTES = "unread_bytes"  # |split: the bytes of both past the damage
 UNREADABLE_BYTES = "unreadable_bytes"  # |split: the bytes of files of which nothing was read
 BYTES_READ = "bytes_read"  # |split: the bytes of the files read without damage
 TIMEOUTS = "timeouts"  # |model: batches or records that ran over timeout_secs
+ROUTED = "routed"  # |split|key: records keyed routing sent to a key's model
 # Distributions, per model.
 BATCH_RECORDS = "batch_records"
 BATCH_MS = "batch_ms"  # a batch's time in the handler, decoding to results
@@ -134,6 +135,7 @@ class RunFigures:
     bytes_read: Dict[str, int]  # per split
     routing_failures: Dict[str, int]  # per split: records no model could take
     seconds: float
+    routed: Dict[str, int] = dataclasses.field(default_factory=dict)  # keyed: per key
 
     def unaccounted(self, routing: str) -> Dict[str, int]:
         """Per split, records read that were neither predicted nor failed (0 when all is
@@ -207,10 +209,13 @@ def run_figures(pipeline_result, models: Iterable[ModelConfig], splits: Iterable
     def counts(name: str):
         return {s: query.count(name, s) for s in splits}
 
+    routed: Dict[str, int] = {}
+    for key, value in query.matching(ROUTED).items():
+        routed[key[2]] = routed.get(key[2], 0) + value
     return RunFigures(figures_by_model, counts(EXAMPLES_IN), read, counts(DAMAGED_FILES),
                       counts(UNREADABLE_FILES), counts(UNREAD_BYTES),
                       counts(UNREADABLE_BYTES), counts(BYTES_READ),
-                      unrouted, seconds)
+                      unrouted, seconds, routed)
 
 
 def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFigures:

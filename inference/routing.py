@@ -11,7 +11,7 @@ from typing import Dict, List
 import apache_beam as beam
 import numpy as np
 
-from inference import examples
+from inference import examples, metrics
 from inference.config import InferenceConfig
 from inference.failures import FAILURES_TAG, Failure
 from inference.results import ChunkResult, describe, part_of
@@ -61,12 +61,17 @@ class SplitAB(beam.DoFn):
 
 
 class KeyRecords(beam.DoFn):
-    """chunk -> (routing value, part) per value; records with no model for their key fail
-    at stage "routing"."""
+    """chunk -> (routing value, part) per value, counted per key; records with no model
+    for their key fail at stage "routing"."""
 
-    def __init__(self, config: InferenceConfig):
+    def __init__(self, config: InferenceConfig, split: str = ""):
         self._feature = config.routing_feature
         self._keys = {key for model in config.models for key in model.keys}
+        self._split = split
+
+    def setup(self):
+        self._counters = {key: metrics.counter(metrics.ROUTED, self._split, key)
+                          for key in self._keys}
 
     def process(self, chunk):
         origin, records = chunk
@@ -88,6 +93,7 @@ class KeyRecords(beam.DoFn):
                 record, source=describe(origin, i)))
         whole = len(parts) == 1 and sum(map(len, parts.values())) == len(records)
         for value, part in parts.items():
+            self._counters[value].inc(len(part))
             yield value, (origin if whole else part_of(origin), part)
 
 

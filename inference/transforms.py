@@ -101,8 +101,8 @@ class InferExamples(beam.PTransform):
     def _keyed(self, chunks):
         """Beam's KeyedModelHandler: one RunInference, each key's records to its model."""
         config = self._config
-        keyed = chunks | "KeyRecords" >> beam.ParDo(
-            routing_lib.KeyRecords(config)).with_outputs(FAILURES_TAG, main="main")
+        keyed = chunks | "KeyRecords" >> beam.ParDo(routing_lib.KeyRecords(
+            config, self._split_name)).with_outputs(FAILURES_TAG, main="main")
         main = keyed.main
         if config.group_by_key:
             size = min(batching.min_batch_size(m) for m in config.models)

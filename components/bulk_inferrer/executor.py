@@ -95,7 +95,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         _ExamplesEncoder(output_example_spec), "Examples"))
         plan = bounded.Plan(config, handlers,
                             {s: [io_utils.all_files_pattern(u)] for s, u in split_uris.items()},
-                            outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME))
+                            outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME),
+                            os.path.join(self._scratch_dir(), "samples", "predictions"))
 
         # Outputs are written as if new: what an earlier run into the same folders left
         # behind goes (its shards, when this run's are finalized; its temporary folders,
@@ -132,26 +133,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
-        self._write_report(config, figures, output_dict, failures_uri, len(handlers))
+        self._write_report(plan, figures, output_dict, failures_uri)
         bounded.verdict(figures, config, plan.splits, _max_failure_fraction(exec_properties),
                         plan.failures_prefix, who="BulkInferrer",
                         fail_on_empty_input=fail_on_empty_input)
 
-    def _write_report(self, config, figures, output_dict, failures_uri: str,
-                      model_count: int):
+    def _write_report(self, plan: bounded.Plan, figures, output_dict, failures_uri: str):
         """The run report, linked from every output artifact (custom property `report`);
         a report that cannot be written is logged, and does not fail the run."""
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         outputs = [a for a in (inference_result, _single(output_dict, spec.OUTPUT_EXAMPLES_KEY),
                                _single(output_dict, spec.FAILURES_KEY)) if a]
-        logs_dirs = {model.name: _logs_dir(inference_result.uri, model.name, model_count)
-                     for model in config.models} if inference_result else {}
+        config = plan.config
+        sample_paths = {model.name: plan.samples_path(model.name) for model in config.models}
         node = getattr(self._context, "pipeline_node", None)
         title = f"{node.node_info.id if node else 'BulkInferrer'}: run report"
         try:
             path = report.write_run_report(
                 config, figures, title, outputs[0].uri if outputs else failures_uri,
-                logs_dirs, failures_uri, _single(output_dict, spec.REPORT_KEY))
+                sample_paths, failures_uri, _single(output_dict, spec.REPORT_KEY))
         except Exception:  # pylint: disable=broad-except
             logging.exception("The run report could not be written.")
             return

@@ -22,7 +22,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components.bulk_inferrer import samples
-from inference import metrics
+from inference import metrics, sampling
 from inference.config import InferenceConfig
 from inference.failures import STAGES
 
@@ -44,15 +44,12 @@ class Inputs:
 
 
 def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
-            logs_dirs: Mapping[str, str], failures_uri: str) -> Inputs:
-    """Reads the bounded samples: each model's PredictionLogs in `logs_dirs` (model ->
-    folder), and the dead letters in `failures_uri`."""
-    routing_feature = config.routing_feature if config.routing in ("ab", "keyed") else ""
-    predictions = {
-        name: samples.read_predictions(
-            tf.io.gfile.glob(os.path.join(folder, "prediction_logs-*")), routing_feature,
-            split=samples.only_split(figures.examples_in))
-        for name, folder in logs_dirs.items()}
+            sample_paths: Mapping[str, str], failures_uri: str) -> Inputs:
+    """Reads the bounded samples: each model's sample the pipeline took (`sample_paths`,
+    model -> file), and the dead letters in `failures_uri`."""
+    predictions = {name: samples.from_run(path, figures.models[name].predictions,
+                                          figures.routed)
+                   for name, path in sample_paths.items()}
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
     return Inputs(title, config, figures, predictions, failures, failures_uri)
 
@@ -68,7 +65,7 @@ def render(inputs: Inputs) -> str:
             f"<title>{_e(inputs.title)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>{_e(inputs.title)}</h1><p class='note'>Run report, written {when}. "
             f"Figures are the run's own counts; distributions come from a sample of at most "
-            f"{samples.SAMPLE_SIZE:,} predictions per model.</p>{body}</body></html>")
+            f"{sampling.SAMPLE_SIZE:,} predictions per model.</p>{body}</body></html>")
 
 
 def write(path: str, html_text: str):
@@ -105,8 +102,8 @@ def _predictions(inputs: Inputs) -> str:
         return parts[0] + "<p>No PredictionLogs were written (output_examples only).</p>"
     for model, sample in inputs.predictions.items():
         records = list(sample.predictions.values())
-        parts.append(f"<h3>{_e(model)}</h3><p class='note'>{len(records):,} of "
-                     f"{sample.scanned:,} records read from its PredictionLogs.</p>")
+        parts.append(f"<h3>{_e(model)}</h3><p class='note'>A sample of {len(records):,} "
+                     f"of its {sample.scanned:,} predictions.</p>")
         for name in _output_names(records):
             column = _column(records, name)
             if column is None:
@@ -205,13 +202,9 @@ def _keyed(inputs: Inputs) -> str:
     config, f = inputs.config, inputs.figures
     rows, counts = [], {}
     for model in config.models:
-        sample = inputs.predictions.get(model.name)
-        exact = sample is not None and sample.scanned == f.models[model.name].predictions
         for key in model.keys:
-            count = sample.keys.get(key, 0) if sample else 0
-            counts[key] = count
-            rows.append([_e(key), _e(model.name), _figure(f"keyed.key.{key}", count)
-                         if exact else f"{count:,} (of {sample.scanned:,} read)"])
+            counts[key] = f.routed.get(key, 0)
+            rows.append([_e(key), _e(model.name), _figure(f"keyed.key.{key}", counts[key])])
     totals = [[_e(name), _figure(f"keyed.{name}.examples_in", m.examples_in),
                _figure(f"keyed.{name}.predictions", m.predictions)]
               for name, m in f.models.items()]
@@ -508,11 +501,11 @@ def _mean_max(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
 
 
 def write_run_report(config: InferenceConfig, figures: metrics.RunFigures, title: str,
-                     folder: str, logs_dirs: Mapping[str, str], failures_uri: str,
+                     folder: str, sample_paths: Mapping[str, str], failures_uri: str,
                      html_artifact=None) -> str:
     """Writes the run's report as `<folder>/report.html` and, when given, into the HTML
     artifact; returns the report's path."""
-    page = render(collect(title, config, figures, logs_dirs, failures_uri))
+    page = render(collect(title, config, figures, sample_paths, failures_uri))
     path = os.path.join(folder, REPORT_FILE_NAME)
     write(path, page)
     if html_artifact is not None:

@@ -1,16 +1,15 @@
-"""Bounded samples of a BulkInferrer run, read back from the files it wrote.
+"""Bounded samples of a BulkInferrer run, as the run report and notebook views read them.
 
-PredictionLog TFRecords are a stable format, so the run report reads what the pipeline
-wrote instead of collecting inside it. Memory is bounded by the sample size, not by the
-run's size: each model's logs are scanned up to `scan_limit` records (spread evenly over
-its files) and the `size` records whose input hashes lowest are kept (a bottom-k sample).
-The hash is of the input record, so every model of a shadow run keeps the same records,
-and their predictions pair up without holding either model's output.
+The run report reads the sample the pipeline took as it ran (`inference.sampling`: each
+model's `size` records whose input hashes lowest, so a shadow run's models keep the same
+records and their predictions pair up). Notebook views of any InferenceResult, TFX's own
+BulkInferrer's included, read a few records back from its PredictionLogs
+(`read_predictions`, up to `scan_limit` records, spread evenly over the files).
 """
 import collections
 import dataclasses
-import hashlib
 import heapq
+import zlib
 from typing import Counter, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,11 +18,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference import examples, tfrecord
+from inference import examples, sampling, tfrecord
 from inference.failures import Failure
+from inference.results import PREDICTION_LOG
 
-SAMPLE_SIZE = 2000
-SCAN_LIMIT = 200_000
+SCAN_LIMIT = 1000
 
 
 @dataclasses.dataclass
@@ -42,8 +41,22 @@ class ModelSample:
     keys: Counter  # routing feature value -> records, over the scanned records
 
 
+def from_run(path: str, predictions: int, routed: Mapping[str, int]) -> ModelSample:
+    """A model's sample as the pipeline took it (`inference.sampling`), with its count of
+    `predictions` and the records keyed routing sent to each key (exact, from the run's
+    counters)."""
+    taken = {}
+    for sample in sampling.read_samples(path):
+        values = dict(sample.outputs)
+        logs = values.pop(PREDICTION_LOG, None)  # a TensorFlow model's own PredictionLog
+        if logs is not None and len(logs):
+            values = outputs(prediction_log_pb2.PredictionLog.FromString(logs[0]))
+        taken[sample.hash] = Prediction(sample.split, sample.record, values)
+    return ModelSample(predictions, taken, collections.Counter(routed))
+
+
 def read_predictions(files: Sequence[str], routing_feature: str = "",
-                     size: int = SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT,
+                     size: int = sampling.SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT,
                      split: str = "") -> ModelSample:
     """The bottom-`size` sample of one model's PredictionLogs, and the count of each value
     of `routing_feature` (when set) over the records scanned.
@@ -127,7 +140,7 @@ def outputs(log: prediction_log_pb2.PredictionLog) -> Dict[str, np.ndarray]:
 
 
 def _hash(record: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(record, digest_size=8).digest(), "little")
+    return zlib.crc32(record)  # as the pipeline's samples hash their records
 
 
 def only_split(examples_in: Mapping[str, int]) -> str:

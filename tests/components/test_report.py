@@ -169,10 +169,11 @@ def test_keyed_report_counts_records_per_key(setup):
     result = outputs[spec.INFERENCE_RESULT_KEY]
     figures = browser.parse(_page(outputs)[1]).figures
     _check_run_figures(figures, result, ("a", "b", "c"))
-    for name, group in zip("abc", GROUPS):
+    for name, group in zip("abc", GROUPS):  # one key per model: its records routed there
         logged = len(helpers.read_prediction_logs(f"{result.uri}/{name}/prediction_logs-*"))
-        assert figures[f"keyed.key.{group}"] == logged == \
-            result.get_int_custom_property(f"{name}.predictions")
+        assert figures[f"keyed.key.{group}"] == \
+            result.get_int_custom_property(f"{name}.examples_in")
+        assert figures[f"keyed.{name}.predictions"] == logged
     assert figures["keyed.unrouted"] == 1
 
 

@@ -40,7 +40,9 @@ def test_a_chunk_splits_by_model_and_parts_lose_their_positions():
 def test_keys_route_records_and_records_without_a_model_fail_at_routing():
     config = InferenceConfig(routing="keyed", routing_feature="group", models=[
         ModelConfig(name="a", keys=["a"])])
-    out = list(routing.KeyRecords(config).process((("f.gz", 0), _records(4))))
+    key_records = routing.KeyRecords(config)
+    key_records.setup()
+    out = list(key_records.process((("f.gz", 0), _records(4))))
     keyed = [o for o in out if not hasattr(o, "tag")]
     failed = [o.value for o in out if getattr(o, "tag", None) == FAILURES_TAG]
     assert [(key, len(part[1])) for key, part in keyed] == [("a", 2)]
