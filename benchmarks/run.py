@@ -351,7 +351,7 @@ def _model_server(args, models: Dict[str, Dict[str, str]], folder: str):
     if "remote" not in args.kinds or "sklearn" not in models:
         yield
         return
-    from tests.remote import mlserver  # pylint: disable=import-outside-toplevel
+    from tests.inference.remote import mlserver  # pylint: disable=import-outside-toplevel
     repository = mlserver.model_repository(
         Path(folder) / "mlserver", "sklearn", Path(models["sklearn"]["path"]))
     with mlserver.MLServer(repository, "sklearn", mlserver.install()) as server:

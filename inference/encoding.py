@@ -8,9 +8,7 @@ once per chunk, several times faster than building and serializing messages fiel
 (per-record protobuf calls would dominate the cost of the engine). Logs a framework wrote
 itself (the PREDICTION_LOG column) are written as they are.
 """
-import json
-import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 

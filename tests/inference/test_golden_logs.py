@@ -9,7 +9,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import torch
 from tfx.proto import bulk_inferrer_pb2

@@ -1,6 +1,5 @@
 """Sources and sinks: chunks carry where their records came from, damaged and mislabelled
 files lose nothing silently, a prefix is written as if new, dead letters round-trip."""
-import gzip
 import os
 import subprocess
 import sys

@@ -25,7 +25,7 @@ SKIPPED = {
     r"--runner=DataflowRunner": "starts a streaming Dataflow job",
     r"^cd ~/my-pipeline && make run": "builds the copy's own environment (minutes); "
                                       "test_local_cli.py runs a copied project's pipeline",
-    r"^\.venv/bin/uv pip compile .*requirements-mlserver": "re-resolves tests/remote's "
+    r"^\.venv/bin/uv pip compile .*requirements-mlserver": "re-resolves tests/inference/remote's "
                                                           "MLServer lock on PyPI and rewrites "
                                                           "it (a tracked file)",
 }

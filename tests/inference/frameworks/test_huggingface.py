@@ -16,6 +16,7 @@ from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from inference.models import create_handler
 from tests import helpers
+from tests.inference.frameworks import common
 from tests.inference.frameworks.common import (_assert_equal, Data, _padded, _run, _serving,
                                                TOKENS)
 
@@ -273,13 +274,14 @@ def test_huggingface_pipeline_task_through_beam(tmp_path, tmp_path_factory):
     artifact, folder = _serving(tmp_path_factory, "qa")
     vocab = os.path.join(str(tmp_path_factory.mktemp("qa_vocab")), "vocab.txt")
     with open(vocab, "w") as f:
-        f.write("\n".join(VOCAB) + "\n")
+        f.write("\n".join(common.VOCAB) + "\n")
     transformers.BertTokenizerFast(vocab_file=vocab).save_pretrained(folder)
     torch.manual_seed(0)
     transformers.BertForQuestionAnswering(transformers.BertConfig(
-        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
-    questions = [{"question": "the plot", "context": text} for text in TEXTS]
+        vocab_size=len(common.VOCAB), hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64)).save_pretrained(folder)
+    questions = [{"question": "the plot", "context": text} for text in common.TEXTS]
     records = [helpers.example(q) for q in questions]
     data = Data(helpers.examples_artifact(str(tmp_path_factory.mktemp("qa_data")),
                                           {"train": records}), records)

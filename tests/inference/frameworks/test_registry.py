@@ -1,0 +1,59 @@
+"""The framework registry (`inference/frameworks/__init__.py`): lookup, the BeamHandler
+adapter turning any Beam ModelHandler into load + predict, and import paths."""
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from inference import frameworks
+from inference.config import ConfigError, ModelConfig
+
+
+class _Doubler(ModelHandler):
+    def load_model(self):
+        return 2.0
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [PredictionResult(x, {"double": np.asarray(x) * model}) for x in batch]
+
+
+class _Short(_Doubler):
+    def run_inference(self, batch, model, inference_args=None):
+        return super().run_inference(batch, model)[:-1]
+
+
+def test_a_beam_handler_becomes_load_and_predict_with_columns():
+    loaded = frameworks.BeamHandler.load(_Doubler())
+    assert loaded.model == 2.0
+    outputs = loaded.predict(frameworks.numpy_rows(np.float32([[1, 2], [3, 4]])))
+    assert outputs["double"].tolist() == [[2, 4], [6, 8]]
+    with pytest.raises(ValueError, match="returned 1 results for 2 examples"):
+        frameworks.BeamHandler.load(_Short()).predict([1.0, 2.0])
+
+
+def test_rows_go_out_and_back():
+    stacked = np.arange(6).reshape(3, 2)
+    assert np.array_equal(frameworks.stack_rows(frameworks.numpy_rows(stacked)), stacked)
+    named = {"a": np.arange(3), "b": np.arange(3) * 2}
+    back = frameworks.stack_rows(frameworks.numpy_rows(named))
+    assert {k: v.tolist() for k, v in back.items()} == {"a": [0, 1, 2], "b": [0, 2, 4]}
+
+
+def test_frameworks_are_looked_up_by_name_and_say_what_they_take():
+    assert frameworks.takes_records(frameworks.get("tensorflow"), ModelConfig())
+    assert not frameworks.takes_records(frameworks.get("onnx"), ModelConfig())
+    assert frameworks.takes_records(frameworks.get("custom"),
+                                    ModelConfig(options={"raw_records": True}))
+    with pytest.raises(ConfigError, match="no framework 'caffe'"):
+        frameworks.get("caffe")
+
+
+def test_import_paths_name_the_option_when_they_fail(tmp_path):
+    assert frameworks.import_object("numpy.float32") is np.float32
+    assert frameworks.import_object("numpy:float32") is np.float32
+    module = tmp_path / "mine.py"
+    module.write_text("def fn():\n    return 42\n")
+    assert frameworks.import_object(f"{module}:fn")() == 42
+    with pytest.raises(ConfigError, match=r"options.model_class='numpy.nope'"):
+        frameworks.import_object("numpy.nope", "options.model_class")
+    with pytest.raises(ConfigError, match="defines no 'other'"):
+        frameworks.import_object(f"{module}:other")
