@@ -4,12 +4,11 @@ A model's sample is the `size` records whose input hashes lowest (a bottom-k sam
 crc32 of the record's bytes): memory is bounded by `size`, not by the run, no output is
 read back afterwards, and since the hash is of the input record, every model of a shadow
 run keeps the same records, so their predictions pair up. Each bundle keeps its own
-bottom-k; one small combine merges them. The sample is written as TFRecords of
-tf.Examples (the record, its split and hash, each output's values flattened), which any
-TFRecord reader opens and no reader runs code from.
+bottom-k, as columns (one array per output, as the engine's results are), and one small
+combine merges them. The sample is written as TFRecords of tf.Examples (the record, its
+split and hash, each output's values flattened), which any TFRecord reader opens and no
+reader runs code from.
 """
-import heapq
-import itertools
 import zlib
 from typing import Dict, List, NamedTuple, Sequence
 
@@ -18,10 +17,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 
-from inference import examples, tfrecord
+from inference import columns, examples, tfrecord
 from inference.results import ChunkResult
 
 SAMPLE_SIZE = 2000
+_NO_HASH = 1 << 32  # above every crc32
 _OUTPUT = "output/"  # feature name prefix of an output's values
 
 
@@ -34,38 +34,71 @@ class Sample(NamedTuple):
     outputs: Dict[str, np.ndarray]
 
 
-def _bottom(samples, size: int) -> List[Sample]:
-    return heapq.nsmallest(size, samples, key=lambda s: (s.hash, s.record))
+class SampleSet(NamedTuple):
+    """Samples as columns: row i is one record's hash, split, bytes and outputs."""
+    hashes: np.ndarray
+    splits: List[str]
+    records: List[bytes]
+    outputs: Dict[str, np.ndarray]
+
+    def bottom(self, size: int) -> "SampleSet":
+        """The rows of the `size` lowest hashes (ties: the first rows)."""
+        if len(self.hashes) <= size:
+            return self
+        rows = np.argsort(self.hashes, kind="stable")[:size]
+        return SampleSet(self.hashes[rows], [self.splits[i] for i in rows],
+                         [self.records[i] for i in rows], columns.take(self.outputs, rows))
+
+    def samples(self) -> List[Sample]:
+        return [Sample(int(h), split, record, {n: np.asarray(c[i]).reshape(-1)
+                                               for n, c in self.outputs.items()})
+                for i, (h, split, record) in enumerate(zip(self.hashes, self.splits,
+                                                           self.records))]
+
+
+def concatenate(sets: Sequence[SampleSet]) -> SampleSet:
+    sets = [s for s in sets if len(s.hashes)]
+    if not sets:
+        return SampleSet(np.zeros(0, np.int64), [], [], {})
+    return SampleSet(np.concatenate([s.hashes for s in sets]),
+                     [split for s in sets for split in s.splits],
+                     [record for s in sets for record in s.records],
+                     columns.concatenate([s.outputs for s in sets]))
 
 
 class _BundleBottomK(beam.DoFn):
-    """ChunkResults -> at the end of each bundle, the bundle's bottom-`size` Samples."""
+    """ChunkResults -> at the end of each bundle, the bundle's bottom-`size` SampleSet."""
 
     def __init__(self, size: int, split: str):
         self._size = size
         self._split = split
 
     def start_bundle(self):
-        self._heap: List[tuple] = []  # (-hash, -order, Sample): the largest hash on top
-        self._order = itertools.count()
+        self._kept: List[SampleSet] = []
+        self._count = 0
+        self._below = _NO_HASH  # a record is kept when its hash is below this
 
     def process(self, result: ChunkResult):
-        hashes = np.array(list(map(zlib.crc32, result.records)), dtype=np.int64)
-        full = len(self._heap) >= self._size
-        for row in np.flatnonzero(hashes < -self._heap[0][0]) if full else range(
-                len(hashes)):
-            sample = Sample(int(hashes[row]), self._split, result.records[row],
-                            {name: np.asarray(column[row]).reshape(-1)
-                             for name, column in result.outputs.items()})
-            entry = (-sample.hash, -next(self._order), sample)
-            if len(self._heap) < self._size:
-                heapq.heappush(self._heap, entry)
-            elif entry > self._heap[0]:
-                heapq.heapreplace(self._heap, entry)
+        below = self._below  # most chunks keep nothing: no array work for them
+        kept = [(row, value) for row, value in enumerate(map(zlib.crc32, result.records))
+                if value < below]
+        if not kept:
+            return
+        rows = np.array([row for row, _ in kept])
+        self._kept.append(SampleSet(np.array([value for _, value in kept], np.int64),
+                                    [self._split] * len(rows),
+                                    [result.records[i] for i in rows],
+                                    columns.take(result.outputs, rows)))
+        self._count += len(rows)
+        if self._count >= 2 * self._size:  # keep memory at a few samples' worth
+            kept = concatenate(self._kept).bottom(self._size)
+            self._kept, self._count = [kept], len(kept.hashes)
+            self._below = int(kept.hashes.max())
 
     def finish_bundle(self):
-        if self._heap:
-            yield window.GlobalWindows.windowed_value([entry[2] for entry in self._heap])
+        if self._kept:
+            yield window.GlobalWindows.windowed_value(
+                concatenate(self._kept).bottom(self._size))
 
 
 class _MergeBottomK(beam.CombineFn):
@@ -74,13 +107,13 @@ class _MergeBottomK(beam.CombineFn):
         self._size = size
 
     def create_accumulator(self):
-        return []
+        return concatenate([])
 
-    def add_input(self, accumulator, samples):
-        return _bottom(accumulator + list(samples), self._size)
+    def add_input(self, accumulator, sample_set):
+        return concatenate([accumulator, sample_set]).bottom(self._size)
 
     def merge_accumulators(self, accumulators):
-        return _bottom([s for a in accumulators for s in a], self._size)
+        return concatenate(list(accumulators)).bottom(self._size)
 
     def extract_output(self, accumulator):
         return accumulator
@@ -99,7 +132,7 @@ class SamplePredictions(beam.PTransform):
                  for split, results in sorted(by_split.items())]
         return (parts | "Splits" >> beam.Flatten()
                 | "Merge" >> beam.CombineGlobally(_MergeBottomK(self._size))
-                | "Write" >> beam.Map(write_samples, self._path))
+                | "Write" >> beam.Map(lambda kept: write_samples(kept.samples(), self._path)))
 
 
 def write_samples(samples: Sequence[Sample], path: str) -> str:
