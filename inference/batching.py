@@ -4,16 +4,21 @@ Records move through the engine in chunks (lists of serialized records) from the
 the sink: Beam's per-element cost (a few microseconds per transform) is more than decoding
 and running a small model costs per record, so a chunk, not a record, is the element.
 Beam's `BatchElements` counts a chunk as its number of records (`chunk_size`), so batch
-sizes are in records as usual; a chunk must fit in the smallest batch, so chunks hold at
-most the model's `min_batch_size` records.
+sizes are in records as usual. A chunk fits in every model's largest batch, and a batch
+holds whole chunks.
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Iterable, Optional, Tuple
 
 from inference.config import ModelConfig
 
 # A model's smallest batch when its configuration sets none, and so the most records a
 # chunk holds.
 DEFAULT_MIN_BATCH_SIZE = 32
+# The most records, and about the most bytes, a chunk holds: tfx_bsl decodes batches of up
+# to about a thousand records at its best per-record cost, and a chunk of large records
+# (images) stays small in memory.
+CHUNK_RECORDS = 1024
+CHUNK_BYTES = 4 << 20
 # Beam's default length buckets (BatchElements._DEFAULT_BUCKET_BOUNDARIES).
 DEFAULT_LENGTH_BUCKETS: Tuple[int, ...] = (16, 32, 64, 128, 256, 512)
 
@@ -23,6 +28,18 @@ def chunk_size(element: Any) -> int:
     as Beam's KeyedModelHandler batches them. BatchElements' element_size_fn."""
     value = element[1]
     return len(value[1]) if isinstance(value, tuple) else len(value)
+
+
+def chunk_records(models: Iterable[ModelConfig]) -> int:
+    """The most records a chunk holds: CHUNK_RECORDS, within every model's max_batch_size."""
+    return min([CHUNK_RECORDS] + [m.max_batch_size for m in models if m.max_batch_size])
+
+
+def records_per_chunk(sample, most: int) -> int:
+    """Records per chunk for records like those of `sample` (a non-empty list of them):
+    at most `most`, and about CHUNK_BYTES of them."""
+    mean_size = max(1, sum(map(len, sample)) // len(sample))
+    return max(1, min(most, CHUNK_BYTES // mean_size))
 
 
 def min_batch_size(model: ModelConfig) -> int:

@@ -56,8 +56,7 @@ class Plan:
 
     def expand(self, pipeline: beam.Pipeline):
         """Adds the run's transforms to `pipeline`."""
-        # Records are read in chunks that fit every model's smallest batch.
-        chunk_size = min(batching.min_batch_size(h.spec) for h in self.handlers.values())
+        chunk_size = batching.chunk_records(h.spec for h in self.handlers.values())
         dead_letters = []
         prefixes = [output.prefix for output in self.outputs]
         staging = {prefix: publish.staging_folder(prefix) for prefix in set(prefixes)

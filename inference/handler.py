@@ -129,6 +129,10 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
 
     def run_inference(self, batch: Sequence[Element], model: LoadedModel,
                       inference_args: Optional[Dict[str, Any]] = None) -> List[ChunkResult]:
+        if not any(chunk for _, chunk in batch):
+            # BatchElements closes its open batch, even an empty one, before an element
+            # larger than its target (a chunk of more records than min_batch_size).
+            return []
         started = time.time()
         load_seconds = model.take_load_seconds()
         if load_seconds is not None:

@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from inference import examples, metrics, progress, tfrecord
-from inference.batching import DEFAULT_MIN_BATCH_SIZE
+from inference.batching import CHUNK_RECORDS, records_per_chunk
 from inference.failures import FAILURES_TAG, Failure
 from inference.transforms import CountFailures
 
@@ -47,10 +47,13 @@ class _ReadTFRecordFile(beam.DoFn):
 
     def process(self, file):  # a FileMetadata of MatchAll
         path, size = file.path, file.size_in_bytes
-        chunk, count, limit = [], 0, self._chunk_size
+        chunk, count, limit = [], 0, None
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
                 for records in tfrecord.read_records(progress.counted(raw)):
+                    if not records:
+                        continue
+                    limit = limit or records_per_chunk(records, self._chunk_size)
                     chunk += records
                     whole = len(chunk) - len(chunk) % limit
                     for start in range(0, whole, limit):
@@ -86,13 +89,14 @@ class _ReadTFRecordFile(beam.DoFn):
 
 class ReadRecords(beam.PTransform):
     """File patterns of TFRecord files -> chunks `((file, first index), records)` of at most
-    `chunk_size` records (`main`) and read failures (`failures`).
+    `chunk_size` records and about `batching.CHUNK_BYTES` (`main`), and read failures
+    (`failures`).
 
     Records are counted as examples in of `split`.
     """
 
     def __init__(self, file_patterns: Sequence[str], split: str = "",
-                 chunk_size: int = DEFAULT_MIN_BATCH_SIZE):
+                 chunk_size: int = CHUNK_RECORDS):
         super().__init__()
         self._patterns = list(file_patterns)
         self._split = split
@@ -106,9 +110,9 @@ class ReadRecords(beam.PTransform):
 
 def _matched_files(pbegin, patterns: Sequence[str]):
     """The FileMetadata of every file the patterns match (their sizes told to the progress
-    tracker), spread over the workers."""
+    tracker), spread over the workers (the files, not the few patterns, are reshuffled)."""
     return (pbegin
-            | "Patterns" >> beam.Create(patterns)
+            | "Patterns" >> beam.Create(patterns, reshuffle=False)
             | "Match" >> fileio.MatchAll()
             | "Progress" >> beam.Map(progress.input_file)
             | "Distribute" >> beam.Reshuffle())

@@ -105,9 +105,9 @@ class InferExamples(beam.PTransform):
             config, self._split_name)).with_outputs(FAILURES_TAG, main="main")
         main = keyed.main
         if config.group_by_key:
-            size = min(batching.min_batch_size(m) for m in config.models)
             main = (main | "GroupByKey" >> beam.GroupByKey()
-                    | "Rechunk" >> beam.FlatMap(routing_lib.rechunk, size))
+                    | "Rechunk" >> beam.FlatMap(routing_lib.rechunk,
+                                                batching.chunk_records(config.models)))
         handler = KeyedChunks([KeyModelMapping(m.keys, self._handlers[m.name])
                                for m in config.models],
                               config.models, config.max_models_per_worker_hint)
@@ -127,8 +127,7 @@ class KeyedChunks(KeyedModelHandler):
 
     With several models Beam's handler gives BatchElements no arguments and says to
     override `batch_elements_kwargs`: here batches start at the smallest model's
-    min_batch_size, so no chunk outgrows a batch, and stay within the smallest
-    max_batch_size set.
+    min_batch_size and stay within the smallest max_batch_size set.
     """
 
     def __init__(self, mappings, models: List[ModelConfig], max_models_per_worker_hint=None):

@@ -21,3 +21,15 @@ def test_batching_kwargs_are_beams_and_count_records():
     assert kwargs == {"min_batch_size": 32, "max_batch_size": 64, "model_copies": 2,
                       "large_model": True, "element_size_fn": batching.chunk_size}
     assert "max_batch_duration_secs" not in batching.batching_kwargs(ModelConfig())
+
+
+def test_a_chunk_holds_at_most_1024_records_and_fits_every_models_largest_batch():
+    assert batching.chunk_records([ModelConfig(), ModelConfig(min_batch_size=4)]) == 1024
+    assert batching.chunk_records([ModelConfig(max_batch_size=8),
+                                   ModelConfig(max_batch_size=64)]) == 8
+
+
+def test_large_records_make_small_chunks():
+    assert batching.records_per_chunk([bytes(100)] * 3, 1024) == 1024
+    assert batching.records_per_chunk([bytes(1 << 20)], 1024) == 4
+    assert batching.records_per_chunk([bytes(8 << 20)], 1024) == 1

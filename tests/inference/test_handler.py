@@ -56,6 +56,12 @@ def test_each_chunk_gets_its_records_outputs_and_failures(sum_model):
         ("decode", "b.gz:record 0", "sum")]
 
 
+def test_an_empty_batch_is_no_work(sum_model):
+    """BatchElements closes its open batch, even an empty one, before a chunk larger than
+    its target: no model is asked to infer nothing, and nothing is counted."""
+    assert _handler(sum_model).run_inference([], model=None) == []
+
+
 def test_records_whose_features_do_not_fit_fail_at_preprocess_alone(sum_model):
     handler = _handler(sum_model)
     records = _records([[1, 1, 1]]) + [helpers.example({"f0": [1.0], "f1": [1.0]})]

@@ -36,6 +36,15 @@ def test_chunks_know_their_file_and_first_record(tmp_path):
     assert _counters(pipeline.result)[f"{metrics.EXAMPLES_IN}|eval"] == 20
 
 
+def test_chunks_of_large_records_hold_about_4_mib(tmp_path):
+    path = str(tmp_path / "big.gz")
+    helpers.write_tfrecords(path, [helpers.example({"blob": [bytes(1 << 20)]})] * 10)
+    with beam.Pipeline() as pipeline:
+        read = pipeline | io.ReadRecords([path], "eval")
+        assert_that(read.main | beam.Map(lambda c: (c[0][1], len(c[1]))),
+                    equal_to([(0, 3), (3, 3), (6, 3), (9, 1)]))
+
+
 def test_a_gzip_file_without_gz_in_its_name_is_read_whole(tmp_path):
     """Compression comes from the content: a mislabelled file loses nothing."""
     good, mislabelled = str(tmp_path / "good.gz"), str(tmp_path / "data-00001")

@@ -1,6 +1,7 @@
 """The engine's transforms on their own: InferExamples per routing, Encode counting what it
 writes and failing only the records it cannot encode, CountFailures counting every stage."""
 import apache_beam as beam
+import joblib
 import numpy as np
 import torch
 from apache_beam.metrics.metric import MetricsFilter
@@ -55,6 +56,24 @@ def test_sequence_feeds_the_next_model_the_previous_outputs(tmp_path):
         assert_that(out.predictions["b"] | beam.FlatMap(
             lambda r: r.outputs["output_0"][:, 0].tolist()),
             equal_to([0.0, 1.0, 2.0, 3.0, 4.0, 5.0]))
+
+
+def test_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path):
+    """Chunks of more records than min_batch_size, to a model that refuses 0 rows."""
+    from sklearn.linear_model import LinearRegression  # pylint: disable=import-outside-toplevel
+    x = np.arange(20, dtype=np.float32).reshape(20, 1)
+    joblib.dump(LinearRegression().fit(x, 2 * x[:, 0]), str(tmp_path / "m.joblib"))
+    config = InferenceConfig(models=[ModelConfig(
+        name="m", framework="sklearn", uri=str(tmp_path / "m.joblib"), min_batch_size=2,
+        inputs=InputSpec(features=["x"]), options={"trusted": True})])
+    records = helpers.float_examples(x, ["x"])
+    with beam.Pipeline() as pipeline:
+        out = (pipeline | beam.Create([(("f.gz", 0), records[:10]), (("f.gz", 10), records[10:])])
+               | InferExamples(create_handlers(config), config))
+        assert_that(out.predictions["m"] | beam.FlatMap(lambda r: r.outputs["output_0"]
+                                                         .round().tolist()),
+                    equal_to([2.0 * i for i in range(20)]))
+        assert_that(out.failures, equal_to([]), label="no failures")
 
 
 def _encode_output_0(result: ChunkResult):
