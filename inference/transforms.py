@@ -141,6 +141,14 @@ class KeyedChunks(KeyedModelHandler):
     def batch_elements_kwargs(self):
         return self._kwargs
 
+    # An empty batch (see ExampleModelHandler.run_inference) is no work; Beam's keyed
+    # handler cannot unpack one.
+    def run_inference(self, batch, model, inference_args=None):
+        return super().run_inference(batch, model, inference_args) if batch else []
+
+    def get_num_bytes(self, batch) -> int:
+        return super().get_num_bytes(batch) if batch else 0
+
 
 class _SplitResults(beam.DoFn):
     """A ChunkResult -> the same without its failures (`main`, when it has predictions),

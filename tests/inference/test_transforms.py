@@ -76,6 +76,21 @@ def test_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path):
         assert_that(out.failures, equal_to([]), label="no failures")
 
 
+def test_keyed_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path):
+    config = _config(tmp_path, "keyed")
+    config.routing_feature = "k"
+    for model, key in zip(config.models, ("a", "b")):
+        model.keys, model.min_batch_size = [key], 2
+    records = [helpers.example({"x": [float(i)], "k": ["ab"[i % 2]]}) for i in range(20)]
+    with beam.Pipeline() as pipeline:
+        out = (pipeline | beam.Create([(("f.gz", 0), records[:10]), (("f.gz", 10), records[10:])])
+               | InferExamples(create_handlers(config), config))
+        for name, first in (("a", 0), ("b", 1)):
+            assert_that(out.predictions[name] | f"Values[{name}]" >> beam.FlatMap(
+                lambda r: r.outputs["output_0"][:, 0].tolist()),
+                equal_to([float(i) for i in range(first, 20, 2)]), label=f"predictions[{name}]")
+
+
 def _encode_output_0(result: ChunkResult):
     """An encoder of real numbers: a complex one fails, as an unencodable output does."""
     encoded = []
