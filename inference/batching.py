@@ -11,8 +11,7 @@ from typing import Any, Iterable, Optional, Tuple
 
 from inference.config import ModelConfig
 
-# A model's smallest batch when its configuration sets none, and so the most records a
-# chunk holds.
+# A model's smallest batch (Beam's first target) when its configuration sets none.
 DEFAULT_MIN_BATCH_SIZE = 32
 # The most records, and about the most bytes, a chunk holds: tfx_bsl decodes batches of up
 # to about a thousand records at its best per-record cost, and a chunk of large records
