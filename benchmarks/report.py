@@ -266,20 +266,27 @@ def targets_markdown(items) -> str:
 
 
 def sweep_markdown(rows) -> str:
-    """Throughput vs batch size (`--batch_sizes`), PyTorch: raw loop and ours."""
+    """Throughput vs batch size (`--batch_sizes`), PyTorch: the raw loop, ours and core."""
     by_batch: Dict[int, Dict[str, Any]] = {}
     for row in rows:
         if row.get("sweep_batch"):
             by_batch.setdefault(row["sweep_batch"], {})[row["kind"]] = row
     if not by_batch:
         return ""
-    lines = ["| batch | raw examples/s | ours examples/s | ours active examples/s |",
-             "|---|---|---|---|"]
+    lines = ["| batch | raw examples/s | ours examples/s | ours x raw | ours active examples/s "
+             "| core examples/s | core x raw |", "|---|---|---|---|---|---|---|"]
     for batch, kinds in sorted(by_batch.items()):
-        cells = [_cell(kinds[kind], key) if kind in kinds else "-" for kind, key in (
-            ("raw", "examples_per_sec"), ("ours", "examples_per_sec"),
-            ("ours", "active_examples_per_sec"))]
-        lines.append(f"| {batch:,} | " + " | ".join(cells) + " |")
+        raw = kinds.get("raw", {}).get("examples_per_sec")
+        cells = []
+        for kind in ("ours", "core"):
+            cells.append(_cell(kinds[kind], "examples_per_sec") if kind in kinds else "-")
+            speed = kinds.get(kind, {}).get("examples_per_sec")
+            cells.append(f"{speed / raw:.2f}" if speed and raw else "-")
+            if kind == "ours":
+                cells.append(_cell(kinds[kind], "active_examples_per_sec")
+                             if kind in kinds else "-")
+        raw_cell = _cell(kinds["raw"], "examples_per_sec") if "raw" in kinds else "-"
+        lines.append(f"| {batch:,} | {raw_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -78,8 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where the PyTorch model runs, in every case (GPU: when CUDA "
                              "is usable, else the CPU, as Beam's PyTorch handler decides)")
     parser.add_argument("--batch_sizes", type=int, nargs="*", default=[],
-                        help="throughput vs batch size: raw and ours on pytorch at each "
-                             "fixed batch size (ours: min = max batch size)")
+                        help="throughput vs batch size: raw, ours and core on pytorch at "
+                             "each fixed batch size (ours, core: min = max batch size)")
     parser.add_argument("--remote_in_flight", type=int, nargs="*", default=[1, 4, 16],
                         help="with --kinds remote: the scikit-learn model on MLServer "
                              "(installed on first use, on 127.0.0.1), at each number of "
@@ -213,7 +213,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             remote_url=getattr(args, "remote_url", None))
     for batch in args.batch_sizes:
         add("raw", "pytorch", raw_batch_size=batch, sweep_batch=batch)
-        add("ours", "pytorch", min_batch_size=batch, max_batch_size=batch, sweep_batch=batch)
+        for kind in ("ours", "core"):
+            add(kind, "pytorch", min_batch_size=batch, max_batch_size=batch, sweep_batch=batch)
     return cases
 
 

@@ -173,18 +173,20 @@ def test_scaling_targets_compare_both_modes_and_active_time():
 
 def test_batch_size_sweep_on_the_requested_device(tmp_path):
     """`--device GPU --batch_sizes ...`: without CUDA, PyTorch runs on the CPU, as Beam's
-    handler decides; each batch size gets a raw and an ours row, and a table."""
-    result = run.main(["--micro", "--kinds", "raw,ours", "--batch_sizes", "64",
+    handler decides; each batch size gets a raw, an ours and a core row, and a table."""
+    result = run.main(["--micro", "--kinds", "raw,ours,core", "--batch_sizes", "64",
                        "--device", "GPU", "--isolation", "inline", "--no_bytecode_cache",
                        "--output_dir", str(tmp_path)])
 
     swept = {r["kind"]: r for r in result["rows"] if r.get("sweep_batch") == 64}
-    assert set(swept) == {"raw", "ours"}
+    assert set(swept) == {"raw", "ours", "core"}
     assert all(r["records_out"] == r["n"] and not r.get("error") for r in swept.values())
-    assert swept["raw"]["raw_batch_size"] == 64 and swept["ours"]["max_batch_size"] == 64
+    assert swept["raw"]["raw_batch_size"] == 64
+    assert swept["ours"]["max_batch_size"] == swept["core"]["max_batch_size"] == 64
     assert 0 < swept["ours"]["mean_batch_size"] <= 64
     with open(os.path.join(result["folder"], "results.md")) as f:
-        assert "| 64 | " in f.read().split("## Throughput vs batch size")[1]
+        table = f.read().split("## Throughput vs batch size")[1]
+    assert "core x raw" in table and "| 64 | " in table
 
 
 def test_ray_case_without_its_venv_says_how_to_get_it(tmp_path, monkeypatch):
