@@ -79,14 +79,11 @@ class _BundleBottomK(beam.DoFn):
         self._below = _NO_HASH  # a record is kept when its hash is below this
 
     def process(self, result: ChunkResult):
-        below = self._below  # most chunks keep nothing: no array work for them
-        kept = [(row, value) for row, value in enumerate(map(zlib.crc32, result.records))
-                if value < below]
-        if not kept:
+        hashes = np.fromiter(map(zlib.crc32, result.records), np.int64, len(result.records))
+        rows = np.flatnonzero(hashes < self._below)
+        if not len(rows):
             return
-        rows = np.array([row for row, _ in kept])
-        self._kept.append(SampleSet(np.array([value for _, value in kept], np.int64),
-                                    [self._split] * len(rows),
+        self._kept.append(SampleSet(hashes[rows], [self._split] * len(rows),
                                     [result.records[i] for i in rows],
                                     columns.take(result.outputs, rows)))
         self._count += len(rows)
