@@ -182,8 +182,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
 
     def _slices(self, groups):
         """The groups, each cut into parts of at most max_batch_size records: chunks are
-        whole elements to Beam's BatchElements, whose last chunk can take a batch past
-        its target, so the model's limit is kept here."""
+        whole elements to Beam's batching, whose stateful form (streaming) closes a batch
+        after the chunk that takes it past its target, so the model's limit is kept here."""
         limit = self.batch_elements_kwargs().get("max_batch_size")
         for positions, decoded in groups:
             if not limit or len(positions) <= limit:
