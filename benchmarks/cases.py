@@ -206,9 +206,9 @@ def _whole_job(case):
         writer.close()
     seconds = time.perf_counter() - started
     pattern = os.path.join(case["out"], "prediction_logs-*.gz")
-    return {"seconds": seconds, "records_out": _count_records(pattern),
-            "batch_size": case["raw_batch_size"],
-            "logs_checked": check_logs(pattern, case["data_root"])}
+    checked = check_logs(pattern, case["data_root"])
+    return {"seconds": seconds, "records_out": checked, "batch_size": case["raw_batch_size"],
+            "logs_checked": checked}
 
 
 def check_logs(pattern: str, data_root: str) -> int:

@@ -25,11 +25,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks import harness
-from benchmarks.data import PROJECT_DIR
+from benchmarks import harness, report as bench_report
+from benchmarks.cases import _count_lines
+from benchmarks.data import PROJECT_DIR, SPLIT, examples_artifact, record_files
 
 REVIEWS_CSV = os.path.join(PROJECT_DIR, "template", "data", "reviews", "reviews.csv")
-SPLIT = "eval"
 TARGETS = (("ours vs raw", "raw", 0.8), ("ours vs plain Beam", "plain_beam", 3.0))
 
 
@@ -58,11 +58,6 @@ def write_examples(root: str, n: int, shards: int = 4) -> str:
             writer.write(tfrecord.frame([records[i] for i in part]))
             writer.close()
     return folder
-
-
-def record_files(root: str) -> List[str]:
-    folder = os.path.join(root, f"Split-{SPLIT}")
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder))
 
 
 def preload():
@@ -142,27 +137,15 @@ def _plain_beam(case) -> int:
              | RunInference(handler)
              | beam.Map(_mean_pool)
              | beam.io.WriteToText(prefix))
-    return _count_lines(prefix)
-
-
-def _count_lines(prefix: str) -> int:
-    folder, name = os.path.split(prefix)
-    total = 0
-    for file in os.listdir(folder):
-        if file.startswith(name):
-            with open(os.path.join(folder, file)) as f:
-                total += sum(1 for _ in f)
-    return total
+    return _count_lines(prefix + "*")
 
 
 def _ours(case) -> int:
     from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
     from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
     from tfx.dsl.components.base import base_beam_executor  # pylint: disable=import-outside-toplevel
-    from tfx.types import artifact_utils, standard_artifacts  # pylint: disable=import-outside-toplevel
-    examples_ = standard_artifacts.Examples()
-    examples_.uri = case["data_root"]
-    examples_.split_names = artifact_utils.encode_split_names([SPLIT])
+    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    examples_ = examples_artifact(case["data_root"])
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
     config = InferenceConfig(models=[ModelConfig(
@@ -235,8 +218,7 @@ def _targets(rows) -> List[Dict[str, Any]]:
     for name, other, goal in TARGETS:
         theirs = rows.get(other, {}).get("examples_per_sec")
         ratio = ours / theirs if ours and theirs else None
-        found.append({"target": name, "goal": goal, "measured": ratio,
-                      "passed": None if ratio is None else ratio >= goal})
+        found.append(bench_report.target(name, ratio, goal))
     return found
 
 
@@ -256,7 +238,7 @@ def markdown(report) -> str:
                      f"| {labels[kind]} | ERROR {row.get('error')} | | | |")
     lines.append("")
     for t in report["targets"]:
-        verdict = {True: "PASS", False: "FAIL", None: "not measured"}[t["passed"]]
+        verdict = bench_report.verdict(t)
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         lines.append(f"- {verdict} {t['target']}: {measured} (goal >= {t['goal']})")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests import helpers
-from tests.inference.frameworks.common import FEATURES, VOCAB, Data
+from tests.inference.frameworks.common import FEATURES, VOCAB, Data, _serving
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,7 @@ def logistic(tabular):
 def tiny_bert(tmp_path_factory):
     """A tiny BERT classifier and its tokenizer, built here (nothing downloaded)."""
     import transformers
-    artifact = helpers.model_artifact(str(tmp_path_factory.mktemp("bert")))
-    folder = helpers.serving_dir(artifact)
+    artifact, folder = _serving(tmp_path_factory, "bert")
     vocab = os.path.join(str(tmp_path_factory.mktemp("vocab")), "vocab.txt")
     with open(vocab, "w") as f:
         f.write("\n".join(VOCAB) + "\n")

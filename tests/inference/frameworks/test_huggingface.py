@@ -20,8 +20,6 @@ from tests.inference.frameworks import common
 from tests.inference.frameworks.common import (_assert_equal, Data, _padded, _run, _serving,
                                                TOKENS)
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 TEXT = InputSpec(features=["text"], dtype="bytes")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (

@@ -24,9 +24,8 @@ from tests import venvs
 from tests.venvs import Unavailable
 
 HERE = Path(__file__).resolve().parent
-PROJECT = HERE.parents[1]
 LOCK = HERE / "requirements-mlserver.lock"
-VENV = PROJECT / ".venv-mlserver"
+VENV = venvs.PROJECT / ".venv-mlserver"
 INSTALL_TIMEOUT_SECS = 900
 START_TIMEOUT_SECS = 120
 
