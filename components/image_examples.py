@@ -29,8 +29,8 @@ def image_example_gen(input_base: str, pattern: str = "*",
         input_base=input_base,
         input_config=example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name=split, pattern=pattern)]),
-        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
-            splits=[example_gen_pb2.SplitConfig.Split(name=split, hash_buckets=1)])),
+        # No split_config: the input split is the output split, and no record is hashed.
+        output_config=example_gen_pb2.Output(),
         custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
     ).with_id("ImageExampleGen")
 

@@ -62,7 +62,7 @@ def from_examples(inferences: Sequence[Any], output_names: Sequence[str] = ()) -
     """Per-example outputs (e.g. `PredictionResult.inference` of a Beam handler) as
     columns. tfx_bsl's PredictionLogs become the PREDICTION_LOG column, serialized."""
     if inferences and _is_prediction_log(inferences[0]):
-        return {PREDICTION_LOG: _objects([log.SerializeToString() for log in inferences])}
+        return {PREDICTION_LOG: objects([log.SerializeToString() for log in inferences])}
     rows = [{name: to_numpy(value) for name, value in named(inference, output_names).items()}
             for inference in inferences]
     return stack(rows)
@@ -91,10 +91,11 @@ def _column(values: List[np.ndarray]) -> np.ndarray:
             return column
         if all(v.dtype == first.dtype for v in values):
             return np.stack(values)
-    return _objects(values)
+    return objects(values)
 
 
-def _objects(values: Sequence[Any]) -> np.ndarray:
+def objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object column of `values` (arrays of any shape stay whole)."""
     column = np.empty(len(values), dtype=object)
     column[:] = values
     return column

@@ -22,6 +22,9 @@ from inference.results import ChunkResult
 
 SAMPLE_SIZE = 2000
 _NO_HASH = 1 << 32  # above every crc32
+# A record's hash, which orders the samples: the same record gets the same hash from
+# every model, so a shadow run's samples pair up.
+record_hash = zlib.crc32
 _OUTPUT = "output/"  # feature name prefix of an output's values
 
 
@@ -79,7 +82,7 @@ class _BundleBottomK(beam.DoFn):
         self._below = _NO_HASH  # a record is kept when its hash is below this
 
     def process(self, result: ChunkResult):
-        hashes = np.fromiter(map(zlib.crc32, result.records), np.int64, len(result.records))
+        hashes = np.fromiter(map(record_hash, result.records), np.int64, len(result.records))
         rows = np.flatnonzero(hashes < self._below)
         if not len(rows):
             return

@@ -47,8 +47,7 @@ def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
             sample_paths: Mapping[str, str], failures_uri: str) -> Inputs:
     """Reads the bounded samples: each model's sample the pipeline took (`sample_paths`,
     model -> file), and the dead letters in `failures_uri`."""
-    predictions = {name: samples.from_run(path, figures.models[name].predictions,
-                                          figures.routed)
+    predictions = {name: samples.from_run(path, figures.models[name].predictions)
                    for name, path in sample_paths.items()}
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
     return Inputs(title, config, figures, predictions, failures, failures_uri)

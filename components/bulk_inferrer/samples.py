@@ -9,8 +9,7 @@ BulkInferrer's included, read a few records back from its PredictionLogs
 import collections
 import dataclasses
 import heapq
-import zlib
-from typing import Counter, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +17,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference import examples, sampling, tfrecord
+from inference import sampling, tfrecord
 from inference.failures import Failure
 from inference.results import PREDICTION_LOG
 
@@ -38,13 +37,11 @@ class Prediction:
 class ModelSample:
     scanned: int  # records read from the model's logs
     predictions: Dict[int, Prediction]  # input hash -> the record's prediction
-    keys: Counter  # routing feature value -> records, over the scanned records
 
 
-def from_run(path: str, predictions: int, routed: Mapping[str, int]) -> ModelSample:
+def from_run(path: str, predictions: int) -> ModelSample:
     """A model's sample as the pipeline took it (`inference.sampling`), with its count of
-    `predictions` and the records keyed routing sent to each key (exact, from the run's
-    counters)."""
+    `predictions`."""
     taken = {}
     for sample in sampling.read_samples(path):
         values = dict(sample.outputs)
@@ -52,27 +49,22 @@ def from_run(path: str, predictions: int, routed: Mapping[str, int]) -> ModelSam
         if logs is not None and len(logs):
             values = outputs(prediction_log_pb2.PredictionLog.FromString(logs[0]))
         taken[sample.hash] = Prediction(sample.split, sample.record, values)
-    return ModelSample(predictions, taken, collections.Counter(routed))
+    return ModelSample(predictions, taken)
 
 
-def read_predictions(files: Sequence[str], routing_feature: str = "",
-                     size: int = sampling.SAMPLE_SIZE, scan_limit: int = SCAN_LIMIT,
-                     split: str = "") -> ModelSample:
-    """The bottom-`size` sample of one model's PredictionLogs, and the count of each value
-    of `routing_feature` (when set) over the records scanned.
+def read_predictions(files: Sequence[str], size: int = sampling.SAMPLE_SIZE,
+                     scan_limit: int = SCAN_LIMIT, split: str = "") -> ModelSample:
+    """The bottom-`size` sample of one model's PredictionLogs.
 
     split: the records' split, when known: TFX's layout writes every split's logs in one
     file set, so only a run of one split knows it (see `only_split`)."""
     heap: List[Tuple[int, bytes]] = []  # (-hash, log): the largest on top
-    keys: Counter = collections.Counter()
     scanned = 0
     for _, raw in _spread(files, scan_limit):
         scanned += 1
         log = prediction_log_pb2.PredictionLog.FromString(raw)
         request = request_example(log)
-        if routing_feature:
-            keys[_routing_key(request, routing_feature)] += 1
-        entry = (-_hash(request), raw)
+        entry = (-sampling.record_hash(request), raw)
         if len(heap) < size:
             heapq.heappush(heap, entry)
         elif entry > heap[0]:
@@ -81,7 +73,7 @@ def read_predictions(files: Sequence[str], routing_feature: str = "",
     for negative_hash, raw in heap:
         log = prediction_log_pb2.PredictionLog.FromString(raw)
         predictions[-negative_hash] = Prediction(split, request_example(log), outputs(log))
-    return ModelSample(scanned, predictions, keys)
+    return ModelSample(scanned, predictions)
 
 
 def read_failures(files: Sequence[str], per_group: int = 3,
@@ -139,18 +131,6 @@ def outputs(log: prediction_log_pb2.PredictionLog) -> Dict[str, np.ndarray]:
     return {}
 
 
-def _hash(record: bytes) -> int:
-    return zlib.crc32(record)  # as the pipeline's samples hash their records
-
-
 def only_split(examples_in: Mapping[str, int]) -> str:
     """The run's split when it read one (its records' split), else ""."""
     return next(iter(examples_in)) if len(examples_in) == 1 else ""
-
-
-def _routing_key(record: bytes, feature: str) -> Optional[str]:
-    """The record's `feature` value as routing reads it; None if absent or unparsable."""
-    try:
-        return examples.first_value(record, feature)
-    except Exception:  # pylint: disable=broad-except  (a record that is no tf.Example)
-        return None

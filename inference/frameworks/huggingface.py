@@ -285,7 +285,7 @@ class TextModel:
         tokens = tokens.float()
         if self.pooling == "none":
             per_text, real = tokens.cpu().numpy(), mask.cpu().numpy().astype(bool)
-            return {"token_embeddings": _objects(
+            return {"token_embeddings": columns.objects(
                 [per_text[i, real[i]] for i in range(len(per_text))])}
         if self.pooling == "cls":
             pooled = tokens[:, 0]
@@ -335,7 +335,7 @@ class TextModel:
         keys = ["entity_group" if strategy != AggregationStrategy.NONE else "entity",
                 "score", "word", "start", "end"] + (
                     ["index"] if strategy == AggregationStrategy.NONE else [])
-        return {key: _objects([_entity_values(entities, key) for entities in per_text])
+        return {key: columns.objects([_entity_values(entities, key) for entities in per_text])
                 for key in keys}
 
 
@@ -354,12 +354,6 @@ def _entity_values(entities: Sequence[dict], key: str) -> np.ndarray:
     if key == "score":
         return np.array(values, dtype=np.float32)
     return np.array([-1 if v is None else v for v in values], dtype=np.int64)
-
-
-def _objects(values: Sequence) -> np.ndarray:
-    column = np.empty(len(values), dtype=object)
-    column[:] = list(values)
-    return column
 
 
 def _in_order(parts, size: int) -> Dict[str, np.ndarray]:
