@@ -117,13 +117,6 @@ def numpy_rows(inputs: Any) -> list:
     return list(inputs)
 
 
-def stack_rows(batch: Sequence[Any]):
-    """The inverse of `numpy_rows`: per-example items back to one array, or a dict."""
-    if len(batch) and isinstance(batch[0], Mapping):
-        return {name: np.array([example[name] for example in batch]) for name in batch[0]}
-    return np.array(batch)
-
-
 # --- Import paths in the configuration -----------------------------------------------------
 
 def import_object(path: str, option: str = "") -> Any:

@@ -11,7 +11,7 @@ import posixpath
 import numpy as np
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import BeamHandler, numpy_rows
+from inference.frameworks import BeamHandler
 
 
 def check(path: str, spec: ModelConfig):
@@ -34,14 +34,14 @@ def load(path: str, spec: ModelConfig) -> BeamHandler:
 
 def predict(model: BeamHandler, inputs, spec: ModelConfig):
     binding = model.model.inputs[0]  # the engine's input: its fixed shape and dtype
-    rows = [np.asarray(row, dtype=binding["dtype"]) for row in numpy_rows(inputs)]
-    size = binding["shape"][0]
-    if len(rows) > size:
-        raise ValueError(f"a batch of {len(rows)} exceeds the engine's batch size {size}: "
+    batch = np.zeros(binding["shape"], binding["dtype"])
+    count = len(inputs)
+    if count > len(batch):
+        raise ValueError(f"a batch of {count} exceeds the engine's batch size {len(batch)}: "
                          f"lower max_batch_size")
-    padding = [np.zeros(binding["shape"][1:], binding["dtype"])] * (size - len(rows))
-    outputs = model.predict(rows + padding, spec.output_names)
-    return {name: column[:len(rows)] for name, column in outputs.items()}
+    batch[:count] = np.asarray(inputs).reshape((count,) + batch.shape[1:])
+    outputs = model.predict(batch, spec.output_names)
+    return {name: column[:count] for name, column in outputs.items()}
 
 
 def _import_tensorrt(spec: ModelConfig):

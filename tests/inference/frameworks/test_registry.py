@@ -30,12 +30,12 @@ def test_a_beam_handler_becomes_load_and_predict_with_columns():
         frameworks.BeamHandler.load(_Short()).predict([1.0, 2.0])
 
 
-def test_rows_go_out_and_back():
+def test_rows_of_a_stacked_array_and_of_named_columns():
     stacked = np.arange(6).reshape(3, 2)
-    assert np.array_equal(frameworks.stack_rows(frameworks.numpy_rows(stacked)), stacked)
+    assert [row.tolist() for row in frameworks.numpy_rows(stacked)] == [[0, 1], [2, 3], [4, 5]]
     named = {"a": np.arange(3), "b": np.arange(3) * 2}
-    back = frameworks.stack_rows(frameworks.numpy_rows(named))
-    assert {k: v.tolist() for k, v in back.items()} == {"a": [0, 1, 2], "b": [0, 2, 4]}
+    assert [{k: int(v) for k, v in row.items()} for row in frameworks.numpy_rows(named)] == [
+        {"a": 0, "b": 0}, {"a": 1, "b": 2}, {"a": 2, "b": 4}]
 
 
 def test_frameworks_are_looked_up_by_name_and_say_what_they_take():
