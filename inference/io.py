@@ -17,7 +17,7 @@ from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from inference import examples, metrics, progress, tfrecord
+from inference import examples, metrics, progress, publish, tfrecord
 from inference.batching import CHUNK_RECORDS, records_per_chunk
 from inference.failures import FAILURES_TAG, Failure
 from inference.transforms import CountFailures
@@ -133,7 +133,7 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
                          mime_type="application/octet-stream",
                          compression_type=CompressionTypes.UNCOMPRESSED)
         self._gzip = file_name_suffix.endswith(".gz")
-        self._stale_glob = f"{file_path_prefix}-?????-of-?????{file_name_suffix}"
+        self._earlier = (file_path_prefix, file_name_suffix)
 
     def open(self, temp_path):
         raw = super().open(temp_path)
@@ -146,11 +146,7 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
         file_handle.write(tfrecord.frame(value))
 
     def pre_finalize(self, init_result, writer_results):
-        stale = [m.path for m in FileSystems.match([self._stale_glob])[0].metadata_list]
-        if stale:
-            logging.warning("Deleting %d file(s) of an earlier run at %s", len(stale),
-                            self._stale_glob)
-            FileSystems.delete(stale)
+        publish.delete_earlier_shards(*self._earlier)
         return super().pre_finalize(init_result, writer_results)
 
 

@@ -8,10 +8,11 @@ Instead each PCollection keeps its own sink, writing into a staging folder
 renames them into one numbering. Plain Beam (FileSystems): it runs on Beam workers,
 locally or on GCS alike.
 """
+import logging
 import posixpath
 import uuid
 import zlib
-from typing import List
+from typing import Collection, List
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -60,16 +61,14 @@ class PublishShards(beam.PTransform):
 
 def publish_shards(staged: List[str], prefix: str, staging: str) -> List[str]:
     """`PublishShards`' step: renames the `staged` files, returns the published paths."""
-    staged = sorted(staged)
     # A staged file that is gone was renamed by an earlier attempt: it held records.
-    kept = [p for p in staged if not FileSystems.exists(p) or _holds_records(p)] or staged[:1]
+    present = {p: FileSystems.exists(p) for p in sorted(staged)}
+    kept = [p for p, here in present.items() if not here or _holds_records(p)] or sorted(
+        staged)[:1]
     published = [f"{prefix}-{i:05d}-of-{len(kept):05d}{SUFFIX}" for i in range(len(kept))]
-    stale = [m.path for m in FileSystems.match([f"{prefix}-?????-of-?????{SUFFIX}"])[0]
-             .metadata_list if m.path not in published]
-    if stale:
-        FileSystems.delete(stale)
+    delete_earlier_shards(prefix, SUFFIX, keep=published)
     for source, target in zip(kept, published):
-        if FileSystems.exists(source):
+        if present[source]:
             FileSystems.rename([source], [target])
     if not kept:  # no sink wrote anything
         published = empty_file_set(prefix)
@@ -78,6 +77,17 @@ def publish_shards(staged: List[str], prefix: str, staging: str) -> List[str]:
     except IOError:
         pass  # deleted by an earlier attempt, or never made (no sink wrote into it)
     return published
+
+
+def delete_earlier_shards(prefix: str, suffix: str, keep: Collection[str] = ()):
+    """Deletes the files `<prefix>-?????-of-?????<suffix>` (an earlier run's, whatever
+    their count) but those in `keep`, so a glob of the prefix never counts two runs."""
+    pattern = f"{prefix}-?????-of-?????{suffix}"
+    stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list
+             if m.path not in keep]
+    if stale:
+        logging.warning("Deleting %d file(s) of an earlier run at %s", len(stale), pattern)
+        FileSystems.delete(stale)
 
 
 def _holds_records(path: str) -> bool:
