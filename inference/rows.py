@@ -165,19 +165,15 @@ class RowSpec:
         """The rows of serialized PredictLog PredictionLogs (as the BulkInferrer writes
         them): features from each request's example, outputs from its response, the model
         from its model_spec."""
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
         rows = []
         for serialized in logs:
-            log = prediction_log_pb2.PredictionLog.FromString(serialized).predict_log
+            log = _predict_log(serialized)
             examples_ = log.request.inputs.get("examples")
             if examples_ is None or len(examples_.string_val) != 1:
                 raise RowError("a PredictionLog without its one input example "
                                "(request input 'examples')")
-            outputs = {name: tf.make_ndarray(tensor)[0]
-                       for name, tensor in log.response.outputs.items()}
             rows.append(self._row(examples_.string_val[0], log.request.model_spec.name,
-                                  outputs, None))
+                                  _log_outputs(log), None))
         return rows
 
     def to_rows(self, result: ChunkResult, timestamp: Optional[float] = None
@@ -243,14 +239,21 @@ def _outputs(columns: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
     """Output columns; the PredictionLogs a TensorFlow model wrote, as their outputs."""
     if PREDICTION_LOG not in columns:
         return columns
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-    rows = []
-    for serialized in columns[PREDICTION_LOG]:
-        log = prediction_log_pb2.PredictionLog.FromString(serialized)
-        if log.WhichOneof("log_type") != "predict_log":
-            raise RowError(f"cannot make rows of a {log.WhichOneof('log_type')}")
-        # One record per log: drop the batch dim of 1.
-        rows.append({name: tf.make_ndarray(tensor)[0]
-                     for name, tensor in log.predict_log.response.outputs.items()})
+    rows = [_log_outputs(_predict_log(serialized)) for serialized in columns[PREDICTION_LOG]]
     return {name: [row[name] for row in rows] for name in (rows[0] if rows else {})}
+
+
+def _predict_log(serialized: bytes):
+    """The PredictLog of a serialized PredictionLog; RowError for another kind of log."""
+    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    log = prediction_log_pb2.PredictionLog.FromString(serialized)
+    if log.WhichOneof("log_type") != "predict_log":
+        raise RowError(f"cannot make rows of a {log.WhichOneof('log_type')}")
+    return log.predict_log
+
+
+def _log_outputs(predict_log) -> Dict[str, np.ndarray]:
+    """A one-record PredictLog's outputs, without their batch dimension of 1."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return {name: tf.make_ndarray(tensor)[0]
+            for name, tensor in predict_log.response.outputs.items()}
