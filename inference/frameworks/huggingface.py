@@ -231,11 +231,13 @@ class TextModel:
         parts = []
         for positions in self._buckets(lengths):
             padded = self._padded(encoded, positions, lengths[positions])
+            inputs = {name: torch.from_numpy(array).to(self.device)
+                      for name, array in padded.items()}
             with torch.inference_mode():
-                outputs = self.model(**{name: torch.from_numpy(array).to(self.device)
-                                        for name, array in padded.items()})
+                outputs = self.model(**inputs)
             parts.append((positions, self._outputs(outputs, padded["attention_mask"],
-                                                   positions, encoded, texts)))
+                                                   inputs["attention_mask"], positions,
+                                                   encoded, texts)))
         return _in_order(parts, len(texts))
 
     def _padded(self, encoded, positions: np.ndarray, lengths: np.ndarray
@@ -270,11 +272,12 @@ class TextModel:
         return [group[start:start + size] for group in groups
                 for start in range(0, len(group), size)]
 
-    def _outputs(self, outputs, mask: np.ndarray, positions: np.ndarray, encoded,
-                 texts: List[str]) -> Dict[str, np.ndarray]:
-        """A bucket's outputs; `mask`: its attention mask (1 for real tokens)."""
+    def _outputs(self, outputs, mask: np.ndarray, device_mask: torch.Tensor,
+                 positions: np.ndarray, encoded, texts: List[str]) -> Dict[str, np.ndarray]:
+        """A bucket's outputs; `mask`: its attention mask (1 for real tokens), and
+        `device_mask` the same on the model's device."""
         if self.task == "feature-extraction":
-            return self._embeddings(outputs[0], torch.from_numpy(mask).to(self.device))
+            return self._embeddings(outputs[0], device_mask)
         logits = outputs["logits"].float().cpu().numpy()
         if self._postprocess is None:
             return self._classes(logits)
