@@ -264,8 +264,10 @@ def _performance(inputs: Inputs) -> str:
         if m.batches:
             sizes[name] = (m.mean_batch_size, m.max_batch_size)
             latencies[name] = (m.mean_batch_ms, m.max_batch_ms)
+    # Plotted to compare models; one model's mean and max are the table's.
     plots = "".join(_plot(_mean_max(values, title, unit)) for values, title, unit in (
-        (sizes, "batch size", "records"), (latencies, "batch latency", "ms")) if values)
+        (sizes, "batch size", "records"), (latencies, "batch latency", "ms"))
+        if len(values) > 1)
     return ("<h2>Performance</h2><p class='note'>examples/s: predictions over the whole "
             "Beam pipeline's time; active: over the time from the model's first batch to "
             "its last. Batch latency: a batch's time in the model handler, decoding to "
