@@ -1,18 +1,18 @@
 """Bounded samples of a run's predictions, taken in the pipeline as it runs.
 
 A model's sample is the `size` records whose input hashes lowest (a bottom-k sample,
-crc32 of the record's bytes): memory is bounded by `size`, not by the run, no output is
+crc32c of the record's bytes): memory is bounded by `size`, not by the run, no output is
 read back afterwards, and since the hash is of the input record, every model of a shadow
 run keeps the same records, so their predictions pair up. Each bundle keeps its own
 bottom-k, as columns (one array per output, as the engine's results are), and one small
-combine merges them. The sample is written as TFRecords of tf.Examples (the record, its
-split and hash, each output's values flattened), which any TFRecord reader opens and no
-reader runs code from.
+combine merges them. The sample is written as one tf.Example of columns (the records,
+their splits and hashes, each output's values flattened with their counts) in a TFRecord
+file, which any TFRecord reader opens and no reader runs code from.
 """
-import zlib
 from typing import Dict, List, NamedTuple, Sequence
 
 import apache_beam as beam
+import google_crc32c
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
@@ -21,11 +21,12 @@ from inference import columns, examples, tfrecord
 from inference.results import ChunkResult
 
 SAMPLE_SIZE = 2000
-_NO_HASH = 1 << 32  # above every crc32
+_NO_HASH = 1 << 32  # above every crc32c
 # A record's hash, which orders the samples: the same record gets the same hash from
 # every model, so a shadow run's samples pair up.
-record_hash = zlib.crc32
+record_hash = google_crc32c.value
 _OUTPUT = "output/"  # feature name prefix of an output's values
+_COUNTS = "counts/"  # feature name prefix of an output's value count per sample
 
 
 class Sample(NamedTuple):
@@ -51,12 +52,6 @@ class SampleSet(NamedTuple):
         rows = np.argsort(self.hashes, kind="stable")[:size]
         return SampleSet(self.hashes[rows], [self.splits[i] for i in rows],
                          [self.records[i] for i in rows], columns.take(self.outputs, rows))
-
-    def samples(self) -> List[Sample]:
-        return [Sample(int(h), split, record, {n: np.asarray(c[i]).reshape(-1)
-                                               for n, c in self.outputs.items()})
-                for i, (h, split, record) in enumerate(zip(self.hashes, self.splits,
-                                                           self.records))]
 
 
 def concatenate(sets: Sequence[SampleSet]) -> SampleSet:
@@ -131,17 +126,31 @@ class SamplePredictions(beam.PTransform):
         parts = [results | f"BottomK[{split}]" >> beam.ParDo(_BundleBottomK(self._size, split))
                  for split, results in sorted(by_split.items())]
         return (parts | "Splits" >> beam.Flatten()
-                | "Merge" >> beam.CombineGlobally(_MergeBottomK(self._size))
-                | "Write" >> beam.Map(lambda kept: write_samples(kept.samples(), self._path)))
+                | "Merge" >> beam.CombineGlobally(_MergeBottomK(self._size)).without_defaults()
+                | "Write" >> beam.Map(lambda kept: write_samples(kept, self._path)))
 
 
-def write_samples(samples: Sequence[Sample], path: str) -> str:
+def write_samples(kept: SampleSet, path: str) -> str:
+    """Writes a sample as one tf.Example of columns: the samples' hashes, splits and
+    records, and per output every sample's values, flattened and in order, with their
+    counts."""
+    features = {"hash": kept.hashes, "split": list(kept.splits), "record": list(kept.records)}
+    for name, column in kept.outputs.items():
+        rows = [_flat(value) for value in column]
+        features[_COUNTS + name] = np.array([len(row) for row in rows], np.int64)
+        features[_OUTPUT + name] = np.concatenate(rows) if rows else np.zeros(0)
     with FileSystems.create(path) as raw:
-        raw.write(tfrecord.frame([examples.serialize({
-            "hash": [s.hash], "split": [s.split], "record": [s.record],
-            **{_OUTPUT + name: values for name, values in s.outputs.items()}})
-            for s in samples]))
+        raw.write(tfrecord.frame([examples.serialize(features)]))
     return path
+
+
+def _flat(value) -> np.ndarray:
+    """One sample's values of an output, flattened; bytes and text stay objects (NumPy's
+    fixed-width bytes drop trailing NUL bytes, as a serialized proto may end)."""
+    array = np.asarray(value)
+    if array.dtype.kind in "SU":
+        array = np.asarray(value, dtype=object)
+    return array.reshape(-1)
 
 
 def read_samples(path: str) -> List[Sample]:
@@ -152,12 +161,21 @@ def read_samples(path: str) -> List[Sample]:
     with FileSystems.open(path, compression_type="uncompressed") as raw:
         for records in tfrecord.read_records(raw):
             for record in records:
-                example = examples.parse(record)
-                names = sorted(example.features.feature)
-                samples.append(Sample(
-                    examples.values(example, "hash")[0],
-                    examples.values(example, "split")[0].decode(),
-                    examples.values(example, "record")[0],
-                    {name[len(_OUTPUT):]: np.asarray(examples.values(example, name))
-                     for name in names if name.startswith(_OUTPUT)}))
+                samples += _samples(examples.parse(record))
     return samples
+
+
+def _samples(example) -> List[Sample]:
+    outputs = {}
+    for name in sorted(example.features.feature):
+        if name.startswith(_OUTPUT):
+            output = name[len(_OUTPUT):]
+            values = examples.values(example, name)
+            array = np.asarray(values, dtype=object if values and isinstance(
+                values[0], bytes) else None)
+            ends = np.cumsum(examples.values(example, _COUNTS + output))
+            outputs[output] = np.split(array, ends[:-1])
+    return [Sample(h, split.decode(), record, {name: rows[i] for name, rows in outputs.items()})
+            for i, (h, split, record) in enumerate(zip(examples.values(example, "hash"),
+                                                       examples.values(example, "split"),
+                                                       examples.values(example, "record")))]

@@ -1,6 +1,6 @@
 """The pipeline's bounded sample of predictions: exactly the records whose input hashes
 lowest, whatever the bundles; the same records for every model; readable back."""
-import zlib
+import google_crc32c
 
 import apache_beam as beam
 import numpy as np
@@ -26,11 +26,11 @@ def test_the_sample_is_the_bottom_k_by_input_hash_and_the_same_for_every_model(t
                 for split, part in (("train", records[:200]), ("eval", records[200:]))}
             _ = by_split | f"Sample[{model}]" >> sampling.SamplePredictions(
                 str(tmp_path / f"{model}.tfrecord"), size=25)
-    expected = sorted(records, key=zlib.crc32)[:25]
+    expected = sorted(records, key=google_crc32c.value)[:25]
     samples = {m: sampling.read_samples(str(tmp_path / f"{m}.tfrecord")) for m in "ab"}
     for model in "ab":
         assert sorted(s.record for s in samples[model]) == sorted(expected)
-        assert all(s.hash == zlib.crc32(s.record) for s in samples[model])
+        assert all(s.hash == google_crc32c.value(s.record) for s in samples[model])
         assert {s.split for s in samples[model]} <= {"train", "eval"}
     first = {s.record: s for s in samples["a"]}
     for sample in samples["b"]:  # the same record, each model's own outputs
@@ -40,3 +40,20 @@ def test_the_sample_is_the_bottom_k_by_input_hash_and_the_same_for_every_model(t
 
 def test_no_sample_file_reads_as_no_sample(tmp_path):
     assert sampling.read_samples(str(tmp_path / "missing.tfrecord")) == []
+
+
+def test_a_written_sample_reads_back_row_for_row(tmp_path):
+    """Outputs of any width and type come back per sample; bytes keep trailing NULs (a
+    serialized PredictionLog may end in one)."""
+    kept = sampling.SampleSet(
+        np.array([5, 9, 2]), ["train", "eval", "train"], [b"r0", b"r1", b"r2"],
+        {"scores": np.arange(6, dtype=np.float32).reshape(3, 2),
+         "log": np.array([b"a\x00", b"", b"\x00\x00"], dtype=object),
+         "ids": np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])})
+    path = sampling.write_samples(kept, str(tmp_path / "sample.tfrecord"))
+    samples = sampling.read_samples(path)
+    assert [(s.hash, s.split, s.record) for s in samples] == [
+        (5, "train", b"r0"), (9, "eval", b"r1"), (2, "train", b"r2")]
+    assert [s.outputs["scores"].tolist() for s in samples] == [[0, 1], [2, 3], [4, 5]]
+    assert [s.outputs["log"].tolist() for s in samples] == [[b"a\x00"], [b""], [b"\x00\x00"]]
+    assert [s.outputs["ids"].tolist() for s in samples] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
