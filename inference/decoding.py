@@ -5,7 +5,7 @@ to an Arrow RecordBatch); columns become NumPy arrays without per-record Python 
 `InputMapping` then shapes the columns into what one model takes: a stacked array or a
 dict of named arrays, with variable-length features padded so batches always stack.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +59,9 @@ def column_from_arrow(array: pa.Array) -> Column:
         values = np.asarray(values.to_pylist(), dtype=object)
     else:
         values = values.to_numpy(zero_copy_only=False)
-    return Column(values, np.diff(offsets), np.asarray(array.is_null()))
+    missing = (np.asarray(array.is_null()) if array.null_count
+               else np.zeros(len(array), dtype=bool))
+    return Column(values, np.diff(offsets), missing)
 
 
 def column_from_dense(array: np.ndarray) -> Column:
@@ -216,7 +218,7 @@ class InputMapping:
         if self.spec.padding == "none":
             _check_rows(column.lengths != self.spec.width,
                         f"feature {name!r} must hold exactly {self.spec.width} value(s)",
-                        _padding_hint(column.lengths, self.spec.width))
+                        lambda: _padding_hint(column.lengths, self.spec.width))
         values = column.values
         if self._dtype is not object:
             if values.dtype == object:
@@ -244,10 +246,10 @@ class InputMapping:
         return images.normalise(pixels, self.spec.image, self.spec.dtype)
 
 
-def _check_rows(bad: np.ndarray, problem: str, hint: str = ""):
+def _check_rows(bad: np.ndarray, problem: str, hint: Callable[[], str] = str):
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise InputError(f"{problem} (in {len(rows)} of {len(bad)} records){hint}", rows)
+        raise InputError(f"{problem} (in {len(rows)} of {len(bad)} records){hint()}", rows)
 
 
 def _padding_hint(lengths: np.ndarray, width: int) -> str:

@@ -13,6 +13,7 @@ neighbours their predictions.
 import dataclasses
 import faulthandler
 import gc
+import itertools
 import json
 import logging
 import os
@@ -122,7 +123,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
                               f"set the model's options instead")
 
     def get_num_bytes(self, batch: Sequence[Element]) -> int:
-        return sum(len(record) for _, records in batch for record in records)
+        return sum(sum(map(len, records)) for _, records in batch)
 
     def get_metrics_namespace(self) -> str:
         return f"RunInference[{self.model_name}]"
@@ -137,7 +138,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         load_seconds = model.take_load_seconds()
         if load_seconds is not None:
             metrics.record_load(self.model_name, load_seconds)
-        records = [record for _, chunk in batch for record in chunk]
+        records = list(itertools.chain.from_iterable(chunk for _, chunk in batch))
         if self._breadcrumbs:
             self._noted().batch_started(self.model_name, batch)
         outcome = _Outcome(len(records))
@@ -197,7 +198,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
     def _infer(self, records, positions: np.ndarray, model: LoadedModel, outcome,
                decoded=None):
         """Infers records[positions] into `outcome`; `decoded`: their columns, if known."""
-        batch = [records[i] for i in positions]
+        batch = records if len(positions) == len(records) else [records[i] for i in positions]
         takes_records = self._decoder is None
         try:
             inputs = batch if takes_records else (
