@@ -31,6 +31,9 @@ from benchmarks.data import PROJECT_DIR, SPLIT, examples_artifact, record_files
 
 REVIEWS_CSV = os.path.join(PROJECT_DIR, "template", "data", "reviews", "reviews.csv")
 TARGETS = (("ours vs raw", "raw", 0.8), ("ours vs plain Beam", "plain_beam", 3.0))
+# Both Beam cases on the FnApiRunner, as every case of `benchmarks.cases` (see its
+# `beam_args`), in this process with one worker.
+BEAM_ARGS = ["--runner=FnApiRunner", "--direct_num_workers=1"]
 
 
 def model_path() -> str:
@@ -129,7 +132,7 @@ def _plain_beam(case) -> int:
         task="feature-extraction", model=case["model"],
         min_batch_size=case["batch_size"], max_batch_size=case["batch_size"])
     prefix = os.path.join(case["out"], "embeddings")
-    with beam.Pipeline(options=PipelineOptions(["--direct_num_workers=1"])) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(BEAM_ARGS)) as pipeline:
         _ = (pipeline
              | beam.io.ReadFromTFRecord(os.path.join(case["data_root"], f"Split-{SPLIT}",
                                                      "*.gz"))
@@ -154,7 +157,7 @@ def _ours(case) -> int:
         min_batch_size=case["batch_size"], max_batch_size=case["batch_size"],
         options={"task": "feature-extraction", "pooling": "mean"})])
     context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_num_workers=1", "--sdk_container_image=in-process"],
+        beam_pipeline_args=BEAM_ARGS + ["--sdk_container_image=in-process"],
         tmp_dir=os.path.join(case["out"], "tmp"), unique_id="text")
     executor.Executor(context).Do(
         {spec.EXAMPLES_KEY: [examples_]}, {spec.INFERENCE_RESULT_KEY: [output]},
