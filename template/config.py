@@ -70,11 +70,8 @@ def text_model_uri() -> str:
 INFERENCE_DEVICE = _env("INFERENCE_DEVICE", "CPU")
 
 
-# Beam arguments for the local run: Beam's FnApiRunner in this process.
+# Beam arguments for the local run: the DirectRunner in this process.
 LOCAL_BEAM_PIPELINE_ARGS = [
-    # Named, not left to the DirectRunner, which first tries to download (from GitHub)
-    # and start the Prism runner for a batch pipeline before it falls back to this one.
-    "--runner=FnApiRunner",
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
     # Naming an SDK image (unused by the in-process DirectRunner) stops every TFX Beam

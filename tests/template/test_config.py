@@ -1,6 +1,5 @@
 """template/config.py's settings that the environment changes."""
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from template import config
 
@@ -16,10 +15,3 @@ def test_local_beam_args_take_extra_flags_from_the_environment(monkeypatch):
     # The extra flags come last, and Beam takes a repeated flag's last value.
     assert options.direct_num_workers == 2
     assert options.direct_running_mode == "multi_processing"
-
-
-def test_the_local_run_names_the_in_process_runner():
-    """Not the DirectRunner, which would first try to download the Prism runner."""
-    options = PipelineOptions(config.LOCAL_BEAM_PIPELINE_ARGS)
-    assert options.view_as(StandardOptions).runner == "FnApiRunner"
-    assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
