@@ -5,9 +5,10 @@ crc32c of the record's bytes): memory is bounded by `size`, not by the run, no o
 read back afterwards, and since the hash is of the input record, every model of a shadow
 run keeps the same records, so their predictions pair up. Each bundle keeps its own
 bottom-k, as columns (one array per output, as the engine's results are), and one small
-combine merges them. The sample is written as one tf.Example of columns (the records,
-their splits and hashes, each output's values flattened with their counts) in a TFRecord
-file, which any TFRecord reader opens and no reader runs code from.
+combine merges them. The sample is written as tf.Examples of columns (the records, their
+splits and hashes, each output's values flattened with their counts; one Example for all
+but large records) in a TFRecord file, which any TFRecord reader opens and no reader runs
+code from.
 """
 from typing import Dict, List, NamedTuple, Sequence
 
@@ -27,6 +28,7 @@ _NO_HASH = 1 << 32  # above every crc32c
 record_hash = google_crc32c.value
 _OUTPUT = "output/"  # feature name prefix of an output's values
 _COUNTS = "counts/"  # feature name prefix of an output's value count per sample
+PART_BYTES = 64 << 20  # about the most a written sample's tf.Example holds
 
 
 class Sample(NamedTuple):
@@ -130,18 +132,37 @@ class SamplePredictions(beam.PTransform):
                 | "Write" >> beam.Map(lambda kept: write_samples(kept, self._path)))
 
 
-def write_samples(kept: SampleSet, path: str) -> str:
-    """Writes a sample as one tf.Example of columns: the samples' hashes, splits and
-    records, and per output every sample's values, flattened and in order, with their
-    counts."""
-    features = {"hash": kept.hashes, "split": list(kept.splits), "record": list(kept.records)}
-    for name, column in kept.outputs.items():
-        rows = [_flat(value) for value in column]
-        features[_COUNTS + name] = np.array([len(row) for row in rows], np.int64)
-        features[_OUTPUT + name] = np.concatenate(rows) if rows else np.zeros(0)
+def write_samples(kept: SampleSet, path: str, part_bytes: int = PART_BYTES) -> str:
+    """Writes a sample as tf.Examples of columns, each of consecutive samples holding about
+    `part_bytes` at most (a protobuf message cannot pass 2 GB; 2,000 photos can): the
+    samples' hashes, splits and records, and per output every sample's values, flattened
+    and in order, with their counts."""
+    outputs = {name: [_flat(value) for value in column] for name, column in kept.outputs.items()}
+    sizes = [len(record) + sum(_size(rows[i]) for rows in outputs.values())
+             for i, record in enumerate(kept.records)]
     with FileSystems.create(path) as raw:
-        raw.write(tfrecord.frame([examples.serialize(features)]))
+        start = 0
+        while start < len(sizes):
+            end, total = start + 1, sizes[start]
+            while end < len(sizes) and total + sizes[end] <= part_bytes:
+                total += sizes[end]
+                end += 1
+            features = {"hash": kept.hashes[start:end], "split": list(kept.splits[start:end]),
+                        "record": list(kept.records[start:end])}
+            for name, rows in outputs.items():
+                part = rows[start:end]
+                features[_COUNTS + name] = np.array([len(row) for row in part], np.int64)
+                features[_OUTPUT + name] = np.concatenate(part)
+            raw.write(tfrecord.frame([examples.serialize(features)]))
+            start = end
     return path
+
+
+def _size(values: np.ndarray) -> int:
+    """About the bytes of one sample's values of an output, serialized."""
+    if values.dtype != object:
+        return values.nbytes
+    return sum(len(v) if isinstance(v, (bytes, str)) else 64 for v in values)
 
 
 def _flat(value) -> np.ndarray:

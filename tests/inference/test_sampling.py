@@ -5,7 +5,7 @@ import google_crc32c
 import apache_beam as beam
 import numpy as np
 
-from inference import sampling
+from inference import sampling, tfrecord
 from inference.results import ChunkResult
 
 
@@ -57,3 +57,18 @@ def test_a_written_sample_reads_back_row_for_row(tmp_path):
     assert [s.outputs["scores"].tolist() for s in samples] == [[0, 1], [2, 3], [4, 5]]
     assert [s.outputs["log"].tolist() for s in samples] == [[b"a\x00"], [b""], [b"\x00\x00"]]
     assert [s.outputs["ids"].tolist() for s in samples] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_a_large_sample_is_written_in_parts_that_read_back_as_one(tmp_path):
+    """A protobuf message cannot pass 2 GB: samples of large records (photos) go into
+    several Examples, each of about `part_bytes` at most, read back in order."""
+    records = [bytes([i]) * 300 for i in range(10)]
+    kept = sampling.SampleSet(np.arange(10), ["eval"] * 10, records,
+                              {"score": np.arange(10, dtype=np.float32)[:, None]})
+    path = sampling.write_samples(kept, str(tmp_path / "sample.tfrecord"), part_bytes=1000)
+    with open(path, "rb") as f:
+        parts = [record for chunk in tfrecord.read_records(f) for record in chunk]
+    assert len(parts) == 4  # 3 records of 304 bytes fit in 1,000
+    samples = sampling.read_samples(path)
+    assert [s.record for s in samples] == records
+    assert [s.outputs["score"].tolist() for s in samples] == [[float(i)] for i in range(10)]
