@@ -7,6 +7,8 @@ a production run.
 import os
 from typing import List, Optional
 
+from template import beam_runner
+
 
 def _env(name: str, default: str) -> str:
     """The environment variable `name`, or `default` when it is unset or empty."""
@@ -70,8 +72,11 @@ def text_model_uri() -> str:
 INFERENCE_DEVICE = _env("INFERENCE_DEVICE", "CPU")
 
 
-# Beam arguments for the local run: the DirectRunner in this process.
+# Beam arguments for the local run: Beam's FnApiRunner in this process, through
+# `beam_runner.LocalRunner` (not the DirectRunner, which would first try to download the
+# Prism runner).
 LOCAL_BEAM_PIPELINE_ARGS = [
+    f"--runner={beam_runner.NAME}",
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
     # Naming an SDK image (unused by the in-process DirectRunner) stops every TFX Beam
