@@ -39,15 +39,14 @@ import numpy as np
 
 from benchmarks import ray_data
 from benchmarks.data import FEATURES, record_files
+from template import beam_runner
 
 
 def beam_args(case: Dict[str, Any]) -> List[str]:
-    # Every Beam case runs on Beam's FnApiRunner, named: the DirectRunner would first try
-    # to download and start the Prism runner, which fails offline after a fraction of a
-    # second and then falls back to the same FnApiRunner. The SDK image (unused here)
-    # stops TFX from building its sdist for workers inside the timed executor, for TFX's
-    # executor and ours alike.
-    return ["--runner=FnApiRunner", f"--direct_num_workers={case['workers']}",
+    # Every Beam case runs on the local runs' runner (see `template.beam_runner`). The SDK
+    # image (unused here) stops TFX from building its sdist for workers inside the timed
+    # executor, for TFX's executor and ours alike.
+    return [f"--runner={beam_runner.NAME}", f"--direct_num_workers={case['workers']}",
             f"--direct_running_mode={case['mode']}", "--sdk_container_image=in-process"]
 
 

@@ -28,12 +28,12 @@ import numpy as np
 from benchmarks import harness, report as bench_report
 from benchmarks.cases import _count_lines
 from benchmarks.data import PROJECT_DIR, SPLIT, examples_artifact, record_files
+from template import beam_runner
 
 REVIEWS_CSV = os.path.join(PROJECT_DIR, "template", "data", "reviews", "reviews.csv")
 TARGETS = (("ours vs raw", "raw", 0.8), ("ours vs plain Beam", "plain_beam", 3.0))
-# Both Beam cases on the FnApiRunner, as every case of `benchmarks.cases` (see its
-# `beam_args`), in this process with one worker.
-BEAM_ARGS = ["--runner=FnApiRunner", "--direct_num_workers=1"]
+# Both Beam cases on the local runs' runner, in this process with one worker.
+BEAM_ARGS = [f"--runner={beam_runner.NAME}", "--direct_num_workers=1"]
 
 
 def model_path() -> str:

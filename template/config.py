@@ -72,14 +72,13 @@ def text_model_uri() -> str:
 INFERENCE_DEVICE = _env("INFERENCE_DEVICE", "CPU")
 
 
-# Beam arguments for the local run: Beam's FnApiRunner in this process, through
-# `beam_runner.LocalRunner` (not the DirectRunner, which would first try to download the
-# Prism runner).
+# Beam arguments for the local run: `beam_runner.LocalRunner` (Beam's FnApiRunner) in
+# this process.
 LOCAL_BEAM_PIPELINE_ARGS = [
     f"--runner={beam_runner.NAME}",
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
-    # Naming an SDK image (unused by the in-process DirectRunner) stops every TFX Beam
+    # Naming an SDK image (unused by the in-process runner) stops every TFX Beam
     # component from packaging the TFX installation as an sdist for workers on each run
     # (tfx.utils.dependency_utils; seconds and ~45 MB each).
     "--sdk_container_image=in-process",
