@@ -1,4 +1,7 @@
 """One decode per batch: tfx_bsl to columns, then a model's inputs, bad rows named."""
+import multiprocessing
+import threading
+
 import numpy as np
 import pytest
 
@@ -71,6 +74,52 @@ def test_big_batches_decode_in_slices_to_the_columns_of_one_decode(monkeypatch):
     mixed = [helpers.example({"v": [1.5]})] * 3 + [helpers.example({"v": [2]})]
     with pytest.raises(ValueError, match="'v' holds values of different types"):
         decoding.ExampleDecoder()(mixed)
+
+
+def _schema(**types):
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    schema = schema_pb2.Schema()
+    for name, kind in types.items():
+        schema.feature.add(name=name, type=getattr(schema_pb2, kind))
+    return schema
+
+
+def test_slices_decode_side_by_side_each_thread_with_its_own_decoder(monkeypatch):
+    # A schema decoder keeps its column builders between calls: one shared by threads
+    # would mix the slices' values up.
+    records = [helpers.example({"ids": [i] * (1 + i % 4), "x": [i * 0.5]})
+               for i in range(400)]
+    decoder = decoding.ExampleDecoder(_schema(ids="INT", x="FLOAT"))
+    whole = decoder(records)
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 8)
+    threads = set()
+    build = decoding.ExampleDecoder._new_decoder
+    monkeypatch.setattr(decoding.ExampleDecoder, "_new_decoder",
+                        lambda self: threads.add(threading.current_thread().name) or build(self))
+    for _ in range(5):
+        sliced = decoding.ExampleDecoder(_schema(ids="INT", x="FLOAT"))(records)
+        for name, column in whole.items():
+            for got, want in zip(sliced[name], column):
+                np.testing.assert_array_equal(got, want, err_msg=name)
+    assert len(threads) == min(2, decoding.DECODE_THREADS) or len(threads) > 2
+    assert all(name.startswith("decode") for name in threads)
+
+
+def test_a_forked_child_decodes_on_threads_of_its_own(monkeypatch):
+    monkeypatch.setattr(decoding, "DECODE_SLICE", 8)
+    records = [helpers.example({"x": [float(i)]}) for i in range(100)]
+    decoding.ExampleDecoder()(records)  # the parent's pool has threads now
+
+    def child(queue):
+        queue.put(decoding.ExampleDecoder()(records)["x"].values.tolist())
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    assert queue.get(timeout=60) == [float(i) for i in range(100)]
+    process.join(timeout=60)
+    assert process.exitcode == 0
 
 
 def test_sequence_examples_decode_to_their_context_features():

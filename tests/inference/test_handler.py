@@ -169,12 +169,12 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     model = ModelConfig(name="m", inputs=InputSpec(features=["a", "b"]),
                         options={"trusted": True})
     handler = create_handler(model, path)
-    decoder = handler._decoder  # pylint: disable=protected-access
-    assert decoder._decoder is None  # pylint: disable=protected-access
+    built = handler._decoder._decoders  # pylint: disable=protected-access
+    assert not hasattr(built, "decoder")  # this thread's
 
     loaded = handler.load_model()
 
-    assert decoder._decoder is not None  # pylint: disable=protected-access
+    assert hasattr(built, "decoder")
     [result] = handler.run_inference([(None, [helpers.example({"a": [1.0], "b": [0.0]})])],
                                      loaded)
     assert result.outputs["output_0"][0] == pytest.approx(0.0, abs=1e-6)
