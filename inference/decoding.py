@@ -114,7 +114,8 @@ def projected_schema(schema: Optional[schema_pb2.Schema],
 DECODE_SLICE = 1024
 # Threads a process decodes slices on. Each has its own tfx_bsl decoder: one built with a
 # schema keeps its column builders between calls, so it is not thread-safe.
-DECODE_THREADS = min(4, len(os.sched_getaffinity(0)))
+DECODE_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1)
 
 
 def _new_pool() -> ThreadPoolExecutor:
@@ -130,7 +131,8 @@ def _forget_pool():
     _pool = _new_pool()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def concatenate(parts: Sequence[Columns], sizes: Sequence[int]) -> Columns:
