@@ -9,15 +9,18 @@ compression from the file name only, and fails the run on a damaged file.
 Framing: length (uint64, little-endian), masked crc32c of the length, the data, masked
 crc32c of the data.
 """
+import collections
 import gzip
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator, List, Sequence
 
 import google_crc32c
 
 GZIP_LEVEL = 1  # outputs: about 3x faster than zlib's default (6), files about 10% larger
 BLOCK = 1 << 20  # bytes read (and inflated) at a time
+PENDING_WRITES = 2  # a GzipWriter's writes waiting to be compressed, at most
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEADS = {}  # record size -> its 12 framing bytes
@@ -73,17 +76,32 @@ def frame(records: Sequence[bytes]) -> bytes:
 
 class GzipWriter:
     """A gzip stream at GZIP_LEVEL over an open file; closes both. No file name or time in
-    the header: the same records give the same bytes."""
+    the header: the same records give the same bytes.
+
+    The writer compresses and writes on a thread of its own: zlib releases the GIL while
+    it deflates, so the caller frames its next batch meanwhile. At most PENDING_WRITES
+    writes wait for that thread, which bounds the memory held. An error of a write is
+    raised by a later write or by close.
+    """
 
     def __init__(self, raw: BinaryIO):
         self._raw = raw
         self._gzip = gzip.GzipFile(filename="", fileobj=raw, mode="wb",
                                    compresslevel=GZIP_LEVEL, mtime=0)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="gzip")
+        self._pending = collections.deque()
 
     def write(self, data: bytes):
-        self._gzip.write(data)
+        if len(self._pending) >= PENDING_WRITES:
+            self._pending.popleft().result()
+        self._pending.append(self._thread.submit(self._gzip.write, data))
 
     def close(self):
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._thread.shutdown()
         self._gzip.close()
         self._raw.close()
 

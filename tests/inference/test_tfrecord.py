@@ -49,6 +49,33 @@ def test_writes_what_tensorflow_reads(tmp_path):
                                                 "rb").read()
 
 
+def test_a_gzip_writer_writes_its_chunks_in_order_as_one_gzip_stream(tmp_path):
+    chunks = [tfrecord.frame(RECORDS[i:i + 7]) for i in range(0, len(RECORDS), 7)]
+    path = tmp_path / "out.gz"
+    writer = tfrecord.GzipWriter(open(path, "wb"))  # pylint: disable=consider-using-with
+    for chunk in chunks:
+        writer.write(chunk)
+    writer.close()
+    assert path.read_bytes() == gzip.compress(b"".join(chunks), tfrecord.GZIP_LEVEL, mtime=0)
+    assert _read(path) == RECORDS
+
+
+class _FullDisk(io.BytesIO):
+    """A file that takes the gzip header (10 bytes), then fails."""
+
+    def write(self, data):
+        if self.tell() + len(data) > 10:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_failed_write_is_raised_by_the_writer():
+    writer = tfrecord.GzipWriter(_FullDisk())
+    with pytest.raises(OSError, match="No space left"):  # by the write or by close
+        writer.write(tfrecord.frame(RECORDS))
+        writer.close()
+
+
 def test_compression_comes_from_the_content():
     framed = tfrecord.frame([b"abc"])
     assert tfrecord.compression(framed[:12]) == "none"
