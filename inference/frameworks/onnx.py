@@ -2,12 +2,21 @@
 
 A stacked layout feeds the model's first input; a dict layout feeds each feature to the
 model input of the same name. Every model output comes back under its ONNX name.
+
+options:
+  session_options: ONNX Runtime `SessionOptions` settings by name, e.g.
+    {"intra_op_num_threads": 1, "graph_optimization_level": "ORT_ENABLE_ALL"} (an enum
+    setting takes its member's name). By default a session runs one intra-op thread per
+    core, and each Beam worker process (Dataflow starts one per vCPU) has its own session.
 """
+from typing import Optional
+
 import numpy as np
+import onnxruntime
 from apache_beam.ml.inference import onnx_inference
 
 from inference import columns
-from inference.config import ModelConfig
+from inference.config import ConfigError, ModelConfig
 
 # ONNX Runtime's input type names -> the NumPy dtype it accepts for them.
 _ORT_DTYPES = {
@@ -23,10 +32,42 @@ _ORT_DTYPES = {
 }
 
 
+def check(path: str, spec: ModelConfig):  # pylint: disable=unused-argument
+    session_options(spec)
+
+
 def load(path: str, spec: ModelConfig):
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if spec.device == "GPU"
                  else ["CPUExecutionProvider"])
-    return onnx_inference.OnnxModelHandlerNumpy(path, providers=providers).load_model()
+    return onnx_inference.OnnxModelHandlerNumpy(
+        path, session_options=session_options(spec), providers=providers).load_model()
+
+
+def session_options(spec: ModelConfig) -> Optional[onnxruntime.SessionOptions]:
+    """The model's `options.session_options` as ONNX Runtime's SessionOptions (None: its
+    defaults). Raises ConfigError for a setting it does not have or a value it refuses."""
+    settings = spec.options.get("session_options")
+    if not settings:
+        return None
+    options = onnxruntime.SessionOptions()
+    known = sorted(name for name in dir(options)
+                   if not name.startswith("_") and not callable(getattr(options, name)))
+    for name, value in settings.items():
+        if name not in known:
+            raise ConfigError(f"model {spec.name!r}: options.session_options: ONNX Runtime's "
+                              f"SessionOptions has no setting {name!r}; settings: {known}")
+        members = getattr(type(getattr(options, name)), "__members__", None)
+        if members is not None and isinstance(value, str):
+            if value not in members:
+                raise ConfigError(f"model {spec.name!r}: options.session_options.{name}="
+                                  f"{value!r}: choose one of {sorted(members)}")
+            value = members[value]
+        try:
+            setattr(options, name, value)
+        except TypeError as e:
+            raise ConfigError(f"model {spec.name!r}: options.session_options.{name}="
+                              f"{value!r} is not a value ONNX Runtime takes for it") from e
+    return options
 
 
 def predict(session, inputs, spec: ModelConfig):

@@ -2,10 +2,12 @@
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from inference import detection
-from inference.config import InputSpec, ModelConfig
+from inference.config import ConfigError, InputSpec, ModelConfig
+from inference.frameworks import onnx
 from tests.inference.frameworks.common import (_assert_equal, FEATURES, _Mlp, _ort_run, _run,
                                                _serving, _TwoInputs)
 
@@ -47,7 +49,8 @@ def test_onnx_from_torch_stacked_and_dict(tmp_path, tmp_path_factory, tabular):
     assert detection.resolve(stacked_path)[0] == "onnx"
     results = _run(tmp_path, tabular, [
         ModelConfig(name="stacked", uri=stacked_path, inputs=InputSpec(features=FEATURES),
-                    max_batch_size=16),
+                    max_batch_size=16,
+                    options={"session_options": {"intra_op_num_threads": 1}}),
         ModelConfig(name="dict", uri=dict_path,
                     inputs=InputSpec(features=["f0", "f2"], layout="dict")),
     ])
@@ -59,3 +62,27 @@ def test_onnx_from_torch_stacked_and_dict(tmp_path, tmp_path_factory, tabular):
         scores, total = two(torch.from_numpy(x[:, :1]), torch.from_numpy(x[:, 2:3]))
         _assert_equal(results["stacked"], {"logits": mlp(torch.from_numpy(x)).numpy()})
     _assert_equal(results["dict"], {"scores": scores.numpy(), "total": total.numpy()})
+
+
+def test_session_options_are_set_by_name(tmp_path):
+    path = str(tmp_path / "mlp.onnx")
+    torch.onnx.export(_Mlp().eval(), (torch.zeros(1, 4),), path, dynamo=False,
+                      input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    spec = ModelConfig(options={"session_options": {
+        "intra_op_num_threads": 1, "graph_optimization_level": "ORT_ENABLE_BASIC"}})
+    onnx.check(path, spec)
+    options = onnx.load(path, spec).get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.graph_optimization_level.name == "ORT_ENABLE_BASIC"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"intra_op_threads": 1}, "SessionOptions has no setting 'intra_op_threads'; settings: "),
+    ({"graph_optimization_level": "ALL"}, "choose one of .*'ORT_ENABLE_ALL'"),
+    ({"intra_op_num_threads": "one"}, "intra_op_num_threads='one' is not a value ONNX "),
+])
+def test_a_session_option_onnx_runtime_does_not_have_is_refused_before_the_run(settings,
+                                                                                message):
+    with pytest.raises(ConfigError, match=message):
+        onnx.check("model.onnx", ModelConfig(name="m", options={"session_options": settings}))
