@@ -52,9 +52,13 @@ def beam_args(case: Dict[str, Any]) -> List[str]:
 
 def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     os.makedirs(case["out"], exist_ok=True)
-    if case.get("torch_threads") and case["model"] == "pytorch":
-        import torch  # pylint: disable=import-outside-toplevel
-        torch.set_num_threads(case["torch_threads"])
+    threads = case.get("threads")
+    if threads:  # every case alike (`--threads`); ONNX Runtime's: `onnx_session_options`
+        import threadpoolctl  # pylint: disable=import-outside-toplevel
+        threadpoolctl.threadpool_limits(threads)  # BLAS and OpenMP, for the process
+        if case["model"] == "pytorch":
+            import torch  # pylint: disable=import-outside-toplevel
+            torch.set_num_threads(threads)
     runner = KINDS[case["kind"]]
     return runner(case)
 
@@ -86,7 +90,8 @@ class _Forward:
         elif self.name == "onnx":
             import onnxruntime  # pylint: disable=import-outside-toplevel
             self._session = onnxruntime.InferenceSession(
-                path, providers=["CPUExecutionProvider"])
+                path, onnx_session_options(case.get("threads")),
+                providers=["CPUExecutionProvider"])
         else:
             raise ValueError(f"unknown model {self.name!r}")
 
@@ -108,6 +113,16 @@ class _Forward:
         if self.name == "sklearn":
             return self._model.predict(x)
         return self._session.run(None, {"x": x})[0]
+
+
+def onnx_session_options(threads: int):
+    """ONNX Runtime's session settings for `threads` intra-op threads (0: its defaults)."""
+    if not threads:
+        return None
+    import onnxruntime  # pylint: disable=import-outside-toplevel
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return options
 
 
 def torch_device(case):
@@ -329,10 +344,23 @@ def _beam_handler(case):
             model_uri=path, model_file_type=sklearn_inference.ModelFileType.JOBLIB,
             **kwargs), parse_features
     if name == "onnx":
-        from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy  # pylint: disable=import-outside-toplevel
-        return OnnxModelHandlerNumpy(model_uri=path, providers=["CPUExecutionProvider"],
-                                     **kwargs), parse_features
+        return _onnx_handler(case.get("threads"), model_uri=path,
+                             providers=["CPUExecutionProvider"], **kwargs), parse_features
     raise ValueError(f"no plain Beam pipeline for {name!r}")
+
+
+def _onnx_handler(threads: int, **kwargs):
+    """Beam's ONNX handler with its session run on `threads` intra-op threads. Its
+    `session_options` argument does not pickle (ONNX Runtime's SessionOptions), and
+    RunInference pickles the handler: they are built where the model loads."""
+    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy  # pylint: disable=import-outside-toplevel
+
+    class Handler(OnnxModelHandlerNumpy):
+        def load_model(self):
+            self._session_options = onnx_session_options(threads)
+            return super().load_model()
+
+    return Handler(**kwargs)
 
 
 def _plain_beam(case):
@@ -400,6 +428,8 @@ def ours_config(case):
         model.inputs = InputSpec(features=list(FEATURES), dtype="float32")
     if name == "sklearn":
         model.options = {"trusted": True}
+    if name == "onnx" and case.get("threads"):
+        model.options = {"session_options": {"intra_op_num_threads": case["threads"]}}
     if case["kind"] == "remote":
         model.framework = "remote"
         model.options = {"protocol": "v2", "max_in_flight": case["in_flight"]}

@@ -68,12 +68,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_batch_size", type=int, default=None,
                         help="max batch for ours and plain Beam (default: Beam's, 10000)")
     parser.add_argument("--raw_batch_size", type=int, default=1024)
-    parser.add_argument("--torch_threads", type=int, default=1,
-                        help="PyTorch intra-op threads per process (0: PyTorch's default, "
-                             "one per core). 1 by default: on a busy or small machine, "
-                             "OpenMP threads waiting on each other make forward passes "
-                             "10-100x slower and the timings erratic; Beam runs one worker "
-                             "per core anyway")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="every framework's intra-op threads per process, in every "
+                             "case: PyTorch's, the BLAS and OpenMP pools under NumPy and "
+                             "scikit-learn, ONNX Runtime's (0: their defaults, one per "
+                             "core). 1 by default: on a busy or small machine, OpenMP "
+                             "threads waiting on each other make forward passes 10-100x "
+                             "slower, and idle OpenBLAS and ONNX Runtime threads spin on "
+                             "the cores the rest of the job needs; Beam runs one worker per "
+                             "core anyway")
     parser.add_argument("--device", choices=["CPU", "GPU"], default="CPU",
                         help="where the PyTorch model runs, in every case (GPU: when CUDA "
                              "is usable, else the CPU, as Beam's PyTorch handler decides)")
@@ -131,7 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"unknown kinds {unknown}: choose from {', '.join(KINDS)}")
     args.direct_num_workers = args.direct_num_workers or [1, 2]
     if args.isolation == "inline":
-        args.torch_threads = 0  # the calling process's setting is left alone
+        args.threads = 0  # the calling process's settings are left alone
     return args
 
 
@@ -143,7 +146,7 @@ def make_case(args, kind: str, model: str, n: int, data_root: str,
     case = dict(kind=kind, model=model, n=n, workers=workers, mode=mode,
                 data_root=data_root, model_path=built["path"],
                 model_uri=built["artifact_uri"], raw_batch_size=args.raw_batch_size,
-                torch_threads=args.torch_threads, min_batch_size=args.min_batch_size,
+                threads=args.threads, min_batch_size=args.min_batch_size,
                 max_batch_size=args.max_batch_size, device=args.device, out=out)
     case.update(extra)
     return case
@@ -367,8 +370,8 @@ def main(argv=None) -> Dict[str, Any]:
         use_bytecode_cache(os.path.join(args.output_dir, ".pycache"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    if args.torch_threads:  # for the processes Beam starts (multi_processing workers)
-        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)
+    if args.threads:  # for the processes Beam starts (multi_processing workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     # Beam's worker processes and spawned cases import the project from here.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [PROJECT_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -437,7 +440,7 @@ def main(argv=None) -> Dict[str, Any]:
     if args.text_n:
         from benchmarks import text  # pylint: disable=import-outside-toplevel
         print(f"\ntext case: N={args.text_n:,}", flush=True)
-        text.run(args.text_n, folder, threads=args.torch_threads or 1, repeat=args.repeat,
+        text.run(args.text_n, folder, threads=args.threads or 1, repeat=args.repeat,
                  inline=args.isolation == "inline")
     print(f"\nwritten: {path} (and results.json); total {env['total_seconds']:.0f} s")
     return {"folder": folder, "rows": rows, "targets": target_items, "profile": profile}
