@@ -69,11 +69,13 @@ class _FullDisk(io.BytesIO):
         return super().write(data)
 
 
-def test_a_failed_write_is_raised_by_the_writer():
-    writer = tfrecord.GzipWriter(_FullDisk())
-    with pytest.raises(OSError, match="No space left"):  # by the write or by close
-        writer.write(tfrecord.frame(RECORDS))
+def test_a_failed_write_is_raised_by_the_writer_which_closes_the_file():
+    raw = _FullDisk()
+    writer = tfrecord.GzipWriter(raw)
+    writer.write(tfrecord.frame(RECORDS))  # in flight: its error comes with close
+    with pytest.raises(OSError, match="No space left"):
         writer.close()
+    assert raw.closed
 
 
 def test_compression_comes_from_the_content():
