@@ -45,29 +45,38 @@ def load(path: str, spec: ModelConfig):
 
 def session_options(spec: ModelConfig) -> Optional[onnxruntime.SessionOptions]:
     """The model's `options.session_options` as ONNX Runtime's SessionOptions (None: its
-    defaults). Raises ConfigError for a setting it does not have or a value it refuses."""
+    defaults). Raises ConfigError for a setting it does not have or a value of the wrong
+    type (a bool for a count, a negative count, an unknown enum member)."""
     settings = spec.options.get("session_options")
     if not settings:
         return None
+    where = f"model {spec.name!r}: options.session_options"
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where} must map ONNX Runtime's SessionOptions settings to "
+                          f"values, e.g. {{\"intra_op_num_threads\": 1}}; got {settings!r}")
     options = onnxruntime.SessionOptions()
     known = sorted(name for name in dir(options)
                    if not name.startswith("_") and not callable(getattr(options, name)))
     for name, value in settings.items():
         if name not in known:
-            raise ConfigError(f"model {spec.name!r}: options.session_options: ONNX Runtime's "
-                              f"SessionOptions has no setting {name!r}; settings: {known}")
-        members = getattr(type(getattr(options, name)), "__members__", None)
-        if members is not None and isinstance(value, str):
-            if value not in members:
-                raise ConfigError(f"model {spec.name!r}: options.session_options.{name}="
-                                  f"{value!r}: choose one of {sorted(members)}")
-            value = members[value]
-        try:
-            setattr(options, name, value)
-        except TypeError as e:
-            raise ConfigError(f"model {spec.name!r}: options.session_options.{name}="
-                              f"{value!r} is not a value ONNX Runtime takes for it") from e
+            raise ConfigError(f"{where}: ONNX Runtime's SessionOptions has no setting "
+                              f"{name!r}; settings: {known}")
+        setattr(options, name, _setting(f"{where}.{name}", getattr(options, name), value))
     return options
+
+
+def _setting(where: str, default, value):
+    """`value` as the type of the setting whose default is `default`."""
+    members = getattr(type(default), "__members__", None)
+    if members is not None:
+        if not isinstance(value, str) or value not in members:
+            raise ConfigError(f"{where}={value!r}: choose one of {sorted(members)}")
+        return members[value]
+    kind = type(default)
+    if type(value) is not kind or (kind is int and value < 0):  # pylint: disable=unidiomatic-typecheck
+        wanted = {bool: "true or false", int: "a count, 0 or more"}.get(kind, kind.__name__)
+        raise ConfigError(f"{where}={value!r}: ONNX Runtime takes {wanted} for it")
+    return value
 
 
 def predict(session, inputs, spec: ModelConfig):

@@ -80,7 +80,13 @@ def test_session_options_are_set_by_name(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     ({"intra_op_threads": 1}, "SessionOptions has no setting 'intra_op_threads'; settings: "),
     ({"graph_optimization_level": "ALL"}, "choose one of .*'ORT_ENABLE_ALL'"),
-    ({"intra_op_num_threads": "one"}, "intra_op_num_threads='one' is not a value ONNX "),
+    ({"graph_optimization_level": 99}, "graph_optimization_level=99: choose one of "),
+    ({"intra_op_num_threads": "one"}, "intra_op_num_threads='one': ONNX Runtime takes a "
+                                      "count, 0 or more"),
+    ({"intra_op_num_threads": True}, "intra_op_num_threads=True: ONNX Runtime takes a count"),
+    ({"intra_op_num_threads": -3}, "intra_op_num_threads=-3: ONNX Runtime takes a count"),
+    ({"enable_profiling": 0}, "enable_profiling=0: ONNX Runtime takes true or false"),
+    (["intra_op_num_threads", 1], "must map ONNX Runtime's SessionOptions settings to values"),
 ])
 def test_a_session_option_onnx_runtime_does_not_have_is_refused_before_the_run(settings,
                                                                                 message):
