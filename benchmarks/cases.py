@@ -55,7 +55,9 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     threads = case.get("threads")
     if threads:  # every case alike (`--threads`); ONNX Runtime's: `onnx_session_options`
         import threadpoolctl  # pylint: disable=import-outside-toplevel
-        threadpoolctl.threadpool_limits(threads)  # BLAS and OpenMP, for the process
+        # threadpoolctl comes with scikit-learn. Not a `with`: the limits hold for the
+        # case's whole process (BLAS and OpenMP pools).
+        threadpoolctl.threadpool_limits(threads)
         if case["model"] == "pytorch":
             import torch  # pylint: disable=import-outside-toplevel
             torch.set_num_threads(threads)

@@ -69,10 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="max batch for ours and plain Beam (default: Beam's, 10000)")
     parser.add_argument("--raw_batch_size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1,
-                        help="every framework's intra-op threads per process, in every "
-                             "case: PyTorch's, the BLAS and OpenMP pools under NumPy and "
-                             "scikit-learn, ONNX Runtime's (0: their defaults, one per "
-                             "core). 1 by default: on a busy or small machine, OpenMP "
+                        help="intra-op threads per process of PyTorch, of the BLAS and "
+                             "OpenMP pools under NumPy and scikit-learn, and of ONNX "
+                             "Runtime, in every case (0: their defaults, one per core; "
+                             "TensorFlow keeps its own). 1 by default: on a busy or small machine, OpenMP "
                              "threads waiting on each other make forward passes 10-100x "
                              "slower, and idle OpenBLAS and ONNX Runtime threads spin on "
                              "the cores the rest of the job needs; Beam runs one worker per "

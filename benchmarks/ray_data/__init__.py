@@ -54,7 +54,7 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     out = os.path.join(case["out"], "predictions")
     spec = {"files": record_files(case["data_root"]), "model_path": case["model_path"],
             "features": FEATURES, "batch_size": case["raw_batch_size"],
-            "torch_threads": case.get("threads") or 0, "out": out}
+            "threads": case.get("threads") or 0, "out": out}
     spec_path = os.path.join(case["out"], "ray_spec.json")
     result_path = os.path.join(case["out"], "ray_result.json")
     with open(spec_path, "w") as f:

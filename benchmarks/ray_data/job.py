@@ -24,9 +24,9 @@ class Predictor:
     """The model, loaded once per actor; a batch of feature columns -> the same batch with
     a "prediction" column."""
 
-    def __init__(self, model_path: str, features, torch_threads: int):
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+    def __init__(self, model_path: str, features, threads: int):
+        if threads:
+            torch.set_num_threads(threads)
         self._features = list(features)
         self._model = torch.jit.load(model_path, map_location="cpu")
 
@@ -47,7 +47,7 @@ def run(spec) -> dict:
         (ray.data.read_tfrecords(spec["files"],
                                  arrow_open_stream_args={"compression": "gzip"})
          .map_batches(Predictor, fn_constructor_args=(spec["model_path"], spec["features"],
-                                                      spec["torch_threads"]),
+                                                      spec["threads"]),
                       batch_size=spec["batch_size"], batch_format="numpy",
                       compute=ray.data.ActorPoolStrategy(size=1))
          .write_parquet(spec["out"]))

@@ -441,7 +441,7 @@ def _histogram(values: Mapping[str, np.ndarray], title: str, density: bool = Fal
     figure, axes = _axes(title)
     everything = np.concatenate(list(values.values()))
     bins = np.histogram_bin_edges(everything, bins=40) if len(everything) else 10
-    for name, column in values.items():  # one filled outline per model, not a bar per bin
+    for name, column in values.items():
         counts, edges = np.histogram(column, bins=bins, density=density)
         axes.stairs(counts, edges, fill=True, alpha=0.6 if len(values) > 1 else 1.0,
                     label=name)
