@@ -72,11 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="intra-op threads per process of PyTorch, of the BLAS and "
                              "OpenMP pools under NumPy and scikit-learn, and of ONNX "
                              "Runtime, in every case (0: their defaults, one per core; "
-                             "TensorFlow keeps its own). 1 by default: on a busy or small machine, OpenMP "
-                             "threads waiting on each other make forward passes 10-100x "
-                             "slower, and idle OpenBLAS and ONNX Runtime threads spin on "
-                             "the cores the rest of the job needs; Beam runs one worker per "
-                             "core anyway")
+                             "TensorFlow keeps its own). 1 by default: on a busy or small "
+                             "machine, OpenMP threads waiting on each other make forward "
+                             "passes 10-100x slower, and idle OpenBLAS and ONNX Runtime "
+                             "threads spin on the cores the rest of the job needs; Beam "
+                             "runs one worker per core anyway")
     parser.add_argument("--device", choices=["CPU", "GPU"], default="CPU",
                         help="where the PyTorch model runs, in every case (GPU: when CUDA "
                              "is usable, else the CPU, as Beam's PyTorch handler decides)")
