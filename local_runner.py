@@ -23,16 +23,11 @@ from components import console
 from template import config
 
 
-def pipeline_name() -> str:
-    """The name of the pipeline this runner runs (PIPELINE picks which)."""
-    return config.TEXT_PIPELINE_NAME if config.PIPELINE == "text" else config.PIPELINE_NAME
-
-
 # Run as a script (`make run`, `tfx run create`), not read in by `tfx pipeline create`
 # (which executes this file inside the CLI's own process): the full logs go to a file from
 # here on, before TensorFlow's import writes its own.
 _AS_SCRIPT = __name__ == "__main__" and vars(sys.modules["__main__"]) is globals()
-CONSOLE = console.start(config.OUTPUT_DIR, pipeline_name()) if _AS_SCRIPT else None
+CONSOLE = console.start(config.OUTPUT_DIR, config.pipeline_name()) if _AS_SCRIPT else None
 
 # pylint: disable=wrong-import-position
 from absl import logging  # noqa: E402
@@ -43,30 +38,23 @@ from components import run_summary  # noqa: E402
 
 
 def create_pipeline() -> tfx.dsl.Pipeline:
-    name = pipeline_name()
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        config.metadata_path(name))
+    """The pipeline PIPELINE picks, as it runs here."""
+    name = config.pipeline_name()
+    where = dict(pipeline_name=name,
+                 pipeline_root=config.pipeline_root(name),
+                 beam_pipeline_args=config.local_beam_pipeline_args(),
+                 metadata_connection_config=tfx.orchestration.metadata
+                 .sqlite_metadata_connection_config(config.metadata_path(name)))
     if config.PIPELINE == "text":
         return pipeline.create_text_pipeline(
-            pipeline_name=name,
-            pipeline_root=config.pipeline_root(name),
-            data_path=config.TEXT_DATA_PATH,
-            model_uri=config.text_model_uri(),
-            bigquery_table=config.TEXT_BIGQUERY_TABLE,
-            beam_pipeline_args=config.local_beam_pipeline_args(),
-            metadata_connection_config=metadata)
-    if config.PIPELINE != "taxi":
-        raise ValueError(f"PIPELINE={config.PIPELINE!r}: choose 'taxi' or 'text'")
+            data_path=config.TEXT_DATA_PATH, model_uri=config.text_model_uri(),
+            bigquery_table=config.TEXT_BIGQUERY_TABLE, **where)
     return pipeline.create_pipeline(
-        pipeline_name=name,
-        pipeline_root=config.pipeline_root(name),
         data_path=config.DATA_PATH,
         frameworks=config.FRAMEWORKS,
         train_num_steps=config.TRAIN_NUM_STEPS,
         eval_num_steps=config.EVAL_NUM_STEPS,
-        inference_splits=config.INFERENCE_SPLITS,
-        beam_pipeline_args=config.local_beam_pipeline_args(),
-        metadata_connection_config=metadata)
+        inference_splits=config.INFERENCE_SPLITS, **where)
 
 
 def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
@@ -81,7 +69,7 @@ def _ran_since(metadata_path: str, pipeline_name: str, started: float) -> bool:
 
 
 def run():
-    name = pipeline_name()
+    name = config.pipeline_name()
     metadata_path = config.metadata_path(name)
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     out = CONSOLE or console.Console(sys.stdout, None)

@@ -2,16 +2,17 @@
 
     python vertex_runner.py
         -> $VERTEX_PIPELINE_FILE (default outputs/vertex/<pipeline>_pipeline.json)
+    PIPELINE=text python vertex_runner.py    (the text embeddings pipeline)
     tfx pipeline create --engine=vertex --pipeline_path=vertex_runner.py
         -> $VERTEX_HOME/<pipeline>/pipeline.json (VERTEX_HOME defaults to ~/tfx/vertex)
     tfx run create --engine=vertex --pipeline_name=<pipeline> --project=P --region=R
         submits that JSON to Vertex AI.
 
-The same `pipeline.create_pipeline(...)` as the local run, with every component running in
-the image built from ./Dockerfile and every Beam-based component on Dataflow; with
-DATAFLOW_GPU_TYPE set, the BulkInferrers' Dataflow jobs also get GPU workers. Names,
-image, bucket and Dataflow settings come from template/config.py (environment variables
-override them).
+The same `pipeline.create_pipeline(...)` (or `create_text_pipeline(...)`) as the local
+run, with every component running in the image built from ./Dockerfile and every
+Beam-based component on Dataflow; with DATAFLOW_GPU_TYPE set, the BulkInferrers' Dataflow
+jobs also get GPU workers. Names, image, bucket and Dataflow settings come from
+template/config.py (environment variables override them).
 Compiling needs no Google Cloud access.
 """
 import os
@@ -24,19 +25,24 @@ from template import config
 
 
 def create_pipeline() -> tfx.dsl.Pipeline:
-    """The pipeline as Vertex AI runs it: data and root on GCS, Beam on Dataflow."""
-    tfx_pipeline = pipeline.create_pipeline(
-        pipeline_name=config.PIPELINE_NAME,
-        pipeline_root=config.vertex_pipeline_root(),
-        data_path=config.vertex_data_path(),
-        frameworks=config.FRAMEWORKS,
-        train_num_steps=config.TRAIN_NUM_STEPS,
-        eval_num_steps=config.EVAL_NUM_STEPS,
-        inference_splits=config.INFERENCE_SPLITS,
-        beam_pipeline_args=config.dataflow_beam_pipeline_args(),
-        # Vertex AI keeps ML Metadata itself.
-        metadata_connection_config=None,
-    )
+    """The pipeline PIPELINE picks, as Vertex AI runs it: data and root on GCS, Beam on
+    Dataflow."""
+    # Vertex AI keeps ML Metadata itself.
+    where = dict(pipeline_name=config.pipeline_name(),
+                 pipeline_root=config.vertex_pipeline_root(),
+                 data_path=config.vertex_data_path(),
+                 beam_pipeline_args=config.dataflow_beam_pipeline_args(),
+                 metadata_connection_config=None)
+    if config.PIPELINE == "text":
+        tfx_pipeline = pipeline.create_text_pipeline(
+            model_uri=config.vertex_text_model_uri(),
+            bigquery_table=config.TEXT_BIGQUERY_TABLE, **where)
+    else:
+        tfx_pipeline = pipeline.create_pipeline(
+            frameworks=config.FRAMEWORKS,
+            train_num_steps=config.TRAIN_NUM_STEPS,
+            eval_num_steps=config.EVAL_NUM_STEPS,
+            inference_splits=config.INFERENCE_SPLITS, **where)
     gpu_args = config.dataflow_gpu_args()
     if gpu_args:
         # Component-level args come after the pipeline-level ones, so they win: only the
@@ -61,7 +67,7 @@ def runner() -> "tfx.orchestration.experimental.KubeflowV2DagRunner":
 def run():
     # Exactly one KubeflowV2DagRunner.run(...) call: the TFX CLI requires it.
     runner().run(create_pipeline())
-    logging.info("Pipeline %r compiled for Vertex AI Pipelines.", config.PIPELINE_NAME)
+    logging.info("Pipeline %r compiled for Vertex AI Pipelines.", config.pipeline_name())
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ TEXT_PIPELINE_NAME = os.environ.get("TEXT_PIPELINE_NAME", "text-embeddings")
 TEXT_DATA_PATH = os.environ.get("TEXT_DATA_PATH",
                                 os.path.join(PROJECT_DIR, "template", "data", "reviews"))
 TEXT_BIGQUERY_TABLE = os.environ.get("TEXT_BIGQUERY_TABLE") or None
+PIPELINES = ("taxi", "text")
+
+
+def pipeline_name() -> str:
+    """The name of the pipeline PIPELINE picks: PIPELINE_NAME or TEXT_PIPELINE_NAME."""
+    if PIPELINE not in PIPELINES:
+        raise ValueError(f"PIPELINE={PIPELINE!r}: choose one of {PIPELINES}")
+    return TEXT_PIPELINE_NAME if PIPELINE == "text" else PIPELINE_NAME
 
 
 def text_model_uri() -> str:
@@ -125,18 +133,30 @@ def pipeline_image() -> str:
 
 
 def vertex_pipeline_root() -> str:
-    return _env("VERTEX_PIPELINE_ROOT", f"gs://{gcs_bucket()}/pipelines/{PIPELINE_NAME}")
+    return _env("VERTEX_PIPELINE_ROOT", f"gs://{gcs_bucket()}/pipelines/{pipeline_name()}")
 
 
 def vertex_data_path() -> str:
-    """The CSV folder CsvExampleGen reads on Vertex AI (copy template/data/taxi there)."""
-    return _env("VERTEX_DATA_PATH", f"gs://{gcs_bucket()}/data/{PIPELINE_NAME}")
+    """The CSV folder CsvExampleGen reads on Vertex AI (copy template/data/taxi, or
+    template/data/reviews for the text pipeline, there)."""
+    return _env("VERTEX_DATA_PATH", f"gs://{gcs_bucket()}/data/{pipeline_name()}")
+
+
+# The text pipeline's model inside the pipeline image: the Dockerfile links the packaged
+# all-MiniLM-L6-v2 folder there. Hugging Face folders load from a local path, and the
+# components and the Dataflow workers run the same image.
+CONTAINER_TEXT_MODEL_DIR = "/opt/models/all-MiniLM-L6-v2"
+
+
+def vertex_text_model_uri() -> str:
+    """The text pipeline's model folder on Vertex AI: TEXT_MODEL_URI, else the image's."""
+    return _env("TEXT_MODEL_URI", CONTAINER_TEXT_MODEL_DIR)
 
 
 def vertex_pipeline_file() -> str:
     """Where `python vertex_runner.py` writes the compiled pipeline JSON."""
     return _env("VERTEX_PIPELINE_FILE",
-                os.path.join(OUTPUT_DIR, "vertex", f"{PIPELINE_NAME}_pipeline.json"))
+                os.path.join(OUTPUT_DIR, "vertex", f"{pipeline_name()}_pipeline.json"))
 
 
 def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:

