@@ -17,8 +17,10 @@ Which path a configuration takes:
       model's maximum length.
     "text-classification" (or "sentiment-analysis"): `label` (bytes, from the model's
       `config.id2label`), `score`, `scores` (every label's, in id order); with
-      options.top_k: `top_labels` and `top_scores`, best first. Scores as the transformers
-      pipeline computes them (options.function_to_apply: "softmax", "sigmoid", "none").
+      options.top_k > 1: `top_k_labels` and `top_k_scores`, best first (the engine's
+      `labels.Labeller`, as any framework's classifier with a LabelSpec). Scores as the
+      transformers pipeline computes them (options.function_to_apply: "softmax",
+      "sigmoid", "none").
     "token-classification" (or "ner"): per text, its entities as the transformers
       pipeline's postprocessing gives them (options.aggregation_strategy, default
       "none"), as ragged columns: `entity` (or `entity_group` when aggregated), `score`,
@@ -45,8 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from inference import batching, columns, trust
-from inference.config import ConfigError, ModelConfig
+from inference import batching, columns, labels, trust
+from inference.config import ConfigError, LabelSpec, ModelConfig
 from inference.frameworks import BeamHandler, import_object
 
 DEFAULT_MODEL_CLASS = "transformers.AutoModel"
@@ -194,6 +196,7 @@ class TextModel:
         self.texts_per_forward = spec.options.get(
             "texts_per_forward", 0 if self.device.type == "cuda" else TEXTS_PER_FORWARD_CPU)
         self._postprocess = None  # the transformers pipeline of token classification
+        self._labeller = None  # text classification: scores to id2label's names
         self._pad_values = {"input_ids": tokenizer.pad_token_id or 0,
                             "token_type_ids": tokenizer.pad_token_type_id}
 
@@ -218,6 +221,11 @@ class TextModel:
         if task in ("token-classification", "ner"):
             text_model._postprocess = transformers.pipeline(
                 "token-classification", model=model, tokenizer=tokenizer, device=model.device)
+        elif task in ("text-classification", "sentiment-analysis"):
+            id2label = model.config.id2label
+            text_model._labeller = labels.Labeller(LabelSpec(
+                names=[id2label[i] for i in range(len(id2label))],
+                top_k=options.get("top_k") or 1), spec.name)
         return text_model
 
     def predict(self, inputs) -> Dict[str, np.ndarray]:
@@ -306,17 +314,7 @@ class TextModel:
         scores = {"softmax": text_classification.softmax,
                   "sigmoid": text_classification.sigmoid,
                   "none": lambda x: x}[function](logits).astype(np.float32)
-        labels = np.array([self.model.config.id2label[i].encode()
-                           for i in range(scores.shape[1])], dtype=object)
-        best = scores.argmax(axis=1)
-        outputs = {"label": labels[best], "score": scores[np.arange(len(best)), best],
-                   "scores": scores}
-        top_k = self.spec.options.get("top_k")
-        if top_k:
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-            outputs["top_labels"] = labels[order]
-            outputs["top_scores"] = np.take_along_axis(scores, order, axis=1)
-        return outputs
+        return self._labeller({"scores": scores})
 
     def _entities(self, logits, real, positions, encoded, texts) -> Dict[str, np.ndarray]:
         """Each text's entities, from the transformers pipeline's own postprocessing of

@@ -191,8 +191,8 @@ def test_text_classification_labels_from_id2label(outputs, classifier):
         np.testing.assert_allclose(row["scores"], [by_label[l] for l in
                                                    ("negative", "neutral", "positive")],
                                    **TOL)
-        assert list(row["top_labels"]) == [p["label"].encode() for p in want[:2]]
-        np.testing.assert_allclose(row["top_scores"], [p["score"] for p in want[:2]], **TOL)
+        assert list(row["top_k_labels"]) == [p["label"].encode() for p in want[:2]]
+        np.testing.assert_allclose(row["top_k_scores"], [p["score"] for p in want[:2]], **TOL)
 
 
 @pytest.mark.parametrize("model,strategy", [("entities", "none"),
