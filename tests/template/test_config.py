@@ -1,4 +1,5 @@
 """template/config.py's settings that the environment changes."""
+import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from template import config
@@ -15,3 +16,24 @@ def test_local_beam_args_take_extra_flags_from_the_environment(monkeypatch):
     # The extra flags come last, and Beam takes a repeated flag's last value.
     assert options.direct_num_workers == 2
     assert options.direct_running_mode == "multi_processing"
+
+
+def test_pipeline_picks_the_name_and_the_vertex_paths(monkeypatch):
+    monkeypatch.setenv("GCS_BUCKET", "b")
+    for variable in ("VERTEX_PIPELINE_ROOT", "VERTEX_DATA_PATH", "TEXT_MODEL_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(config, "PIPELINE", "taxi")
+    assert config.pipeline_name() == config.PIPELINE_NAME
+    monkeypatch.setattr(config, "PIPELINE", "text")
+    assert config.pipeline_name() == config.TEXT_PIPELINE_NAME
+    assert config.vertex_pipeline_root() == f"gs://b/pipelines/{config.TEXT_PIPELINE_NAME}"
+    assert config.vertex_data_path() == f"gs://b/data/{config.TEXT_PIPELINE_NAME}"
+    assert config.vertex_text_model_uri() == config.CONTAINER_TEXT_MODEL_DIR
+    monkeypatch.setenv("TEXT_MODEL_URI", "/mnt/models/e5")
+    assert config.vertex_text_model_uri() == "/mnt/models/e5"
+
+
+def test_an_unknown_pipeline_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setattr(config, "PIPELINE", "images")
+    with pytest.raises(ValueError, match=r"PIPELINE='images': choose one of \('taxi', 'text'\)"):
+        config.pipeline_name()
