@@ -87,7 +87,9 @@ def render(metadata_path: str, pipeline_name: str) -> str:
                 f"{value('examples_per_sec'):.0f} examples/s "
                 f"({value('active_seconds'):.2f} s inferring), "
                 f"mean batch {value('mean_batch_size'):.0f}, "
-                f"model load {value('model_load_ms'):.0f} ms")
+                f"model load {value('model_load_ms'):.0f} ms"
+                + (f", tf.Transform graph load {value('transform_load_ms'):.0f} ms"
+                   if value("transform_load_ms") else ""))
         lines.append(f"    outputs: {artifact.uri}")
         for uri in dead_letters:
             lines.append(f"    dead letters: {uri}")

@@ -38,18 +38,20 @@ class LoadedModel:
     """A model as a worker holds it. `predict` is all the handler calls on it, so Beam can
     serve it from another process (`large_model`) through a proxy."""
 
-    def __init__(self, framework_name: str, model: Any, spec: ModelConfig, load_seconds: float):
+    def __init__(self, framework_name: str, model: Any, spec: ModelConfig,
+                 load_seconds: Tuple[float, Optional[float]]):
         self._framework = frameworks.get(framework_name)
         self._model = model
         self._spec = spec
-        self._load_seconds: Optional[float] = load_seconds
+        self._load_seconds: Optional[Tuple[float, Optional[float]]] = load_seconds
 
     def predict(self, inputs) -> Dict[str, np.ndarray]:
         return dict(self._framework.predict(self._model, inputs, self._spec))
 
-    def take_load_seconds(self) -> Optional[float]:
-        """How long the model took to load, the first time it is asked; then None. (Beam
-        loads models where metrics are not reported; the first batch reports the load.)"""
+    def take_load_seconds(self) -> Optional[Tuple[float, Optional[float]]]:
+        """How long the model, and its tf.Transform graph (None without one), took to
+        load, the first time it is asked; then None. (Beam loads models where metrics are
+        not reported; the first batch reports the load.)"""
         seconds, self._load_seconds = self._load_seconds, None
         return seconds
 
@@ -105,12 +107,16 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
             raise RuntimeError(
                 f"model {self.model_name!r} ({self._spec.framework}) could not be loaded "
                 f"from {self._path}: {type(e).__name__}: {e}") from e
+        model_seconds = time.time() - started
         if self._decoder is not None:  # a tf.Transform graph loads in seconds: load it now
             self._decoder.load()
+        transform_seconds = (time.time() - started - model_seconds
+                             if isinstance(self._decoder, decoding.TransformDecoder) else None)
         if self._breadcrumbs:
             _enable_fault_reports(self._breadcrumbs)
         _freeze_long_lived_objects()
-        return LoadedModel(self._spec.framework, model, self._spec, time.time() - started)
+        return LoadedModel(self._spec.framework, model, self._spec,
+                           (model_seconds, transform_seconds))
 
     def update_model_path(self, model_path: Optional[str] = None):
         """A new version of the model (streaming model updates): loaded at the next load."""
@@ -137,7 +143,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         started = time.time()
         load_seconds = model.take_load_seconds()
         if load_seconds is not None:
-            metrics.record_load(self.model_name, load_seconds)
+            metrics.record_load(self.model_name, *load_seconds)
         records = list(itertools.chain.from_iterable(chunk for _, chunk in batch))
         if self._breadcrumbs:
             self._noted().batch_started(self.model_name, batch)

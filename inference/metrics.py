@@ -31,7 +31,8 @@ ROUTED = "routed"  # |split|key: records keyed routing sent to a key's model
 # Distributions, per model.
 BATCH_RECORDS = "batch_records"
 BATCH_MS = "batch_ms"  # a batch's time in the handler, decoding to results
-LOAD_MS = "load_ms"
+LOAD_MS = "load_ms"  # the model's files
+TRANSFORM_LOAD_MS = "transform_load_ms"  # the tf.Transform graph its records go through
 ACTIVE_MS = "active_ms"  # each batch's start and end, in ms since the handler was built
 # Remote models (inference/remote), per model: requests sent (retries included), retries,
 # requests given up after their last retry, seconds Beam's client-side throttling held
@@ -68,8 +69,11 @@ def record_batch(model: str, records: int, started: float, origin: float):
     active.update(int((now - origin) * 1000))
 
 
-def record_load(model: str, seconds: float):
+def record_load(model: str, seconds: float, transform_seconds: Optional[float] = None):
+    """Counts one load of the model, and of its tf.Transform graph when it has one."""
     _distribution(LOAD_MS, model).update(int(seconds * 1000))
+    if transform_seconds is not None:
+        _distribution(TRANSFORM_LOAD_MS, model).update(int(transform_seconds * 1000))
 
 
 def record_timeout(model: str):
@@ -109,6 +113,7 @@ class ModelFigures:
     by_split: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
     model_load_ms: float = 0.0
     model_loads: int = 0
+    transform_load_ms: float = 0.0  # mean load of the tf.Transform graph; 0 without one
     mean_batch_size: float = 0.0
     batches: int = 0
     max_batch_size: int = 0
@@ -239,6 +244,8 @@ def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFig
     figures.max_batch_ms = most or 0
     total, figures.model_loads, _, _ = query.distribution(LOAD_MS, name)
     figures.model_load_ms = total / figures.model_loads if figures.model_loads else 0.0
+    total, count, _, _ = query.distribution(TRANSFORM_LOAD_MS, name)
+    figures.transform_load_ms = total / count if count else 0.0
     _, _, first, last = query.distribution(ACTIVE_MS, name)
     figures.active_seconds = (last - first) / 1000 if first is not None else 0.0
     figures.timeouts = query.count(TIMEOUTS, name)

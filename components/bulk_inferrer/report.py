@@ -256,6 +256,8 @@ def _performance(inputs: Inputs) -> str:
         rows.append([_e(name), _figure(f"{name}.examples_per_sec", round(m.examples_per_sec)),
                      f"{active:,.0f}", f"{m.active_seconds:.2f}",
                      _figure(f"{name}.model_load_ms", round(m.model_load_ms)),
+                     _figure(f"{name}.transform_load_ms", round(m.transform_load_ms))
+                     if m.transform_load_ms else "-",
                      _figure(f"{name}.model_loads", m.model_loads),
                      _figure(f"{name}.batches", m.batches),
                      f"{m.mean_batch_size:,.0f} / {m.max_batch_size:,}",
@@ -273,7 +275,8 @@ def _performance(inputs: Inputs) -> str:
             "its last. Batch latency: a batch's time in the model handler, decoding to "
             "results.</p>"
             + _table(["model", "examples/s", "active examples/s", "active s",
-                      "model load ms (mean)", "loads", "batches", "batch size mean / max",
+                      "model load ms (mean)", "tf.Transform graph load ms (mean)", "loads",
+                      "batches", "batch size mean / max",
                       "batch latency ms mean / max", "timeouts"], rows) + plots)
 
 

@@ -37,7 +37,7 @@ class _Count(beam.DoFn):
         metrics.counter(metrics.FAILURES, "a", "s", "decode").inc()
         metrics.counter(metrics.FAILURES, "", "s", "read").inc(7)
         metrics.record_batch("a", element, 0.0, 0.0)
-        metrics.record_load("a", 0.25)
+        metrics.record_load("a", 0.25, element / 4)
         yield element
 
 
@@ -51,4 +51,5 @@ def test_figures_read_back_from_a_finished_pipeline():
     assert model.failures_by_stage == {"decode": 2}
     assert (model.batches, model.mean_batch_size, model.max_batch_size) == (2, 5.0, 6)
     assert model.model_loads == 2 and model.model_load_ms == 250
+    assert model.transform_load_ms == 1250  # the mean of 1 s and 1.5 s
     assert model.examples_per_sec == 4.0

@@ -57,6 +57,11 @@ def test_every_component_completes_and_summary_reports_models(local_run):
     inferring = re.findall(r"\((\d+\.\d\d) s inferring\)", first_summary)
     assert len(inferring) == first_summary.count(" examples inferred, ") >= len(models)
     assert all(float(seconds) > 0 for seconds in inferring)
+    # PyTorch's model reads transformed features through the tf.Transform graph, which
+    # loads with it and is timed apart; Keras's takes raw examples (the graph is inside).
+    loads = dict(re.findall(r"^    (\w+): .* model load \d+ ms(.*)$", first_summary, re.M))
+    assert re.fullmatch(r", tf\.Transform graph load \d+ ms", loads["pytorch"]), loads
+    assert loads["keras"] == "", loads
     assert metadata_path in first_summary
 
 
