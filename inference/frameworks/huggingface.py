@@ -61,6 +61,7 @@ TEXT_TASKS = {
     "token-classification": "transformers.AutoModelForTokenClassification",
     "ner": "transformers.AutoModelForTokenClassification",
 }
+CLASSIFICATION_TASKS = ("text-classification", "sentiment-analysis")
 POOLINGS = ("mean", "cls", "none")
 CLASSIFICATION_FUNCTIONS = ("softmax", "sigmoid", "none")
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
@@ -85,6 +86,11 @@ def check(path: str, spec: ModelConfig):
                               f"{inputs.features}")
         if task in TEXT_TASKS:
             _check_text_options(spec)
+        if task in CLASSIFICATION_TASKS:
+            import transformers  # pylint: disable=import-outside-toplevel
+            _class_names(transformers.AutoConfig.from_pretrained(
+                path, local_files_only=True,
+                trust_remote_code=bool(_load_args(spec).get("trust_remote_code"))), spec)
     else:
         import_object(options.get("model_class") or DEFAULT_MODEL_CLASS,
                       "options.model_class")
@@ -221,11 +227,10 @@ class TextModel:
         if task in ("token-classification", "ner"):
             text_model._postprocess = transformers.pipeline(
                 "token-classification", model=model, tokenizer=tokenizer, device=model.device)
-        elif task in ("text-classification", "sentiment-analysis"):
-            id2label = model.config.id2label
+        elif task in CLASSIFICATION_TASKS:
             text_model._labeller = labels.Labeller(LabelSpec(
-                names=[id2label[i] for i in range(len(id2label))],
-                top_k=options.get("top_k") or 1), spec.name)
+                names=_class_names(model.config, spec), top_k=options.get("top_k") or 1),
+                spec.name)
         return text_model
 
     def predict(self, inputs) -> Dict[str, np.ndarray]:
@@ -366,6 +371,20 @@ def _in_order(parts, size: int) -> Dict[str, np.ndarray]:
                 out[name] = np.empty((size,) + values.shape[1:], dtype=values.dtype)
             out[name][positions] = values
     return out
+
+
+def _class_names(config, spec: ModelConfig) -> List[str]:
+    """A classifier's class names in id order (`config.id2label`), one per id from 0, and
+    at least options.top_k of them."""
+    ids = sorted(config.id2label)
+    if ids != list(range(len(ids))):
+        raise ConfigError(f"model {spec.name!r}: its config.id2label has ids {ids}; a "
+                          f"classifier's labels need the ids 0 to {len(ids) - 1}")
+    top_k = spec.options.get("top_k") or 1
+    if top_k > len(ids):
+        raise ConfigError(f"model {spec.name!r}: options.top_k={top_k} is more than the "
+                          f"model's {len(ids)} classes (its config.id2label)")
+    return [config.id2label[i] for i in ids]
 
 
 def _default_function(config) -> str:

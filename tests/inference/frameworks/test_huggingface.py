@@ -224,6 +224,25 @@ def test_text_pairs_from_two_features(classifier):
         [{"text": a, "text_pair": b} for a, b in pairs])
     assert list(result.outputs["label"]) == [p["label"].encode() for p in direct]
     np.testing.assert_allclose(result.outputs["score"], [p["score"] for p in direct], **TOL)
+    assert "top_k_labels" not in result.outputs  # top_k 1: the label and score say it
+
+
+def test_classifier_labels_are_checked_against_top_k_up_front(tmp_path, classifier):
+    """Before Beam starts: top_k over the classes, and id2label ids with a gap."""
+    import transformers
+    with pytest.raises(ConfigError, match=r"options.top_k=4 is more than the model's 3 "
+                                          r"classes \(its config.id2label\)"):
+        create_handler(ModelConfig(framework="huggingface", inputs=TEXT, options={
+            "task": "text-classification", "top_k": 4}), classifier)
+    gap = _tiny_bert(str(tmp_path / "gap"), transformers.BertForSequenceClassification,
+                     ["a", "b"])
+    config = transformers.AutoConfig.from_pretrained(gap)
+    config.id2label = {0: "a", 2: "b"}
+    config.save_pretrained(gap)
+    with pytest.raises(ConfigError, match=r"config.id2label has ids \[0, 2\]; a classifier's "
+                                          r"labels need the ids 0 to 1"):
+        create_handler(ModelConfig(framework="huggingface", inputs=TEXT,
+                                   options={"task": "sentiment-analysis"}), gap)
 
 
 # --- trust -------------------------------------------------------------------------------------
