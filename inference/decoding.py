@@ -339,6 +339,10 @@ class TransformDecoder:
 
         return transform
 
+    @property
+    def loaded(self) -> bool:
+        return self._fn is not None
+
     def load(self):
         """Loads the transform graph and traces the call: seconds, so the model handler
         does it with the model rather than in the first batch (and its timeout)."""

@@ -108,15 +108,24 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
                 f"model {self.model_name!r} ({self._spec.framework}) could not be loaded "
                 f"from {self._path}: {type(e).__name__}: {e}") from e
         model_seconds = time.time() - started
-        if self._decoder is not None:  # a tf.Transform graph loads in seconds: load it now
-            self._decoder.load()
-        transform_seconds = (time.time() - started - model_seconds
-                             if isinstance(self._decoder, decoding.TransformDecoder) else None)
+        transform_seconds = self._load_decoder()
         if self._breadcrumbs:
             _enable_fault_reports(self._breadcrumbs)
         _freeze_long_lived_objects()
         return LoadedModel(self._spec.framework, model, self._spec,
                            (model_seconds, transform_seconds))
+
+    def _load_decoder(self) -> Optional[float]:
+        """Builds the decoder with the model rather than in the first batch (and its
+        timeout): a tf.Transform graph loads in seconds. Returns the seconds a graph took
+        to load; None without one, or when it was loaded before (a model reloaded)."""
+        if self._decoder is None:
+            return None
+        new_graph = (isinstance(self._decoder, decoding.TransformDecoder)
+                     and not self._decoder.loaded)
+        started = time.time()
+        self._decoder.load()
+        return time.time() - started if new_graph else None
 
     def update_model_path(self, model_path: Optional[str] = None):
         """A new version of the model (streaming model updates): loaded at the next load."""
