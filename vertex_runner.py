@@ -27,12 +27,11 @@ from template import config
 def create_pipeline() -> tfx.dsl.Pipeline:
     """The pipeline PIPELINE picks, as Vertex AI runs it: data and root on GCS, Beam on
     Dataflow."""
-    # Vertex AI keeps ML Metadata itself.
     where = dict(pipeline_name=config.pipeline_name(),
                  pipeline_root=config.vertex_pipeline_root(),
                  data_path=config.vertex_data_path(),
                  beam_pipeline_args=config.dataflow_beam_pipeline_args(),
-                 metadata_connection_config=None)
+                 metadata_connection_config=None)  # Vertex AI keeps ML Metadata itself
     if config.PIPELINE == "text":
         tfx_pipeline = pipeline.create_text_pipeline(
             model_uri=config.vertex_text_model_uri(),

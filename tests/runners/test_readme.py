@@ -125,6 +125,10 @@ def test_vertex_commands_compile_without_an_activated_virtualenv(ran):
     for path in compiled:
         tasks = json.loads(path.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
         assert {"BulkInferrer.keras", "BulkInferrer.pytorch"} <= set(tasks)
+    text = ran["root"] / "outputs" / "vertex" / "text-embeddings_pipeline.json"
+    tasks = json.loads(text.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert set(tasks) == {"CsvExampleGen", "PretrainedModel", "BulkInferrer.text",
+                          "PredictionRows"}
 
 
 def test_local_cli_commands_run_the_pipeline(ran):

@@ -20,7 +20,7 @@ def test_local_beam_args_take_extra_flags_from_the_environment(monkeypatch):
 
 def test_pipeline_picks_the_name_and_the_vertex_paths(monkeypatch):
     monkeypatch.setenv("GCS_BUCKET", "b")
-    for variable in ("VERTEX_PIPELINE_ROOT", "VERTEX_DATA_PATH", "TEXT_MODEL_URI"):
+    for variable in ("VERTEX_PIPELINE_ROOT", "VERTEX_DATA_PATH", "VERTEX_TEXT_MODEL_URI"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(config, "PIPELINE", "taxi")
     assert config.pipeline_name() == config.PIPELINE_NAME
@@ -29,7 +29,7 @@ def test_pipeline_picks_the_name_and_the_vertex_paths(monkeypatch):
     assert config.vertex_pipeline_root() == f"gs://b/pipelines/{config.TEXT_PIPELINE_NAME}"
     assert config.vertex_data_path() == f"gs://b/data/{config.TEXT_PIPELINE_NAME}"
     assert config.vertex_text_model_uri() == config.CONTAINER_TEXT_MODEL_DIR
-    monkeypatch.setenv("TEXT_MODEL_URI", "/mnt/models/e5")
+    monkeypatch.setenv("VERTEX_TEXT_MODEL_URI", "/mnt/models/e5")
     assert config.vertex_text_model_uri() == "/mnt/models/e5"
 
 
