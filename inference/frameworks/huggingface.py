@@ -51,6 +51,12 @@ from inference import batching, columns, labels, trust
 from inference.config import ConfigError, LabelSpec, ModelConfig
 from inference.frameworks import BeamHandler, import_object
 
+# transformers imports TensorFlow wherever it is installed (this stack has it, for TFX):
+# seconds and hundreds of MB in each worker process, for PyTorch models that never use it.
+# USE_TF=0 is transformers' own switch, read when it is first imported; a user's own
+# setting (USE_TF=1 for TensorFlow weights) wins.
+os.environ.setdefault("USE_TF", "0")
+
 DEFAULT_MODEL_CLASS = "transformers.AutoModel"
 
 # The tasks run on the folder's tokenizer and model directly, and their model classes.

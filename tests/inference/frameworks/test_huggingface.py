@@ -245,6 +245,24 @@ def test_classifier_labels_are_checked_against_top_k_up_front(tmp_path, classifi
                                    options={"task": "sentiment-analysis"}), gap)
 
 
+def test_a_worker_loads_text_models_without_tensorflow(classifier):
+    """transformers would import TensorFlow (installed for TFX) in every worker process."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from inference.config import InputSpec, ModelConfig\n"
+            "from inference.models import create_handler\n"
+            "handler = create_handler(ModelConfig(framework='huggingface', inputs=InputSpec("
+            "features=['text'], dtype='bytes'), options={'task': 'text-classification'}), "
+            f"{classifier!r})\n"
+            "handler.load_model()\n"
+            "print('tensorflow' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "USE_TF"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr[-2000:]
+
+
 # --- trust -------------------------------------------------------------------------------------
 
 def test_pickled_weights_and_remote_code_need_trust(tmp_path, classifier):
