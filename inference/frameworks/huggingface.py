@@ -53,8 +53,9 @@ from inference.frameworks import BeamHandler, import_object
 
 # transformers imports TensorFlow wherever it is installed (this stack has it, for TFX):
 # seconds and hundreds of MB in each worker process, for PyTorch models that never use it.
-# USE_TF=0 is transformers' own switch, read when it is first imported; a user's own
-# setting (USE_TF=1 for TensorFlow weights) wins.
+# USE_TF=0 is transformers' own switch, read when it is first imported in the process; a
+# user's own setting wins (USE_TF=AUTO: both frameworks, for a pipeline task on TensorFlow
+# weights).
 os.environ.setdefault("USE_TF", "0")
 
 DEFAULT_MODEL_CLASS = "transformers.AutoModel"
@@ -93,10 +94,9 @@ def check(path: str, spec: ModelConfig):
         if task in TEXT_TASKS:
             _check_text_options(spec)
         if task in CLASSIFICATION_TASKS:
-            import transformers  # pylint: disable=import-outside-toplevel
-            _class_names(transformers.AutoConfig.from_pretrained(
-                path, local_files_only=True,
-                trust_remote_code=bool(_load_args(spec).get("trust_remote_code"))), spec)
+            config = _folder_config(path, spec)
+            if config is not None:
+                _class_names(config, spec)
     else:
         import_object(options.get("model_class") or DEFAULT_MODEL_CLASS,
                       "options.model_class")
@@ -379,10 +379,25 @@ def _in_order(parts, size: int) -> Dict[str, np.ndarray]:
     return out
 
 
+def _folder_config(path: str, spec: ModelConfig):
+    """The folder's model config as `load` will see it (options.load_model_args applied),
+    or None when AutoConfig cannot read it (e.g. the own config type of a custom
+    model_class): such a model's labels are checked where it loads."""
+    import transformers  # pylint: disable=import-outside-toplevel
+    args = {k: v for k, v in _load_args(spec).items() if k != "use_safetensors"}
+    try:
+        config, _ = transformers.AutoConfig.from_pretrained(path, return_unused_kwargs=True,
+                                                            **args)
+    except (OSError, ValueError, KeyError):
+        return None
+    return config
+
+
 def _class_names(config, spec: ModelConfig) -> List[str]:
     """A classifier's class names in id order (`config.id2label`), one per id from 0, and
-    at least options.top_k of them."""
-    ids = sorted(config.id2label)
+    at least options.top_k of them. Ids may be strings, as JSON (load_model_args) has them."""
+    id2label = {int(i): name for i, name in config.id2label.items()}
+    ids = sorted(id2label)
     if ids != list(range(len(ids))):
         raise ConfigError(f"model {spec.name!r}: its config.id2label has ids {ids}; a "
                           f"classifier's labels need the ids 0 to {len(ids) - 1}")
@@ -390,7 +405,7 @@ def _class_names(config, spec: ModelConfig) -> List[str]:
     if top_k > len(ids):
         raise ConfigError(f"model {spec.name!r}: options.top_k={top_k} is more than the "
                           f"model's {len(ids)} classes (its config.id2label)")
-    return [config.id2label[i] for i in ids]
+    return [id2label[i] for i in ids]
 
 
 def _default_function(config) -> str:

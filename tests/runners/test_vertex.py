@@ -131,7 +131,8 @@ TEXT_COMPONENTS = {"CsvExampleGen", "PretrainedModel", "BulkInferrer.text", "Pre
 
 def test_vertex_runner_compiles_the_text_pipeline(tmp_path, monkeypatch):
     """PIPELINE=text: the embeddings pipeline, its model imported from the folder the
-    image links (or TEXT_MODEL_URI), every Beam step on Dataflow, GPUs for inference only."""
+    image links (or VERTEX_TEXT_MODEL_URI), every Beam step on Dataflow, GPUs for
+    inference only."""
     for key, value in SETTINGS.items():
         monkeypatch.setenv(key, value)
     for variable in ("VERTEX_TEXT_MODEL_URI", "VERTEX_PIPELINE_ROOT", "VERTEX_DATA_PATH",

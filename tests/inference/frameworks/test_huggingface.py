@@ -243,6 +243,13 @@ def test_classifier_labels_are_checked_against_top_k_up_front(tmp_path, classifi
                                           r"labels need the ids 0 to 1"):
         create_handler(ModelConfig(framework="huggingface", inputs=TEXT,
                                    options={"task": "sentiment-analysis"}), gap)
+    # The check sees the config as the load will: load_model_args mend the labels.
+    mended = {"id2label": {"0": "a", "1": "b"}, "label2id": {"a": 0, "b": 1}}
+    handler = create_handler(ModelConfig(framework="huggingface", inputs=TEXT, options={
+        "task": "sentiment-analysis", "top_k": 2, "load_model_args": mended}), gap)
+    [result] = handler.run_inference(
+        [(None, [helpers.example({"text": ["fine"]})])], handler.load_model())
+    assert sorted(result.outputs["top_k_labels"][0]) == [b"a", b"b"]
 
 
 def test_a_worker_loads_text_models_without_tensorflow(classifier):
