@@ -355,10 +355,10 @@ def _model_server(args, models: Dict[str, Dict[str, str]], folder: str):
     if "remote" not in args.kinds or "sklearn" not in models:
         yield
         return
-    from tests.inference.remote import mlserver  # pylint: disable=import-outside-toplevel
-    repository = mlserver.model_repository(
-        Path(folder) / "mlserver", "sklearn", Path(models["sklearn"]["path"]))
-    with mlserver.MLServer(repository, "sklearn", mlserver.install()) as server:
+    from tests.inference.remote import servers  # pylint: disable=import-outside-toplevel
+    with servers.MLServer(Path(folder) / "mlserver", "sklearn",
+                          Path(models["sklearn"]["path"]), servers.install("mlserver")
+                          ) as server:
         args.remote_url = server.model_url
         print(f"  MLServer serving the scikit-learn model at {server.model_url}", flush=True)
         yield

@@ -50,6 +50,10 @@ class Plan:
     # Where each model's bounded sample of predictions goes (`<prefix>-<model>.tfrecord`,
     # see `inference.sampling`); None takes none.
     samples_prefix: Optional[str] = None
+    # How a split's records are read: (file patterns, split, chunk size) -> a PTransform
+    # with outputs `main` (chunks) and FAILURES_TAG; TFRecord files by default, dead
+    # letters for a replay (`inference.replay`).
+    read: Callable[..., beam.PTransform] = io.ReadRecords
 
     def samples_path(self, model: str) -> str:
         return f"{self.samples_prefix}-{model}.tfrecord"
@@ -64,8 +68,7 @@ class Plan:
         staged = {prefix: [] for prefix in staging}
         predictions = {name: {} for name in self.handlers}  # model -> split -> ChunkResults
         for split, patterns in sorted(self.splits.items()):
-            read = pipeline | f"ReadData[{split}]" >> io.ReadRecords(patterns, split,
-                                                                     chunk_size)
+            read = pipeline | f"ReadData[{split}]" >> self.read(patterns, split, chunk_size)
             inferred = read.main | f"Infer[{split}]" >> InferExamples(self.handlers,
                                                                       self.config, split)
             dead_letters += [read[FAILURES_TAG], inferred.failures]
@@ -194,6 +197,15 @@ def problems(figures: metrics.RunFigures, config: InferenceConfig,
             found.append(f"model {name!r}: {failed} of {total} records failed, "
                          f"{f.predictions} predicted ({failed / total:.1%} > "
                          f"max_failure_fraction {max_failure_fraction:.1%}): {detail}")
+            not_sent = f.remote.get("circuit_open_records")
+            if not_sent:
+                endpoint = next(m.uri for m in config.models if m.name == name)
+                found.append(f"model {name!r}: its endpoint {endpoint} was down: {not_sent} "
+                             f"records were not sent (circuit open "
+                             f"{f.remote['circuit_open_seconds']:.0f} s); once it is back, "
+                             f"re-score only them: python -m inference.replay "
+                             f"--inference_config <this run's config> --failures "
+                             f"'<its dead letters>' --output <folder>")
     unrouted, total_in = sum(figures.routing_failures.values()), sum(
         figures.examples_in.values())
     if total_in and unrouted / total_in > max_failure_fraction:

@@ -38,6 +38,10 @@ ACTIVE_MS = "active_ms"  # each batch's start and end, in ms since the handler w
 # requests given up after their last retry, seconds Beam's client-side throttling held
 # requests back; each request's latency (a distribution, and counts per latency bucket,
 # |model|bucket, for percentiles: 20 buckets per decade of ms, so within 12%).
+# While a remote model's circuit was open (inference/remote/breaker.py): milliseconds,
+# and the records not sent.
+CIRCUIT_OPEN_MS = "circuit_open_ms"
+CIRCUIT_OPEN_RECORDS = "circuit_open_records"
 REMOTE_REQUESTS = "remote_requests"
 REMOTE_RETRIES = "remote_retries"
 REMOTE_FAILED = "remote_failed_requests"
@@ -100,6 +104,15 @@ def record_requests(model: str, requests: int, retries: int, failed: int,
         buckets[bucket] = buckets.get(bucket, 0) + 1
     for bucket, count in buckets.items():
         counter(REQUEST_MS_BUCKET, model, str(bucket)).inc(count)
+
+
+def record_circuit(model: str, open_seconds: float, records_not_sent: int):
+    """Counts the time a remote model's circuit was open and the records it did not send
+    (in the thread running the DoFn, as `record_requests`)."""
+    for name, value in ((CIRCUIT_OPEN_MS, int(round(open_seconds * 1000))),
+                        (CIRCUIT_OPEN_RECORDS, records_not_sent)):
+        if value:
+            counter(name, model).inc(value)
 
 
 @dataclasses.dataclass
@@ -257,7 +270,8 @@ def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFig
 def _remote_figures(query: _Query, name: str) -> Dict[str, float]:
     """A remote model's request figures; empty for a model that sent no requests."""
     requests = query.count(REMOTE_REQUESTS, name)
-    if not requests:
+    not_sent = query.count(CIRCUIT_OPEN_RECORDS, name)
+    if not requests and not not_sent:
         return {}
     buckets = {int(key[2]): value
                for key, value in query.matching(REQUEST_MS_BUCKET, name).items()}
@@ -265,6 +279,8 @@ def _remote_figures(query: _Query, name: str) -> Dict[str, float]:
     return {"requests": requests, "retries": query.count(REMOTE_RETRIES, name),
             "failed_requests": query.count(REMOTE_FAILED, name),
             "throttled_seconds": query.count(THROTTLED_SECONDS, name),
+            "circuit_open_seconds": query.count(CIRCUIT_OPEN_MS, name) / 1000,
+            "circuit_open_records": not_sent,
             "request_ms_mean": round(total / count, 1) if count else 0.0,
             "request_ms_min": float(least or 0), "request_ms_max": float(most or 0),
             "request_ms_p50": _percentile_ms(buckets, 0.5),

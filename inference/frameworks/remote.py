@@ -1,6 +1,7 @@
 """Remote models: a model server (Open Inference Protocol V2: MLServer, Triton, KServe;
-TF Serving REST) or a Vertex AI endpoint, through Beam's RemoteModelHandler (retries
-with exponential backoff on 429, 5xx and no answer; client-side throttling).
+TF Serving REST; KServe V1) or a Vertex AI endpoint, through Beam's RemoteModelHandler
+(client-side throttling), each request retried on its own, and a circuit breaker per
+endpoint (see `inference.remote`).
 
 uri: the model's URL (`http://host:8080/v2/models/taxi`, `http://host:8501/v1/models/
 taxi`) or the Vertex AI endpoint's resource name (`projects/<project>/locations/<region>/
@@ -31,11 +32,10 @@ def batch_size(spec: ModelConfig) -> int:
 def load(path: str, spec: ModelConfig) -> fanout.RemoteModel:
     options = _options(path, spec)
     if options.protocol == "vertex":
-        handler = _vertex(spec, options)
-    else:
-        handler = handlers.HttpModelHandler(options, _protocol(spec, options),
-                                            f"RunInference[{spec.name}]")
-    return fanout.RemoteModel(handler, options, spec.name)
+        return fanout.RemoteModel(_vertex(spec, options), options, spec.name)
+    handler = handlers.HttpModelHandler(options, _protocol(spec, options),
+                                        f"RunInference[{spec.name}]")
+    return fanout.RemoteModel(handler, options, spec.name, probe=handler.ready)
 
 
 def predict(model: fanout.RemoteModel, inputs, spec: ModelConfig):
@@ -49,8 +49,10 @@ def _options(path: str, spec: ModelConfig) -> remote_options.RemoteOptions:
 def _protocol(spec: ModelConfig, options: remote_options.RemoteOptions
               ) -> protocols.Protocol:
     """The model's wire format, after probing its metadata unless options.probe is off."""
-    if options.protocol == "tfserving":
-        protocol = protocols.TFServingREST(options.signature_name, spec.output_names)
+    if options.protocol in ("tfserving", "kserve-v1"):
+        protocol = (protocols.TFServingREST(options.signature_name, spec.output_names)
+                    if options.protocol == "tfserving"
+                    else protocols.KServeV1(spec.output_names))
         if options.probe:
             probe.probe(spec.name, options, protocol)
         return protocol

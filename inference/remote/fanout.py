@@ -1,42 +1,41 @@
-"""A batch of a remote model, sent as requests side by side.
+"""A batch of a remote model, sent as requests side by side, each retried on its own.
 
 Beam runs one batch at a time per DoFn thread, and a remote model's time is mostly
-waiting for answers, so the engine's batch for a remote model holds up to
-`max_in_flight` requests' worth of records: it is split here into requests of at most
-`request_size` records, sent at once from a pool of `max_in_flight` threads per worker
-process (so each worker has at most that many requests in flight, however many DoFn
-threads it runs), each through a handler copy of its own: Beam's throttler judges one
-request at a time. A request that still fails after Beam's retries fails its own records
-only; the others keep their predictions.
+waiting for answers, so the engine's batch for a remote model holds `REQUESTS_PER_SLOT`
+requests of at most `request_size` records for each of `max_in_flight` slots, sent by
+`max_in_flight` threads (at most that many attempts are on the wire at once per worker
+process). A request waiting out its backoff (`backoff`) holds no thread, and goes before
+the batch's requests not yet sent once its wait is over, so that its retry does not land
+at the end of the batch. A failed request is
+retried up to `max_retries` times, and for as long as the endpoint is unavailable
+(no answer, 502, 503, 504) until the model's circuit breaker (`breaker`) opens; then
+every request fails at once. A request that still fails fails its own records only; the
+others keep their predictions.
 """
+import collections
+import heapq
 import math
-import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from inference import columns, metrics
 from inference.frameworks import PartialPredictions
-from inference.remote import protocols
-from inference.remote.handlers import RemoteInferenceError
+from inference.remote import backoff, protocols
+from inference.remote.breaker import CircuitBreaker, EndpointDown
+from inference.remote.handlers import RemoteInferenceError, overloaded, retryable, \
+    unavailable
 from inference.remote.options import RemoteOptions
 
-_POOLS: Dict[Tuple[str, str, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(model_name: str, url: str, size: int) -> ThreadPoolExecutor:
-    """The worker process's request threads for one remote model."""
-    key = (model_name, url, size)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(size,
-                                                    thread_name_prefix=f"remote-{model_name}")
-    return pool
-
+# Requests per slot in a batch: enough that a request waiting out its backoff at the end
+# of a batch holds up a small part of it.
+REQUESTS_PER_SLOT = 8
+# Requests in a row that failed after their retries before the circuit opens.
+FAILED_REQUESTS_TO_OPEN = 5
+# How often a thread waiting for a request's backoff looks whether the circuit opened.
+_POLL_SECS = 0.5
 
 def request_bounds(batch: int, request_size: int) -> List[Tuple[int, int]]:
     """[start, end) of each request: as few as fit `request_size`, of near-equal size."""
@@ -52,55 +51,132 @@ def _take(inputs: protocols.Inputs, start: int, end: int) -> protocols.Inputs:
 
 
 def batch_size(options: RemoteOptions) -> int:
-    """The records of a remote model's batch: a full request for each slot in flight."""
-    return options.request_size * options.max_in_flight
+    """The records of a remote model's batch: REQUESTS_PER_SLOT full requests per slot."""
+    return options.request_size * options.max_in_flight * REQUESTS_PER_SLOT
+
+
+class _Request:
+    """One request of a batch: its rows, its attempts so far, and its outcome."""
+
+    def __init__(self, start: int, end: int, inputs):
+        self.start, self.end, self.inputs = start, end, inputs
+        self.attempts = 0
+        self.outputs: Optional[Dict[str, np.ndarray]] = None
+        self.error: Optional[RemoteInferenceError] = None
 
 
 class RemoteModel:
-    """A remote model as a worker holds it: Beam's handler for it (see `handlers`) and the
-    client the handler made. `predict` sends a batch as requests side by side."""
+    """A remote model as a worker holds it: Beam's handler for it (see `handlers`), the
+    client the handler made, and the endpoint's circuit breaker. `predict` sends a batch
+    as requests side by side.
 
-    def __init__(self, handler, options: RemoteOptions, model_name: str):
+    probe: the breaker's check that the endpoint answers (None: a request is the probe).
+    """
+
+    def __init__(self, handler, options: RemoteOptions, model_name: str, probe=None):
         self._handler = handler
         self._options = options
         self._model_name = model_name
         self._client = handler.load_model()
-        self._slots: queue.Queue = queue.Queue()
-        for _ in range(options.max_in_flight):
-            self._slots.put(handler.for_another_slot())
+        self._slots = threading.BoundedSemaphore(options.max_in_flight)
+        self.breaker = CircuitBreaker(
+            options.url, options.outage_secs, options.probe_interval_secs,
+            FAILED_REQUESTS_TO_OPEN, probe and (lambda: probe(self._client)))
 
-    def _send(self, inputs, inference_args):
-        """One request, through a free slot's handler (each has its own throttler)."""
-        handler = self._slots.get()
+    def _attempt(self, request: _Request, inference_args) -> Optional[float]:
+        """Sends `request` once, in a free slot, through Beam's handler (and its
+        throttler). Returns the seconds to wait before the next attempt, or None when the
+        request is done (its outputs or its error set)."""
+        breaker = self.breaker
+        if not breaker.admit():
+            request.error = breaker.down_error()
+            return None
+        request.attempts += 1
         try:
-            return handler.run_inference(inputs, self._client, inference_args)
-        finally:
-            self._slots.put(handler)
+            with self._slots:
+                try:
+                    request.outputs = self._handler.run_inference(
+                        request.inputs, self._client, inference_args)
+                finally:
+                    self._handler.throttler.ended(succeeded=request.outputs is not None)
+        except RemoteInferenceError as error:
+            if not retryable(error):
+                breaker.succeeded()  # the server answered: it is up
+                request.error = error
+                return None
+            breaker.failed(error)
+            if breaker.is_open:
+                request.error = breaker.down_error()
+                return None
+            if request.attempts > self._options.max_retries and not unavailable(error):
+                breaker.gave_up()
+                request.error = error
+                return None
+            self._handler.tally.retry()
+            return backoff.delay(request.attempts - 1, error.retry_after, overloaded(error))
+        except Exception as e:  # pylint: disable=broad-except  (the rows' dead letters)
+            request.error = RemoteInferenceError(f"{type(e).__name__}: {e}")
+            return None
+        breaker.succeeded()
+        return None
+
+    def _send(self, requests: List[_Request], inference_args):
+        """Sends `requests` from up to `max_in_flight` threads. A request to retry waits
+        out its backoff off the threads, and goes first once its wait is over."""
+        ready = collections.deque(requests)
+        waiting: List[Tuple[float, int, _Request]] = []  # (when, tie-break, request)
+        changed = threading.Condition()
+
+        def work():
+            while True:
+                with changed:
+                    while True:
+                        now = time.monotonic()
+                        while waiting and (waiting[0][0] <= now or self.breaker.is_open):
+                            ready.appendleft(heapq.heappop(waiting)[2])
+                        if ready:
+                            request = ready.popleft()
+                            break
+                        if not waiting:
+                            return  # the rest is in flight on other threads
+                        changed.wait(min(waiting[0][0] - now, _POLL_SECS))
+                wait = self._attempt(request, inference_args)
+                if wait is not None:
+                    with changed:
+                        heapq.heappush(waiting, (time.monotonic() + wait, id(request),
+                                                 request))
+                        changed.notify()
+
+        threads = [threading.Thread(target=work, name=f"remote-{self._model_name}",
+                                    daemon=True)
+                   for _ in range(min(self._options.max_in_flight, len(requests)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def predict(self, inputs: protocols.Inputs,
                 inference_args: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
         """{output name: array} for the batch; PartialPredictions when some requests
-        failed after their retries (their rows fail, the others keep their outputs)."""
-        tally = self._handler.tally
-        pool = _pool(self._model_name, self._options.url, self._options.max_in_flight)
-        bounds = request_bounds(protocols.rows(inputs), self._options.request_size)
-        futures = [pool.submit(self._send, _take(inputs, a, b), inference_args)
-                   for a, b in bounds]
-        answered: List[Dict[str, np.ndarray]] = []
+        failed (their rows fail, the others keep their outputs)."""
+        requests = [_Request(a, b, _take(inputs, a, b)) for a, b in
+                    request_bounds(protocols.rows(inputs), self._options.request_size)]
+        self._send(requests, inference_args)
         errors: Dict[int, Exception] = {}
-        for (start, end), future in zip(bounds, futures):
-            try:
-                answered.append(future.result())
-            except Exception as e:  # pylint: disable=broad-except  (the rows' dead letters)
-                error = e if isinstance(e, RemoteInferenceError) else RemoteInferenceError(
-                    f"{type(e).__name__}: {e}")
-                errors.update((row, error) for row in range(start, end))
-        latencies, throttled = tally.drain()
-        failed = len({id(e) for e in errors.values()})
-        metrics.record_requests(self._model_name, len(latencies),
-                                max(0, len(latencies) - len(bounds)), failed, latencies,
-                                throttled)
-        outputs = columns.concatenate(answered)
+        failed = not_sent = 0
+        for request in requests:
+            if request.error is None:
+                continue
+            errors.update((row, request.error) for row in range(request.start, request.end))
+            if isinstance(request.error, EndpointDown):
+                not_sent += request.end - request.start
+            else:
+                failed += 1
+        latencies, throttled, retries = self._handler.tally.drain()
+        metrics.record_requests(self._model_name, len(latencies), retries, failed,
+                                latencies, throttled)
+        metrics.record_circuit(self._model_name, self.breaker.drain_open_seconds(), not_sent)
+        outputs = columns.concatenate([r.outputs for r in requests if r.error is None])
         if errors:
             raise PartialPredictions(outputs, errors)
         return outputs

@@ -1,5 +1,6 @@
-"""Beam `RemoteModelHandler`s for remote models: one request per call of `request`,
-which Beam wraps in client-side throttling and retries with exponential backoff.
+"""Beam `RemoteModelHandler`s for remote models: one attempt per call of `request`, which
+Beam wraps in client-side throttling (its `ReactiveThrottler`). Retries are the engine's
+(see `fanout` and `backoff`): Beam's start at 5 s and hold the whole call.
 
 `request` takes a batch's model inputs as the engine decodes them (a stacked
 [batch, width] array, or a dict of such arrays) and returns batch-major outputs
@@ -7,7 +8,6 @@ which Beam wraps in client-side throttling and retries with exponential backoff.
 requests back, go to a `RequestTally`: requests are sent from a thread pool (see
 `fanout`), where Beam's metrics do not count, so the thread running the DoFn reports them.
 """
-import copy
 import json
 import threading
 import time
@@ -19,27 +19,44 @@ from apache_beam.io.components.adaptive_throttler import ReactiveThrottler
 from apache_beam.ml.inference.base import RemoteModelHandler
 from requests.adapters import HTTPAdapter
 
-from inference.remote import protocols
+from inference.remote import backoff, protocols
 from inference.remote.options import RemoteOptions, read_secret_file
 
 # Statuses worth another attempt: quota (429) and server errors (5xx); 0 is no answer
 # (a refused or dropped connection, a timeout).
 _RETRYABLE = (0, 429)
+# Of those, the ones that say the endpoint is not there (rather than a live server's
+# error): retried until the circuit opens, whatever max_retries says.
+_UNAVAILABLE = (0, 502, 503, 504)
+# A probe's own time limit (seconds), below a slow model's request timeout.
+PROBE_TIMEOUT_SECS = 10.0
 
 
 class RemoteInferenceError(Exception):
-    """A request that failed. status: the HTTP status, 0 when no answer came. The message
+    """A request that failed. status: the HTTP status, 0 when no answer came; retry_after:
+    the seconds the server asked the client to wait (`Retry-After`), if it did. The message
     holds the status, the URL and the server's own message, never a credential."""
 
-    def __init__(self, message: str, status: int = 0):
+    def __init__(self, message: str, status: int = 0, retry_after: Optional[float] = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 def retryable(error: Exception) -> bool:
-    """Beam's retry filter: 429, 5xx and no answer are retried; other errors are not."""
+    """429, 5xx and no answer are retried; other errors are not."""
     return isinstance(error, RemoteInferenceError) and (
         error.status in _RETRYABLE or error.status >= 500)
+
+
+def overloaded(error: Exception) -> bool:
+    """429, or the endpoint unavailable: backing off helps."""
+    return unavailable(error) or getattr(error, "status", None) == 429
+
+
+def unavailable(error: Exception) -> bool:
+    """No answer, 502, 503 or 504: the endpoint is not there (for now)."""
+    return isinstance(error, RemoteInferenceError) and error.status in _UNAVAILABLE
 
 
 class RequestTally:
@@ -49,27 +66,82 @@ class RequestTally:
         self._lock = threading.Lock()
         self._latencies_ms: List[float] = []
         self._throttled_seconds = 0
+        self._retries = 0
 
     def attempt(self, milliseconds: float):
         with self._lock:
             self._latencies_ms.append(milliseconds)
+
+    def retry(self):
+        with self._lock:
+            self._retries += 1
 
     def signal_throttled(self, seconds: int):
         """What Beam's ReactiveThrottler calls each time it holds a request back."""
         with self._lock:
             self._throttled_seconds += seconds
 
-    def drain(self) -> Tuple[List[float], int]:
-        """(each attempt's latency in ms, seconds throttled) since the last drain."""
+    def drain(self) -> Tuple[List[float], int, int]:
+        """(each attempt's latency in ms, seconds throttled, retries) since the last
+        drain."""
         with self._lock:
-            drained = self._latencies_ms, self._throttled_seconds
-            self._latencies_ms, self._throttled_seconds = [], 0
+            drained = self._latencies_ms, self._throttled_seconds, self._retries
+            self._latencies_ms, self._throttled_seconds, self._retries = [], 0, 0
         return drained
 
 
+class SharedThrottler(ReactiveThrottler):
+    """Beam's ReactiveThrottler (the SRE book's client-side throttling: requests are held
+    back, `throttle_delay_secs` at a time, with a chance that grows once attempts exceed
+    `overload_ratio` times the successes over the window), shared by all of a model's
+    requests in flight, counting an attempt when it ends (`ended`), and judging only from
+    MIN_ATTEMPTS attempts in the window at least: client-side throttling is for clients
+    that send many requests a second (an endpoint that is down is the circuit breaker's). Beam's counts an attempt when it starts
+    and its success when it ends, so requests in flight at once would throttle each other
+    though none failed; and from a handful of attempts, a few failures (the first
+    answers of a run, a server's 429 with its own `Retry-After`) would hold every request
+    back for seconds."""
+
+    MIN_ATTEMPTS = 20
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def throttle_request(self, now):
+        with self._lock:
+            if self._all_requests.sum(now) < self.MIN_ATTEMPTS:
+                return False
+            return self._random.uniform(0, 1) < self._throttling_probability(now)
+
+    def successful_request(self, now):
+        """Beam's call after a successful attempt (counted in `ended`)."""
+
+    def ended(self, succeeded: bool):
+        """Counts an attempt that just ended."""
+        now = time.time() * 1000
+        with self._lock:
+            self._all_requests.add(now, 1)
+            if succeeded:
+                self._successful_requests.add(now, 1)
+
+
 class _Tallied:
-    """Gives a RemoteModelHandler a RequestTally (made where it runs: locks do not pickle)
-    that also receives Beam's throttling signals, and copies for requests side by side."""
+    """Gives a RemoteModelHandler a SharedThrottler, and a RequestTally (made where it
+    runs: locks do not pickle) that also receives the throttler's signals."""
+
+    def _share_throttler(self, options: RemoteOptions):
+        self.throttler = SharedThrottler(
+            window_ms=options.throttle_window_secs * 1000, bucket_ms=1000,
+            overload_ratio=options.overload_ratio, namespace=self.throttler.logger.name,
+            throttle_delay_secs=options.throttle_delay_secs)
 
     @property
     def tally(self) -> RequestTally:
@@ -82,22 +154,6 @@ class _Tallied:
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_tally"}
 
-    def for_another_slot(self):
-        """A copy with a throttler of its own (and the same tally), for one more request
-        in flight. Beam's throttler sees one request at a time: it counts a request as
-        attempted when it starts and as successful when it ends, so requests in flight at
-        once, sharing one, would throttle each other though none failed."""
-        tally = self.tally
-        clone = copy.copy(self)
-        clone.__dict__["_tally"] = tally  # (copies, like pickles, leave it out)
-        clone.throttler = ReactiveThrottler(
-            window_ms=self._options.throttle_window_secs * 1000, bucket_ms=1000,
-            overload_ratio=self._options.overload_ratio,
-            namespace=self.throttler.logger.name,
-            throttle_delay_secs=self._options.throttle_delay_secs)
-        clone.throttler.throttling_signaler = tally
-        return clone
-
     def _timed(self, send, *args):
         started = time.perf_counter()
         try:
@@ -107,9 +163,9 @@ class _Tallied:
 
 
 def beam_kwargs(options: RemoteOptions) -> Dict[str, Any]:
-    """RemoteModelHandler's retry and throttling arguments (see also
-    `_Tallied.for_another_slot`)."""
-    return {"num_retries": options.max_retries,
+    """RemoteModelHandler's throttling arguments (see also `SharedThrottler`), and no
+    retries of its own."""
+    return {"num_retries": 0,
             "throttle_delay_secs": options.throttle_delay_secs,
             "window_ms": options.throttle_window_secs * 1000, "bucket_ms": 1000,
             "overload_ratio": options.overload_ratio}
@@ -120,7 +176,8 @@ class HttpModelHandler(_Tallied, RemoteModelHandler):
 
     def __init__(self, options: RemoteOptions, protocol: protocols.Protocol,
                  namespace: str):
-        super().__init__(namespace=namespace, retry_filter=retryable, **beam_kwargs(options))
+        super().__init__(namespace=namespace, **beam_kwargs(options))
+        self._share_throttler(options)
         self._options = options
         self._protocol = protocol
         self._infer_url = protocol.infer_url(options.url)
@@ -157,10 +214,22 @@ class HttpModelHandler(_Tallied, RemoteModelHandler):
             raise RemoteInferenceError(f"no answer from POST {self._infer_url}: "
                                        f"{root_cause(e)}") from None
         if response.status_code != 200:
+            retry_after = (backoff.parse_retry_after(response.headers.get("Retry-After"))
+                           if response.status_code in (429, 503) else None)
             raise RemoteInferenceError(
                 f"HTTP {response.status_code} {response.reason} from POST "
-                f"{self._infer_url}: {server_message(response)}", response.status_code)
+                f"{self._infer_url}: {server_message(response)}", response.status_code,
+                retry_after)
         return response
+
+    def ready(self, session: requests.Session) -> bool:
+        """Whether the model's uri answers 200 (its metadata or status): the circuit
+        breaker's probe."""
+        try:
+            return session.get(self._options.url, timeout=min(
+                self._options.timeout_secs, PROBE_TIMEOUT_SECS)).status_code == 200
+        except requests.RequestException:
+            return False
 
 
 def root_cause(error: BaseException) -> str:
@@ -193,6 +262,7 @@ def _vertex_handler_class():
     (google-cloud-aiplatform takes seconds to import)."""
     from apache_beam.ml.inference.vertex_ai_inference import \
         VertexAIModelHandlerJSON  # pylint: disable=import-outside-toplevel
+    from google.api_core import exceptions as google_exceptions  # pylint: disable=import-outside-toplevel
 
     class VertexModelHandler(_Tallied, VertexAIModelHandlerJSON):
         """Beam's VertexAIModelHandlerJSON, with credentials from a key file when the
@@ -205,6 +275,7 @@ def _vertex_handler_class():
             super().__init__(endpoint_id=target["endpoint_id"], project=target["project"],
                              location=target["region"], network=options.network or None,
                              private=options.private, **beam_kwargs(options))
+            self._share_throttler(options)
             self._options = options
             self._output_names = tuple(output_names)
 
@@ -213,8 +284,16 @@ def _vertex_handler_class():
             return super().create_client()
 
         def request(self, batch, model, inference_args=None):
-            results = self._timed(super().request, protocols.instances(batch), model,
-                                  inference_args)
+            try:
+                results = self._timed(super().request, protocols.instances(batch), model,
+                                      inference_args)
+            except google_exceptions.GoogleAPICallError as e:
+                raise RemoteInferenceError(f"{type(e).__name__} from Vertex AI endpoint "
+                                           f"{self._options.url}: {e.message}",
+                                           int(e.code or 0)) from None
+            except google_exceptions.RetryError as e:
+                raise RemoteInferenceError(f"no answer from Vertex AI endpoint "
+                                           f"{self._options.url}: {e.message}") from None
             return protocols.predictions_outputs([r.inference for r in results],
                                                  protocols.rows(batch), self._output_names)
 

@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inference.config import ConfigError, ModelConfig
 
-PROTOCOLS = ("v2", "tfserving", "vertex")
+PROTOCOLS = ("v2", "tfserving", "kserve-v1", "vertex")
 # Records per request when the model sets no max_batch_size.
 DEFAULT_REQUEST_SIZE = 256
 # The uri each protocol takes; a match names the model (or the Vertex AI endpoint).
@@ -25,6 +25,8 @@ URI_FORMS = {
     "tfserving": (re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                              r"(/(versions|labels)/(?P<version>[^/:]+))?/?$"),
                   "http(s)://<host>:<port>/v1/models/<name>[/versions/<version>]"),
+    "kserve-v1": (re.compile(r"^/v1/models/(?P<name>[^/:]+)/?$"),
+                  "http(s)://<host>:<port>/v1/models/<name>"),
     "vertex": (re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)"
                           r"/endpoints/(?P<endpoint_id>[^/]+)$"),
                "projects/<project>/locations/<region>/endpoints/<endpoint id>"),
@@ -39,14 +41,23 @@ _SECRET_HINT = ("credentials do not belong in the configuration (it is stored in
 class RemoteOptions:
     """A remote model's settings.
 
-    protocol: "v2" (Open Inference Protocol: MLServer, Triton, KServe), "tfserving" (TF
-      Serving REST `:predict`, also KServe V1) or "vertex" (a Vertex AI endpoint).
+    protocol: "v2" (Open Inference Protocol: MLServer, Triton, KServe V2), "tfserving"
+      (TF Serving REST `:predict`), "kserve-v1" (KServe's V1 protocol: TF Serving's
+      request and response, its own model status) or "vertex" (a Vertex AI endpoint).
     url: the model's uri (see URI_FORMS).
     request_size: the most records one request holds (the model's max_batch_size).
     timeout_secs: per request (one attempt).
     max_in_flight: requests sent at once by one worker process.
-    max_retries: attempts after the first, on 429, 5xx, connection errors and timeouts,
-      with Beam's exponential backoff (about 5 s, then doubling).
+    max_retries: attempts after the first, on 429 and 5xx answers, each request on its
+      own, after a jittered exponential backoff from about 0.2 s (or what the server's
+      `Retry-After` says on 429 and 503). No answer, 502, 503 and 504 (the endpoint is
+      not there) are retried beyond it, until the circuit opens.
+    outage_secs: with no request succeeding for this long while requests fail, or
+      with 5 requests in a row failed after their retries, the model's circuit opens (per
+      worker process): requests fail at once, as dead letters that say since when the
+      endpoint is down, until a probe finds it back.
+    probe_interval_secs: while the circuit is open, the endpoint is probed this often
+      (HTTP protocols: `GET` the model's uri; Vertex AI: one request let through).
     throttle_delay_secs, throttle_window_secs, overload_ratio: Beam's client-side
       throttling (ReactiveThrottler): over the last window, once attempts exceed
       overload_ratio times the successful ones, requests wait throttle_delay_secs with a
@@ -66,6 +77,8 @@ class RemoteOptions:
     timeout_secs: float = 60.0
     max_in_flight: int = 4
     max_retries: int = 5
+    outage_secs: float = 30.0
+    probe_interval_secs: float = 5.0
     throttle_delay_secs: int = 5
     throttle_window_secs: int = 1
     overload_ratio: float = 2.0
@@ -112,11 +125,13 @@ def read_secret_file(path: str) -> bytes:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RemoteOptions)}
-_COMMON = ("protocol", "timeout_secs", "max_in_flight", "max_retries", "throttle_delay_secs",
-           "throttle_window_secs", "overload_ratio")
+_COMMON = ("protocol", "timeout_secs", "max_in_flight", "max_retries", "outage_secs",
+           "probe_interval_secs", "throttle_delay_secs", "throttle_window_secs",
+           "overload_ratio")
 _ALLOWED = {
     "v2": _COMMON + ("probe", "token_env", "token_file", "input_name"),
     "tfserving": _COMMON + ("probe", "token_env", "token_file", "signature_name"),
+    "kserve-v1": _COMMON + ("probe", "token_env", "token_file"),
     "vertex": _COMMON + ("credentials_file", "api_endpoint", "network", "private"),
 }
 _POSITIVE_INTS = ("max_in_flight", "throttle_delay_secs", "throttle_window_secs")
@@ -164,9 +179,10 @@ def _uri_problems(protocol: str, uri: str) -> List[str]:
     if parts.username or parts.password or parts.query:
         problems.append(f"the uri holds a user, password or query string: {_SECRET_HINT}")
     if not pattern.match(parts.path):
-        other = [p for p in ("v2", "tfserving") if p != protocol
+        other = [p for p in ("v2", "tfserving", "kserve-v1") if p != protocol
                  and URI_FORMS[p][0].match(parts.path)]
-        hint = (f"; that is a {other[0]!r} uri: set options.protocol={other[0]!r}"
+        hint = (f"; that is a {' or '.join(map(repr, other))} uri: set "
+                f"options.protocol to {'one of them' if len(other) > 1 else repr(other[0])}"
                 if other else "")
         problems.append(f"protocol {protocol!r} takes a uri like {form}; got path "
                         f"{parts.path!r}{hint}")

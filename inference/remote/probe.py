@@ -7,12 +7,10 @@ from typing import Any
 import requests
 
 from inference.config import ConfigError
-from inference.remote.handlers import root_cause, server_message
+from inference.remote.handlers import PROBE_TIMEOUT_SECS, root_cause, server_message
 from inference.remote.options import RemoteOptions
 from inference.remote.protocols import Protocol
 
-# The probe's own time limit (seconds), below a slow model's request timeout.
-PROBE_TIMEOUT_SECS = 10.0
 _SKIP = ("(options.probe=False skips this check, e.g. when only the workers can reach "
          "the server)")
 

@@ -178,8 +178,27 @@ class TFServingREST(Protocol):
         statuses = (metadata.get("model_version_status")
                     if isinstance(metadata, Mapping) else None)
         if not isinstance(statuses, list):
+            if KServeV1().check_metadata(metadata) == "":
+                return ("it is KServe V1's model status, not TF Serving's: set "
+                        "options.protocol='kserve-v1'")
             return "it is not a TF Serving model status (no model_version_status)"
         states = [s.get("state") for s in statuses if isinstance(s, Mapping)]
         if "AVAILABLE" not in states:
             return f"no version of the model is AVAILABLE (states: {states})"
+        return ""
+
+
+class KServeV1(TFServingREST):
+    """KServe's V1 protocol: TF Serving's row format (`instances` in, `predictions` out),
+    without signatures, and its own model status (`{"name": ..., "ready": true}`)."""
+    name = "kserve-v1"
+
+    def __init__(self, output_names: Sequence[str] = ()):
+        super().__init__("", output_names)
+
+    def check_metadata(self, metadata):
+        if not isinstance(metadata, Mapping) or "ready" not in metadata:
+            return "it is not a KServe V1 model status (no 'ready')"
+        if metadata["ready"] is not True:
+            return f"the model is not ready ({dict(metadata)})"
         return ""

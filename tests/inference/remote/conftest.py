@@ -1,13 +1,14 @@
-"""A real model server for the remote-model tests: MLServer serving a scikit-learn model
-built here, on 127.0.0.1. Installed on first use (see `mlserver`); where it cannot be,
-the tests that need it are skipped with the reason."""
+"""Real model servers for the remote-model tests, on 127.0.0.1: MLServer serving a
+scikit-learn model built here, and KServe's own ModelServer serving the same model.
+Installed on first use (see `servers`); where one cannot be, the tests that need it are
+skipped with the reason."""
 import joblib
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from tests import helpers
-from tests.inference.remote import mlserver
+from tests.inference.remote import servers
 
 FEATURES = ["fare", "trip_miles", "trip_seconds", "hour"]
 MODEL_NAME = "taxi"
@@ -33,32 +34,45 @@ def taxi_model(tmp_path_factory):
     return TaxiModel(tmp_path_factory.mktemp("taxi_model"))
 
 
-@pytest.fixture(scope="session")
-def mlserver_exe():
+def _install(name: str):
     try:
-        return mlserver.install()
-    except mlserver.Unavailable as e:
-        pytest.skip(f"MLServer cannot be installed here: {e}")
+        return servers.install(name)
+    except servers.Unavailable as e:
+        pytest.skip(f"{name} cannot be installed here: {e}")
 
 
-def start_server(folder, taxi_model, mlserver_exe) -> mlserver.MLServer:
-    repository = mlserver.model_repository(folder, MODEL_NAME, taxi_model.path)
+def start(server: servers.ServerProcess) -> servers.ServerProcess:
     try:
-        return mlserver.MLServer(repository, MODEL_NAME, mlserver_exe).start()
-    except mlserver.Unavailable as e:
-        pytest.skip(f"MLServer does not start here: {e}")
+        return server.start()
+    except servers.Unavailable as e:
+        pytest.skip(f"{type(server).__name__} does not start here: {e}")
 
 
 @pytest.fixture(scope="session")
-def model_server(tmp_path_factory, taxi_model, mlserver_exe):
+def mlserver_bin():
+    return _install("mlserver")
+
+
+@pytest.fixture(scope="session")
+def kserve_bin():
+    return _install("kserve")
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory, taxi_model, mlserver_bin):
     """MLServer for the whole session (tests that kill theirs use `fresh_server`)."""
-    server = start_server(tmp_path_factory.mktemp("mlserver"), taxi_model, mlserver_exe)
+    server = start(servers.MLServer(tmp_path_factory.mktemp("mlserver"), MODEL_NAME,
+                                    taxi_model.path, mlserver_bin))
     yield server
     server.stop()
 
 
-@pytest.fixture
-def fresh_server(tmp_path, taxi_model, mlserver_exe):
-    server = start_server(tmp_path / "mlserver", taxi_model, mlserver_exe)
-    yield server
+@pytest.fixture(params=["mlserver", "kserve"])
+def fresh_server(request, tmp_path, taxi_model):
+    """A server of the test's own, MLServer or KServe (V2 REST), to kill or stop."""
+    bin_dir = request.getfixturevalue(f"{request.param}_bin")
+    server = (servers.MLServer(tmp_path / "mlserver", MODEL_NAME, taxi_model.path, bin_dir)
+              if request.param == "mlserver" else
+              servers.KServe(tmp_path / "kserve", MODEL_NAME, taxi_model.estimator, bin_dir))
+    yield start(server)
     server.stop()

@@ -1,24 +1,30 @@
 """A fault-injecting HTTP proxy on 127.0.0.1, in front of a real model server: it
-forwards each request, or answers some itself (429, 503, 401), or, after the server is
-gone, closes the connection without an answer, as a load balancer does."""
+forwards each request, or answers some itself (429, 503, 401, with headers such as
+`Retry-After`), or, after the server is gone, closes the connection without an answer, as
+a load balancer does."""
 import http.client
 import http.server
 import json
 import threading
+import time
 from typing import Callable, List, Optional
 
 
 class FaultProxy:
     """fault(n, method, path) -> an HTTP status to answer the n-th request (1-based, every
-    request counted) with instead of forwarding it, or None; it may also act, e.g. kill
-    the server. token: when set, requests without `Authorization: Bearer <token>` get 401.
-    `seen` lists (method, path, the status answered, the Authorization header) per request.
+    request counted) with instead of forwarding it, or (status, headers), or None; it may
+    also act, e.g. kill the server. token: when set, requests without `Authorization:
+    Bearer <token>` get 401. `seen` lists (method, path, the status answered, the
+    Authorization header) per request, `times` when each came (time.monotonic()) and
+    `bodies` what each held.
     """
 
     def __init__(self, upstream_port: int,
                  fault: Optional[Callable[[int, str, str], Optional[int]]] = None,
                  token: Optional[str] = None):
         self.seen: List[tuple] = []
+        self.times: List[float] = []
+        self.bodies: List[bytes] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -60,12 +66,15 @@ class FaultProxy:
         with self._lock:
             number = len(self.seen) + 1
             status = self._fault(number, request.command, request.path) if self._fault else None
+            status, headers = status if isinstance(status, tuple) else (status, {})
             if status is None and self._token and authorization != f"Bearer {self._token}":
                 status = 401
             self.seen.append((request.command, request.path, status, authorization))
+            self.times.append(time.monotonic())
+            self.bodies.append(body)
         if status is not None:
             self._answer(request, status, json.dumps(
-                {"error": f"injected by the test proxy: {status}"}).encode())
+                {"error": f"injected by the test proxy: {status}"}).encode(), headers)
             return
         try:
             upstream = http.client.HTTPConnection("127.0.0.1", self._upstream_port, timeout=30)
@@ -85,8 +94,10 @@ class FaultProxy:
         self._answer(request, response.status, content)
 
     @staticmethod
-    def _answer(request, status: int, content: bytes):
+    def _answer(request, status: int, content: bytes, headers=None):
         request.send_response(status)
+        for name, value in (headers or {}).items():
+            request.send_header(name, value)
         request.send_header("Content-Type", "application/json")
         request.send_header("Content-Length", str(len(content)))
         request.end_headers()

@@ -1,9 +1,11 @@
-"""Remote models against a real model server (MLServer, scikit-learn runtime) on
-127.0.0.1: the BulkInferrer executor scores through it with the local model's
-predictions; quota errors slow a run down and lose nothing; a server killed mid-run
-leaves dead letters, thresholded like any others; a wrong URL, model, protocol or
-credential fails before Beam starts."""
+"""Remote models against real model servers on 127.0.0.1 (MLServer's scikit-learn runtime,
+KServe's own ModelServer on V1 and V2): the BulkInferrer executor scores through them
+with the local model's predictions; a flaky or throttling server slows a run down and
+loses nothing; a server down for a while loses nothing; a server killed mid-run ends the
+run soon, failed by default or complete with every unscored record a dead letter; a wrong
+URL, model, protocol or credential fails before Beam starts."""
 import logging
+import threading
 import time
 
 import numpy as np
@@ -13,7 +15,8 @@ import tensorflow as tf
 from inference import models
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
-from tests.inference.remote.conftest import FEATURES, MODEL_NAME
+from tests.inference.remote import servers
+from tests.inference.remote.conftest import FEATURES, MODEL_NAME, start
 from tests.inference.remote.proxy import FaultProxy
 
 N = 300
@@ -26,14 +29,15 @@ def remote_config(uri: str, max_batch_size: int = 32, **options) -> InferenceCon
         options={"protocol": "v2", **options})])
 
 
-def run(tmp_path, taxi_model, config, max_failure_fraction=0.01):
-    """The executor on the test's records; (InferenceResult artifact, failures folder)."""
+def run(tmp_path, taxi_model, config, **properties):
+    """The executor on the test's records, with `properties` (e.g. max_failure_fraction);
+    (InferenceResult artifact, failures folder)."""
     examples = helpers.examples_artifact(str(tmp_path / "examples"),
                                          {"eval": taxi_model.records})
     failures = str(tmp_path / "failures")
     result = helpers.run_bulk_inferrer(
         tmp_path, {"examples": [examples]}, config, failures_uri=failures,
-        max_failure_fraction=str(max_failure_fraction))
+        **{k: str(v) for k, v in properties.items()})
     return result, failures
 
 
@@ -82,78 +86,174 @@ def test_bulk_inferrer_scores_through_the_server_as_the_local_model(
         k for k in local.mlmd_artifact.custom_properties}  # local models send none
 
 
-def test_quota_errors_slow_the_run_down_and_lose_nothing(tmp_path, taxi_model,
-                                                         model_server):
-    """The first 8 inference requests (8 in flight at once) get 429 or 503: each is
-    retried after Beam's backoff (2.5 to 5 s), and every record is predicted."""
+def test_quota_errors_wait_what_the_server_says_and_lose_nothing(tmp_path, taxi_model,
+                                                                model_server):
+    """The first 8 inference requests get 429 with `Retry-After: 1` or 503 without: each
+    is retried on its own, the 429s after the second the server asked for, the 503s after
+    a short backoff; every record is predicted."""
     failing = {}
 
     def quota(number, method, path):
         if method == "POST" and len(failing) < 8:
             failing[number] = 429 if len(failing) % 2 else 503
-            return failing[number]
+            return (429, {"Retry-After": "1"}) if failing[number] == 429 else 503
         return None
 
     with FaultProxy(model_server.port, quota) as proxy:
-        started = time.monotonic()
         result, failures = run(tmp_path, taxi_model, remote_config(
             f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=16, max_in_flight=8,
-            max_retries=3, throttle_delay_secs=1))
-        seconds = time.monotonic() - started
+            max_retries=3))
         statuses = proxy.statuses()
+        posts = [(when, status, body) for (method, _, status, _), when, body
+                 in zip(proxy.seen, proxy.times, proxy.bodies) if method == "POST"]
 
     found = predictions(result.uri)
     assert len(found) == N and not helpers.read_failures(failures)
     assert_match_local(found, taxi_model)
     assert statuses.count(429) == 4 and statuses.count(503) == 4
-    assert seconds > 2.5  # at least one backoff
+    for i, (when, status, body) in enumerate(posts):
+        if status in (429, 503):  # the same request again: after 1 s, or soon
+            again = next(later for later, _, same in posts[i + 1:] if same == body)
+            assert (again - when >= 1.0) if status == 429 else (again - when < 0.9)
     requests = result.get_int_custom_property(f"{MODEL_NAME}.requests")
     assert requests == len(statuses)
-    assert result.get_int_custom_property(f"{MODEL_NAME}.retries") >= 8
+    assert result.get_int_custom_property(f"{MODEL_NAME}.retries") == 8
     assert result.get_int_custom_property(f"{MODEL_NAME}.failed_requests") == 0
-    # Beam's throttler looks back 1 s (throttle_window_secs) and the retries come 2.5 s
-    # or more after the failures: whether it held any back is chance.
-    assert result.get_int_custom_property(f"{MODEL_NAME}.throttled_seconds") >= 0
+    assert result.get_float_custom_property(f"{MODEL_NAME}.circuit_open_seconds") == 0
 
 
-@pytest.mark.parametrize("max_failure_fraction", [1.0, 0.01])
-def test_a_server_killed_mid_run_leaves_dead_letters(tmp_path, taxi_model, fresh_server,
-                                                     max_failure_fraction):
-    """At the 6th request the server is killed: the records of every request
-    still unanswered after its retry end as dead letters (stage inference, with why);
-    the run completes, or fails when they exceed max_failure_fraction."""
-    inferred = []
+def test_a_flaky_server_loses_nothing(tmp_path, taxi_model, model_server):
+    """Every 5th inference request answers HTTP 500: each is retried on its own, and
+    every record is predicted once."""
+    def flaky(number, method, path):
+        return 500 if method == "POST" and number % 5 == 0 else None
+
+    with FaultProxy(model_server.port, flaky) as proxy:
+        result, failures = run(tmp_path, taxi_model, remote_config(
+            f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=8, max_in_flight=4,
+            max_retries=3))
+        statuses = proxy.statuses()
+
+    found = predictions(result.uri)
+    assert len(found) == N and not helpers.read_failures(failures)
+    assert_match_local(found, taxi_model)
+    assert statuses.count(500) >= N // 8 // 5
+    assert result.get_int_custom_property(f"{MODEL_NAME}.retries") == statuses.count(500)
+
+
+@pytest.fixture(scope="module")
+def kserve_server(tmp_path_factory, taxi_model, kserve_bin):
+    server = start(servers.KServe(tmp_path_factory.mktemp("kserve"), MODEL_NAME,
+                                  taxi_model.estimator, kserve_bin))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["v2", "kserve-v1"])
+def test_kserve_v1_and_v2_score_as_the_local_model(tmp_path, taxi_model, kserve_server,
+                                                   protocol):
+    version = "v1" if protocol == "kserve-v1" else "v2"
+    url = f"{kserve_server.url}/{version}/models/{MODEL_NAME}"
+    result, failures = run(tmp_path, taxi_model, remote_config(url, protocol=protocol))
+
+    found = predictions(result.uri)
+    assert len(found) == N and not helpers.read_failures(failures)
+    assert_match_local(found, taxi_model)
+    if protocol == "kserve-v1":  # KServe V1 is not TF Serving: the probe says which to set
+        with pytest.raises(ConfigError, match="KServe V1's model status, not TF Serving's: "
+                                              "set options.protocol='kserve-v1'"):
+            models.create_handlers(remote_config(url, protocol="tfserving"))
+
+
+@pytest.mark.parametrize("max_failure_fraction, outage_secs", [(1.0, 3), (None, None)])
+def test_a_server_killed_mid_run_ends_the_run_soon(tmp_path, taxi_model, fresh_server,
+                                                   max_failure_fraction, outage_secs):
+    """At the 6th request the server is killed: the requests in flight wait out the
+    outage window (`outage_secs`, 30 s by default), then the circuit opens and every
+    record not scored ends a dead letter at once (stage inference, saying the endpoint is
+    down); the run completes with them, or, with the default max_failure_fraction, fails
+    naming the endpoint and the records not sent."""
+    posts = []
 
     def kill_at_six(number, method, path):
         if method == "POST":
-            inferred.append(number)
-            if len(inferred) == 6:
+            posts.append(number)
+            if len(posts) == 6:
                 fresh_server.kill()
         return None
 
-    # Batches of 4 requests of 25 records: the 2nd batch loses 1 or 2, the 3rd all 4.
-    config = remote_config(None, max_batch_size=25, max_in_flight=4, max_retries=1,
-                           throttle_delay_secs=1)
+    options = {"outage_secs": outage_secs, "probe_interval_secs": 1} if outage_secs else {}
+    config = remote_config(None, max_batch_size=10, max_in_flight=2, **options)
+    fraction = {} if max_failure_fraction is None else {
+        "max_failure_fraction": max_failure_fraction}
+    started = time.monotonic()
     with FaultProxy(fresh_server.port, kill_at_six) as proxy:
-        config.models[0].uri = f"{proxy.url}/v2/models/{MODEL_NAME}"
-        if max_failure_fraction < 1:
-            with pytest.raises(RuntimeError, match=r"records failed.* at inference"):
-                run(tmp_path, taxi_model, config, max_failure_fraction)
+        endpoint = config.models[0].uri = f"{proxy.url}/v2/models/{MODEL_NAME}"
+        if max_failure_fraction is None:
+            with pytest.raises(RuntimeError) as failed:
+                run(tmp_path, taxi_model, config, **fraction)
+            message = str(failed.value)
             result_uri = next(tmp_path.glob("bulk_inferrer-*/inference_result"))
         else:
-            result_uri = run(tmp_path, taxi_model, config, max_failure_fraction)[0].uri
+            result, _ = run(tmp_path, taxi_model, config, **fraction)
+            result_uri = result.uri
+            not_sent = result.get_int_custom_property(f"{MODEL_NAME}.circuit_open_records")
+            assert result.get_float_custom_property(
+                f"{MODEL_NAME}.circuit_open_seconds") > 0
+        seconds = time.monotonic() - started
         statuses = proxy.statuses()
 
-    found = predictions(str(result_uri)) if statuses.count(200) else {}
+    assert seconds < (120 if outage_secs is None else 60), seconds
+    found = predictions(str(result_uri))
     dead = helpers.read_failures(str(tmp_path / "failures"))
-    assert 4 <= statuses.count(200) <= 5 and len(found) >= 100 and len(dead) >= 100
-    assert len(found) + len(dead) == N
+    # The 6th request kills it: 4 or 5 answered (2 in flight at once).
+    assert statuses.count(200) in (4, 5) and len(found) == 10 * statuses.count(200)
+    assert len(dead) == N - len(found)
+    if max_failure_fraction is None:
+        assert f"its endpoint {endpoint} was down: {len(dead)} records were not sent" \
+            in message, message
+        assert "python -m inference.replay" in message, message
+    else:
+        assert not_sent == len(dead)
     assert_match_local(found, taxi_model)
     assert {d.record for d in dead} | found.keys() == set(taxi_model.records)
     for letter in dead:
         assert letter.stage == "inference" and letter.model == MODEL_NAME
-        assert letter.error_type == "RemoteInferenceError"
-        assert letter.message.startswith(f"no answer from POST {proxy.url}/v2/models/")
+        assert letter.error_type == "EndpointDown"
+        assert letter.message.startswith(f"not sent: the endpoint {endpoint} is down "
+                                         f"(circuit open since "), letter.message
+
+
+def test_a_server_down_for_ten_seconds_loses_nothing(tmp_path, taxi_model, kserve_bin):
+    """KServe killed at the 6th request and started again 10 s later, within the outage
+    window: the requests in flight are retried until it answers; every record is
+    predicted once, none is a dead letter, and the circuit never opened."""
+    server = start(servers.KServe(tmp_path / "kserve", MODEL_NAME, taxi_model.estimator,
+                                  kserve_bin))
+    restarted = []
+
+    def outage(number, method, path):
+        if method == "POST" and number == 6:
+            server.kill()
+            restart = threading.Timer(10, lambda: restarted.append(server.start()))
+            restart.start()
+        return None
+
+    try:
+        with FaultProxy(server.port, outage) as proxy:
+            result, failures = run(tmp_path, taxi_model, remote_config(
+                f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=10,
+                max_in_flight=2))
+            statuses = proxy.statuses()
+    finally:
+        server.stop()
+
+    found = predictions(result.uri)
+    assert restarted and len(found) == N and not helpers.read_failures(failures)
+    assert_match_local(found, taxi_model)
+    assert statuses.count(0) >= 2  # attempts while it was down
+    assert result.get_int_custom_property(f"{MODEL_NAME}.retries") >= statuses.count(0)
+    assert result.get_float_custom_property(f"{MODEL_NAME}.circuit_open_seconds") == 0
 
 
 def test_credentials_come_from_the_environment_and_stay_out_of_logs_and_dead_letters(
@@ -173,14 +273,14 @@ def test_credentials_come_from_the_environment_and_stay_out_of_logs_and_dead_let
             models.create_handlers(remote_config(url, token_env="WRONG_TOKEN"))
         with caplog.at_level(logging.INFO):
             result, failures = run(tmp_path, taxi_model, remote_config(
-                url, max_in_flight=2, max_retries=0, throttle_delay_secs=1,
-                token_env="TAXI_MODEL_TOKEN"), 1.0)
+                url, max_in_flight=2, max_retries=0, outage_secs=1,
+                token_env="TAXI_MODEL_TOKEN"), max_failure_fraction=1.0)
         seen = list(proxy.seen)
 
     assert {auth for method, _, _, auth in seen if method == "POST"} == {f"Bearer {secret}"}
     dead = helpers.read_failures(failures)
     assert dead and len(predictions(result.uri)) + len(dead) == N
-    assert all(d.message.startswith("HTTP 503 Service Unavailable from POST") and
+    assert all("last error: HTTP 503 Service Unavailable from POST" in d.message and
                "injected by the test proxy: 503" in d.message for d in dead)
     assert secret not in "".join(d.message for d in dead)
     assert secret not in caplog.text and "Bearer" not in caplog.text
@@ -201,8 +301,7 @@ def test_credentials_come_from_the_environment_and_stay_out_of_logs_and_dead_let
 def test_a_wrong_url_or_protocol_fails_before_beam_starts(tmp_path, taxi_model,
                                                           model_server, uri, options,
                                                           message):
-    from tests.inference.remote.mlserver import free_port
-    uri = uri.format(server=model_server.url, closed=free_port())
+    uri = uri.format(server=model_server.url, closed=servers.free_port())
     started = time.monotonic()
     with pytest.raises(ConfigError, match=message):
         run(tmp_path, taxi_model, remote_config(uri, **options))

@@ -1,9 +1,10 @@
 """Remote models without a model server: the options' checks, the wire formats, how a
-batch splits into requests, Beam's throttling against a port where nothing listens, and
+batch splits into requests, the circuit breaker against a port where nothing listens, and
 the Vertex AI path against a stand-in for its REST API on 127.0.0.1 (no network)."""
 import http.server
 import json
 import threading
+import time
 import urllib.parse
 
 import numpy as np
@@ -17,7 +18,7 @@ from inference.models import create_handler
 from inference.remote import protocols
 from inference.remote.fanout import request_bounds
 from tests import helpers
-from tests.inference.remote.mlserver import free_port
+from tests.inference.remote.servers import free_port
 
 FEATURES = ["a", "b"]
 
@@ -40,6 +41,10 @@ def model(uri="http://127.0.0.1:1/v2/models/m", **options) -> ModelConfig:
     ("ftp://h/v2/models/m", {}, r"is not an http\(s\) URL"),
     ("http://h/v2/models/m", {"token_env": "A", "token_file": "b"}, r"not both"),
     ("projects/p/endpoints/1", {"protocol": "vertex"}, r"protocol 'vertex' takes the endpoint's"),
+    ("http://h/v1/models/m", {"protocol": "kserve-v1", "signature_name": "x"},
+     r"options.signature_name does not apply to protocol 'kserve-v1'"),
+    ("http://h/v1/models/m", {}, r"that is a 'tfserving' or 'kserve-v1' uri"),
+    ("http://h/v2/models/m", {"outage_secs": 0}, r"outage_secs=0: must be a positive"),
     ("projects/p/locations/r/endpoints/1", {"protocol": "vertex", "private": True},
      r"options.private needs options.network"),
 ])
@@ -53,8 +58,9 @@ def test_a_batch_splits_into_as_few_near_equal_requests_as_fit():
     assert request_bounds(70, 25) == [(0, 23), (23, 47), (47, 70)]
     assert request_bounds(3, 25) == [(0, 3)]
     handler = create_handler(model(max_in_flight=3))
-    assert handler.batch_elements_kwargs()["max_batch_size"] == 6  # 3 requests of 2
-    assert handler.batch_elements_kwargs()["min_batch_size"] == 6
+    # 8 requests of 2 records for each of 3 slots.
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 48
+    assert handler.batch_elements_kwargs()["min_batch_size"] == 48
 
 
 def test_open_inference_v2_wire_format():
@@ -96,30 +102,46 @@ def test_tf_serving_wire_format():
     assert tfs.check_metadata({"model_version_status": [{"version": "1",
                                                          "state": "AVAILABLE"}]}) == ""
     assert "no version" in tfs.check_metadata({"model_version_status": [{"state": "LOADING"}]})
+    assert "set options.protocol='kserve-v1'" in tfs.check_metadata({"name": "taxi",
+                                                                     "ready": True})
 
 
-def test_beam_throttles_requests_to_a_server_that_fails_and_counts_the_seconds(tmp_path):
-    """Nothing listens on the port: each request fails at once (no retries here), so
-    within Beam's 1 s window the failures pile up and its throttler holds requests back
-    (the chance that 10 in a row pass unheld is 1 in 10!); every record ends a dead
-    letter with the reason, and the held seconds reach ML Metadata."""
-    n = 12
+def test_kserve_v1_wire_format():
+    v1 = protocols.KServeV1(["proba"])
+    assert v1.infer_url("http://h/v1/models/taxi") == "http://h/v1/models/taxi:predict"
+    assert v1.body(np.array([[1.5, 2.0]], np.float32)) == {"instances": [[1.5, 2.0]]}
+    np.testing.assert_array_equal(v1.outputs({"predictions": [[0.2, 0.8]]}, 1)["proba"],
+                                  [[0.2, 0.8]])
+    assert v1.check_metadata({"name": "taxi", "ready": True}) == ""
+    assert "not ready" in v1.check_metadata({"name": "taxi", "ready": False})
+    assert "not a KServe V1 model status" in v1.check_metadata(
+        {"model_version_status": []})
+
+
+def test_a_dead_port_opens_the_circuit_and_every_record_is_a_dead_letter_soon(tmp_path):
+    """Nothing listens on the port: requests are retried until no success for
+    outage_secs, then the circuit opens and every record ends a dead letter at once,
+    saying the endpoint is down and its last error; the figures reach ML Metadata."""
+    n = 120
     records = helpers.float_examples(np.random.default_rng(0).normal(size=(n, 2)), FEATURES)
     examples = helpers.examples_artifact(str(tmp_path / "examples"), {"eval": records})
     url = f"http://127.0.0.1:{free_port()}/v2/models/m"
-    config = model(url, max_in_flight=1, max_retries=0, throttle_delay_secs=1)
+    config = model(url, max_in_flight=1, outage_secs=1)
     config.max_batch_size = 1
+    started = time.monotonic()
     result = helpers.run_bulk_inferrer(
         tmp_path, {"examples": [examples]}, InferenceConfig(models=[config]),
         failures_uri=str(tmp_path / "failures"), max_failure_fraction="1.0")
 
+    assert time.monotonic() - started < 60
     dead = helpers.read_failures(str(tmp_path / "failures"))
     assert len(dead) == n and {d.record for d in dead} == set(records)
-    assert all(d.stage == "inference" and d.message.startswith(f"no answer from POST {url}")
-               and "Connection refused" in d.message for d in dead)
-    assert result.get_int_custom_property("m.requests") == n
-    assert result.get_int_custom_property("m.failed_requests") == n
-    assert result.get_int_custom_property("m.throttled_seconds") >= 1
+    assert all(d.stage == "inference" and d.error_type == "EndpointDown" and
+               d.message.startswith(f"not sent: the endpoint {url} is down") and
+               "Connection refused" in d.message for d in dead)
+    assert result.get_int_custom_property("m.circuit_open_records") == n
+    assert result.get_float_custom_property("m.circuit_open_seconds") > 0
+    assert result.get_int_custom_property("m.requests") >= 2  # the attempts of the outage
 
 
 class VertexStandIn:
