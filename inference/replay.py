@@ -180,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         figures = replay(config, args.failures, args.output, stages, beam_args,
                          args.max_failure_fraction)
-    except bounded.RunFailed as e:
+    except (bounded.RunFailed, ConfigError) as e:
         print(f"replay: {e}", file=sys.stderr)
         return 1
     for model, f in figures.items():

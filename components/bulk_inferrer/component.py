@@ -32,6 +32,10 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
       fail_on_empty_input: with no example to infer (empty splits, or none of the splits
         `data_spec` names), fail (`no examples to infer`). By default the component
         succeeds with empty outputs and a warning, as TFX's does.
+      replay_failures: an earlier run's `failures`, in place of `examples`: re-scores the
+        records of its dead letters that a retry can fix (stages inference and timeout,
+        e.g. a model server that was down), each in its split, with the one model they
+        failed for; bad input is not replayed.
 
     Outputs: `inference_result` or `output_examples` as TFX's, plus `failures` and
     `report`, the run report (one HTML page, also written as `report.html` beside the
@@ -51,7 +55,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
 
     def __init__(
             self,
-            examples: types.BaseChannel,
+            examples: Optional[types.BaseChannel] = None,
             model: Optional[types.BaseChannel] = None,
             model_blessing: Optional[types.BaseChannel] = None,
             data_spec: Optional[Union[bulk_inferrer_pb2.DataSpec,
@@ -65,7 +69,11 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             schema: Optional[types.BaseChannel] = None,
             transform_graph: Optional[types.BaseChannel] = None,
             max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION,
-            fail_on_empty_input: bool = False):
+            fail_on_empty_input: bool = False,
+            replay_failures: Optional[types.BaseChannel] = None):
+        if examples is None and replay_failures is None:
+            raise ValueError("BulkInferrer needs `examples`, or `replay_failures` (an "
+                             "earlier run's `failures`) to re-score its dead letters")
         if isinstance(inference_config, data_types.RuntimeParameter):
             if inference_config.ptype is not str:
                 raise TypeError(f"inference_config: a RuntimeParameter of type str (the "
@@ -87,6 +95,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             model_blessing=model_blessing,
             schema=schema,
             transform_graph=transform_graph,
+            replay_failures=replay_failures,
             data_spec=data_spec or bulk_inferrer_pb2.DataSpec(),
             model_spec=model_spec or bulk_inferrer_pb2.ModelSpec(),
             output_example_spec=output_example_spec,

@@ -1,5 +1,6 @@
 """BulkInferrer executor: resolves artifacts, builds the Beam pipeline, records figures."""
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import payloads, report, spec
-from inference import bounded, encoding, metrics, progress, publish
+from inference import bounded, encoding, io, metrics, progress, publish, replay
 from inference.config import ConfigError, InferenceConfig
 from inference.handler import worker_deaths
 from inference.models import create_handlers
@@ -44,18 +45,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             return
 
         config = _inference_config(exec_properties)
+        fail_on_empty_input = bool(exec_properties.get(spec.FAIL_ON_EMPTY_INPUT_KEY))
+        replayed = input_dict.get(spec.REPLAY_FAILURES_KEY)
+        read = io.ReadRecords
+        if replayed:
+            config, splits, read = _replay(config, replayed)
+            sequence_examples = False
+        else:
+            examples = input_dict.get(spec.EXAMPLES_KEY)
+            if not examples:
+                raise ValueError("BulkInferrer needs `examples`, or `replay_failures` (an "
+                                 "earlier run's `failures`) to re-score its dead letters")
+            splits = {split: [io_utils.all_files_pattern(uri)] for split, uri in _split_uris(
+                examples, _proto(exec_properties, spec.DATA_SPEC_KEY,
+                                 bulk_inferrer_pb2.DataSpec()), fail_on_empty_input).items()}
+            sequence_examples = (payloads.payload_format(examples)
+                                 == payloads.SEQUENCE_EXAMPLE)
         model_uris = _model_uris(config, input_dict.get(spec.MODEL_KEY, []))
         schema = _schema(input_dict)
         transform_graph = input_dict.get(spec.TRANSFORM_GRAPH_KEY)
         transform_dir = artifact_utils.get_single_uri(transform_graph) if transform_graph else None
-        fail_on_empty_input = bool(exec_properties.get(spec.FAIL_ON_EMPTY_INPUT_KEY))
-        examples = input_dict[spec.EXAMPLES_KEY]
-        split_uris = _split_uris(examples, _proto(exec_properties, spec.DATA_SPEC_KEY,
-                                                  bulk_inferrer_pb2.DataSpec()),
-                                 fail_on_empty_input)
-        sequence_examples = payloads.payload_format(examples) == payloads.SEQUENCE_EXAMPLE
         if sequence_examples:
-            payloads.check_sequence_examples(config, model_uris, schema, split_uris,
+            payloads.check_sequence_examples(config, model_uris, schema, splits,
                                              transform_dir)
         if transform_dir:
             _check_features(config, tft.TFTransformOutput(transform_dir)
@@ -74,14 +85,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         output_example_spec = _proto(exec_properties, spec.OUTPUT_EXAMPLE_SPEC_KEY,
                                      bulk_inferrer_pb2.OutputExampleSpec())
         if output_examples:
-            output_examples.split_names = artifact_utils.encode_split_names(sorted(split_uris))
+            output_examples.split_names = artifact_utils.encode_split_names(sorted(splits))
         # TFX's layout: one model's logs of every split in one file set (see bounded.Output).
         logs_prefixes = {name: os.path.join(_logs_dir(inference_result.uri, name,
                                                       len(handlers)),
                                             spec.PREDICTION_LOGS_FILE_NAME)
                          for name in handlers} if inference_result else {}
         outputs = []
-        for split in sorted(split_uris):
+        for split in sorted(splits):
             for name in handlers:
                 if inference_result:
                     outputs.append(bounded.Output(name, split, logs_prefixes[name],
@@ -93,10 +104,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                         name, split, os.path.join(artifact_utils.get_split_uri(
                             [output_examples], split), prefix),
                         _ExamplesEncoder(output_example_spec), "Examples"))
-        plan = bounded.Plan(config, handlers,
-                            {s: [io_utils.all_files_pattern(u)] for s, u in split_uris.items()},
-                            outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME),
-                            os.path.join(self._scratch_dir(), "samples", "predictions"))
+        plan = bounded.Plan(config, handlers, splits, outputs,
+                            os.path.join(failures_uri, spec.FAILURES_FILE_NAME),
+                            os.path.join(self._scratch_dir(), "samples", "predictions"),
+                            read=read)
 
         # Outputs are written as if new: what an earlier run into the same folders left
         # behind goes (its shards, when this run's are finalized; its temporary folders,
@@ -124,10 +135,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             raise
         finally:
             progress.stop()
-        if not split_uris:  # no split to read: the empty logs TFX's sink writes
+        if not splits:  # no split to read: the empty logs TFX's sink writes
             for prefix in logs_prefixes.values():
                 publish.empty_file_set(prefix)
-        figures = metrics.run_figures(result, config.models, split_uris, time.time() - started)
+        figures = metrics.run_figures(result, config.models, splits, time.time() - started)
         for artifact in (inference_result, output_examples, failures):
             if artifact:
                 _record_figures(artifact, figures)
@@ -262,6 +273,28 @@ def _check_features(config: InferenceConfig, available, source: str):
     if problems:
         raise ValueError(f"model inputs do not match {source}: " + "; ".join(problems)
                          + f". Available: {sorted(available)}")
+
+
+def _replay(config: InferenceConfig, failures: List[types.Artifact]):
+    """(the config of the one model to replay, split -> dead-letter patterns, the Plan's
+    reader) for re-scoring the replayable dead letters of earlier runs' `failures`."""
+    patterns = [os.path.join(a.uri, f"{spec.FAILURES_FILE_NAME}-*") for a in failures]
+    counts, skipped = replay.count_dead_letters(patterns)
+    for stage, count in sorted(skipped.items()):
+        logging.info("BulkInferrer replay: %d dead letter(s) at stage %r are not replayed "
+                     "(bad input fails again).", count, stage)
+    if len(counts) > 1:
+        raise ConfigError(f"replay_failures holds dead letters of models {sorted(counts)}: "
+                          f"replay one at a time (an inference_config with that model "
+                          f"alone), or use python -m inference.replay, which runs each")
+    if not counts:
+        logging.warning("BulkInferrer replay: no dead letter to replay in %s", patterns)
+        return config, {}, io.ReadRecords
+    (model, by_split), = counts.items()
+    logging.info("BulkInferrer replay: model %r, %d dead letter(s) of split(s) %s", model,
+                 sum(by_split.values()), sorted(by_split))
+    read = functools.partial(replay.ReadDeadLetters, model=model)
+    return replay.model_config(config, model), {s: patterns for s in by_split}, read
 
 
 def _split_uris(examples: List[types.Artifact], data_spec,

@@ -19,7 +19,6 @@ from tfx.components.util import tfxio_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact
-from tfx.utils import io_utils
 
 from inference import detection, tfrecord
 from inference.config import ConfigError, InferenceConfig
@@ -40,7 +39,7 @@ def payload_format(examples: List[artifact.Artifact]) -> int:
 
 
 def check_sequence_examples(config: InferenceConfig, model_uris: Mapping[str, str],
-                            schema, split_uris: Mapping[str, str],
+                            schema, splits: Mapping[str, Sequence[str]],
                             transform_dir: Optional[str]):
     """Raises ConfigError, saying what to change, for a model that cannot read the
     SequenceExamples: a TensorFlow model through a signature other than predict, or a
@@ -66,7 +65,7 @@ def check_sequence_examples(config: InferenceConfig, model_uris: Mapping[str, st
                             f"with SequenceExamples, transform them in the model (a "
                             f"TensorFlow predict signature) or upstream")
         if feature_lists is None:
-            feature_lists = _feature_lists(schema, split_uris)
+            feature_lists = _feature_lists(schema, splits)
         wanted = sorted(set(model.inputs.features) & feature_lists)
         if wanted:
             problems.append(f"model {model.name!r} ({framework}) reads feature list(s) "
@@ -91,21 +90,21 @@ def _signature_methods(path: str, names) -> Dict[str, str]:
             if name in graph.signature_def}
 
 
-def _feature_lists(schema, split_uris: Mapping[str, str]) -> set:
+def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
     """The feature lists' names: from the schema's sequence STRUCT feature when there is
     a schema (TFX's SchemaGen writes one), else from the first record of the examples."""
     if schema is not None:
         return {f.name for feature in schema.feature if feature.name == SEQUENCE_COLUMN
                 for f in feature.struct_domain.feature}
-    record = _first_record(split_uris.values())
+    record = _first_record([p for patterns in splits.values() for p in patterns])
     if record is None:
         return set()
     return set(tf.train.SequenceExample.FromString(record).feature_lists.feature_list)
 
 
-def _first_record(split_uris: Sequence[str]) -> Optional[bytes]:
-    for uri in split_uris:
-        for path in sorted(fileio.glob(io_utils.all_files_pattern(uri))):
+def _first_record(patterns: Sequence[str]) -> Optional[bytes]:
+    for pattern in patterns:
+        for path in sorted(fileio.glob(pattern)):
             if fileio.isdir(path):
                 continue
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:

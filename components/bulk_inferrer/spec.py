@@ -13,9 +13,11 @@ from inference import bounded
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
-# Inputs added here.
+# Inputs added here: an earlier run's `failures`, whose replayable dead letters are
+# re-scored in place of `examples` (see `inference.replay`).
 SCHEMA_KEY = "schema"
 TRANSFORM_GRAPH_KEY = "transform_graph"
+REPLAY_FAILURES_KEY = "replay_failures"
 
 # Parameters (as in TFX's BulkInferrer).
 MODEL_SPEC_KEY = "model_spec"
@@ -83,13 +85,14 @@ class BulkInferrerSpec(ComponentSpec):
         FAIL_ON_EMPTY_INPUT_KEY: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
-        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
         MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
                                              optional=True),
         SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
         TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
                                               optional=True),
+        REPLAY_FAILURES_KEY: ChannelParameter(type=InferenceFailures, optional=True),
     }
     OUTPUTS = {
         INFERENCE_RESULT_KEY: ChannelParameter(type=standard_artifacts.InferenceResult,

@@ -17,12 +17,17 @@ from inference.remote import fanout, handlers, options as remote_options, probe,
 
 def check(path: str, spec: ModelConfig):
     """The options, and the server's answer (HTTP: the model's metadata; Vertex AI: Beam's
-    check that the endpoint serves a model), before Beam starts."""
+    check that the endpoint serves a model), before Beam starts. A V2 model's input name
+    learned from its metadata is kept in `spec.options` for the workers, which do not
+    probe: a worker that starts while the server is down must not fail the run (its
+    requests wait for the server, or the circuit opens)."""
     options = _options(path, spec)
     if options.protocol == "vertex":
         _vertex(spec, options)
-    else:
-        _protocol(spec, options)
+        return
+    protocol = _protocol(spec, options, options.probe)
+    if isinstance(protocol, protocols.OpenInferenceV2) and not options.input_name:
+        spec.options = {**spec.options, "input_name": protocol.input_name}
 
 
 def batch_size(spec: ModelConfig) -> int:
@@ -33,7 +38,7 @@ def load(path: str, spec: ModelConfig) -> fanout.RemoteModel:
     options = _options(path, spec)
     if options.protocol == "vertex":
         return fanout.RemoteModel(_vertex(spec, options), options, spec.name)
-    handler = handlers.HttpModelHandler(options, _protocol(spec, options),
+    handler = handlers.HttpModelHandler(options, _protocol(spec, options, False),
                                         f"RunInference[{spec.name}]")
     return fanout.RemoteModel(handler, options, spec.name, probe=handler.ready)
 
@@ -46,18 +51,18 @@ def _options(path: str, spec: ModelConfig) -> remote_options.RemoteOptions:
     return remote_options.parse(dataclasses.replace(spec, uri=path))
 
 
-def _protocol(spec: ModelConfig, options: remote_options.RemoteOptions
+def _protocol(spec: ModelConfig, options: remote_options.RemoteOptions, probe_first: bool
               ) -> protocols.Protocol:
-    """The model's wire format, after probing its metadata unless options.probe is off."""
+    """The model's wire format, after probing its metadata when `probe_first`."""
     if options.protocol in ("tfserving", "kserve-v1"):
         protocol = (protocols.TFServingREST(options.signature_name, spec.output_names)
                     if options.protocol == "tfserving"
                     else protocols.KServeV1(spec.output_names))
-        if options.probe:
+        if probe_first:
             probe.probe(spec.name, options, protocol)
         return protocol
     protocol = protocols.OpenInferenceV2(options.input_name or "input-0", spec.output_names)
-    if options.probe:
+    if probe_first:
         metadata = probe.probe(spec.name, options, protocol)
         declared = [i.get("name") for i in metadata.get("inputs") or [] if isinstance(i, dict)]
         if not options.input_name and declared:
