@@ -22,7 +22,8 @@ kinds:
                  ReadRecords | InferExamples | Encode | WriteRecordChunks (+ dead letters);
                  no TFX executor, artifacts or outcome checks
   remote         core, the scikit-learn model served by MLServer on 127.0.0.1
-                 (`remote_url`), `in_flight` requests at once
+                 (`remote_url`), `in_flight` requests at once; with `fault`, served by
+                 KServe failing or throttling every 5th request
   ray_data       Ray Data in its own virtualenv (`benchmarks.ray_data`)
 
 A new kind: its runner in KINDS, its label in `report.KIND_LABELS`, its cases in

@@ -16,11 +16,21 @@ KIND_LABELS = {
 }
 
 
+# The remote model on KServe on a bad day: the server's fault flags (see
+# tests/inference/remote/kserve_model.py), and what each row is called.
+REMOTE_FAULTS = {"none": [], "http500": ["--fail_every", "5"],
+                 "http429": ["--throttle_every", "5", "--retry_after", "1"]}
+FAULT_LABELS = {"none": "no fault", "http500": "every 5th request HTTP 500",
+                "http429": "every 5th request 429, Retry-After: 1"}
+
+
 def case_label(case: Dict[str, Any]) -> str:
     label = KIND_LABELS.get(case["kind"], case["kind"])
     if case["kind"] == "raw_encode":
         label += f" [{case.get('encoder', 'proto')}]"
-    if case["kind"] == "remote":
+    if case["kind"] == "remote" and case.get("fault"):
+        label = f"ours, core, model on KServe [{FAULT_LABELS[case['fault']]}]"
+    elif case["kind"] == "remote":
         label += f" [{case['in_flight']} in flight]"
     return label
 
@@ -192,9 +202,21 @@ def size_scaling(rows, n: int) -> List[Target]:
 
 
 # The report's targets: functions (rows, the run's main N) -> target rows. A new case
+def remote_faults(rows, n: int) -> List[Target]:
+    """A server that fails every 5th request (HTTP 500) keeps at least half the fault-free
+    throughput, nothing lost."""
+    if not any(r.get("fault") for r in rows):
+        return []
+    value = _ratio(_find(rows, kind="remote", fault="http500"),
+                   _find(rows, kind="remote", fault="none"))
+    return [target("remote: every 5th request HTTP 500, x the fault-free server, 0 lost",
+                   value, 0.5, detail="" if value is not None else
+                   "a case failed or lost records")]
+
+
 # family adds its own function here.
 TARGETS: List[Callable[[List[Dict[str, Any]], int], List[Target]]] = [
-    engine_limits, alternatives, worker_scaling, size_scaling]
+    engine_limits, alternatives, worker_scaling, size_scaling, remote_faults]
 
 
 def targets(rows: List[Dict[str, Any]], n: int) -> List[Target]:
@@ -302,7 +324,7 @@ def remote_markdown(rows) -> str:
     if local:
         lines.append(f"| local (scikit-learn in the worker) | - | "
                      f"{_cell(local, 'examples_per_sec')} | 1.00 | - | - | - |")
-    for row in remote:
+    for row in (r for r in remote if not r.get("fault")):
         figures = row.get("figures") or {}
         ratio = _ratio(row, local)
         lines.append(
@@ -310,6 +332,28 @@ def remote_markdown(rows) -> str:
             f"{_cell(row, 'examples_per_sec')} | "
             f"{'-' if ratio is None else f'{ratio:.2f}'} | {figures.get('requests', '-')} | "
             f"{figures.get('request_ms_p50', '-')} | {figures.get('request_ms_p99', '-')} |")
+    return "\n".join(lines)
+
+
+def remote_faults_markdown(rows) -> str:
+    """The scikit-learn model on KServe, fault-free and on a bad day: throughput, its
+    ratio to the fault-free server, requests, retries and records lost."""
+    faulty = [r for r in rows if r["kind"] == "remote" and r.get("fault")]
+    if not faulty:
+        return ""
+    clean = _find(rows, kind="remote", fault="none")
+    lines = ["| server (KServe, V2 REST, 4 in flight, 64 per request) | examples/s | "
+             "x no fault | requests | retries | throttled s | lost |",
+             "|---|---|---|---|---|---|---|"]
+    for row in faulty:
+        figures = row.get("figures") or {}
+        ratio = _ratio(row, clean)
+        lost = row["n"] - (row.get("records_out") or 0) if not row.get("error") else "-"
+        lines.append(
+            f"| {FAULT_LABELS[row['fault']]} | {_cell(row, 'examples_per_sec')} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'} | {figures.get('requests', '-')} | "
+            f"{figures.get('retries', '-')} | {figures.get('throttled_seconds', '-')} | "
+            f"{lost} |")
     return "\n".join(lines)
 
 
@@ -349,6 +393,8 @@ def write(folder: str, rows, target_items, environment, profile=None, prep=None)
              sweep_markdown(rows), ""] if sweep_markdown(rows) else []),
           *(["## Remote model vs local (scikit-learn)", "", remote_markdown(rows), ""]
             if remote_markdown(rows) else []),
+          *(["## Remote model on a bad day (KServe)", "", remote_faults_markdown(rows), ""]
+            if remote_faults_markdown(rows) else []),
           "## Environment", "", "```", json.dumps(environment, indent=2, default=str), "```"]
     if profile:
         md += ["", "## Profile", "", profile_markdown(profile)]

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import numpy as np
+
 from benchmarks import harness, report
 from benchmarks.data import PROJECT_DIR
 
@@ -169,6 +171,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-b{extra['sweep_batch']}"
         if extra.get("in_flight"):
             name += f"-f{extra['in_flight']}"
+        if extra.get("fault"):
+            name += f"-{extra['fault']}"
         cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
                                os.path.join(folder, "cases", name), workers, mode,
                                name=name, **extra))
@@ -214,6 +218,9 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     for in_flight in args.remote_in_flight:
         add("remote", "sklearn", in_flight=in_flight,
             remote_url=getattr(args, "remote_url", None))
+    for fault in report.REMOTE_FAULTS:  # a server's bad day, as the issue tried it
+        add("remote", "sklearn", in_flight=4, max_batch_size=64, fault=fault,
+            remote_url=getattr(args, "fault_urls", {}).get(fault))
     for batch in args.batch_sizes:
         add("raw", "pytorch", raw_batch_size=batch, sweep_batch=batch)
         for kind in ("ours", "core"):
@@ -349,18 +356,33 @@ def _run_cases(args, planned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 @contextlib.contextmanager
 def _model_server(args, models: Dict[str, Dict[str, str]], folder: str):
-    """With --kinds remote, MLServer serving the scikit-learn model on 127.0.0.1 for the
-    remote cases (`args.remote_url`)."""
-    args.remote_url = None
+    """With --kinds remote, on 127.0.0.1: MLServer serving the scikit-learn model for the
+    remote cases (`args.remote_url`), and KServe serving it once per fault of
+    `report.REMOTE_FAULTS` (`args.fault_urls`) a logistic regression of the same features
+    (KServe's custom model in the tests computes one)."""
+    args.remote_url, args.fault_urls = None, {}
     if "remote" not in args.kinds or "sklearn" not in models:
         yield
         return
+    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+    from benchmarks import data  # pylint: disable=import-outside-toplevel
     from tests.inference.remote import servers  # pylint: disable=import-outside-toplevel
-    with servers.MLServer(Path(folder) / "mlserver", "sklearn",
-                          Path(models["sklearn"]["path"]), servers.install("mlserver")
-                          ) as server:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(servers.MLServer(
+            Path(folder) / "mlserver", "sklearn", Path(models["sklearn"]["path"]),
+            servers.install("mlserver")))
         args.remote_url = server.model_url
         print(f"  MLServer serving the scikit-learn model at {server.model_url}", flush=True)
+        sample = data.resample(data.taxi_matrix(), 2000, args.seed)
+        estimator = LogisticRegression(max_iter=1000).fit(
+            sample, sample[:, 1] > np.median(sample[:, 1]))
+        kserve = servers.install("kserve")
+        for fault, flags in report.REMOTE_FAULTS.items():
+            server = stack.enter_context(servers.KServe(
+                Path(folder) / f"kserve-{fault}", "sklearn", estimator, kserve,
+                faults=flags))
+            args.fault_urls[fault] = server.model_url
+            print(f"  KServe ({fault}) serving it at {server.model_url}", flush=True)
         yield
 
 
@@ -427,7 +449,8 @@ def main(argv=None) -> Dict[str, Any]:
         measured = "-" if t["measured"] is None else f"{t['measured']:.2f}"
         detail = f", {t['detail']}" if t.get("detail") else ""
         print(f"  {result:12s} {t['target']}: {measured} (goal {t['goal']}{detail})")
-    for extra in (report.sweep_markdown(rows), report.remote_markdown(rows)):
+    for extra in (report.sweep_markdown(rows), report.remote_markdown(rows),
+                  report.remote_faults_markdown(rows)):
         if extra:
             print()
             print(extra)

@@ -1,16 +1,15 @@
 """A batch of a remote model, sent as requests side by side, each retried on its own.
 
 Beam runs one batch at a time per DoFn thread, and a remote model's time is mostly
-waiting for answers, so the engine's batch for a remote model holds `REQUESTS_PER_SLOT`
-requests of at most `request_size` records for each of `max_in_flight` slots, sent by
-`max_in_flight` threads (at most that many attempts are on the wire at once per worker
+waiting for answers, so the engine's batch for a remote model holds several requests
+(`batch_size`) of at most `request_size` records for each of `max_in_flight` slots, sent
+by `max_in_flight` threads (at most that many attempts are on the wire at once per worker
 process). A request waiting out its backoff (`backoff`) holds no thread, and goes before
 the batch's requests not yet sent once its wait is over, so that its retry does not land
-at the end of the batch. A failed request is
-retried up to `max_retries` times, and for as long as the endpoint is unavailable
-(no answer, 502, 503, 504) until the model's circuit breaker (`breaker`) opens; then
-every request fails at once. A request that still fails fails its own records only; the
-others keep their predictions.
+at the end of the batch. A failed request is retried up to `max_retries` times, and for
+as long as the endpoint is unavailable (no answer, 502, 503, 504) until the model's
+circuit breaker (`breaker`) opens; then every request fails at once. A request that
+still fails fails its own records only; the others keep their predictions.
 """
 import collections
 import heapq
@@ -30,8 +29,9 @@ from inference.remote.handlers import RemoteInferenceError, overloaded, retryabl
 from inference.remote.options import RemoteOptions
 
 # Requests per slot in a batch: enough that a request waiting out its backoff at the end
-# of a batch holds up a small part of it.
-REQUESTS_PER_SLOT = 8
+# of a batch holds up a small part of it; fewer where the batch would pass BATCH_RECORDS.
+REQUESTS_PER_SLOT = 16
+BATCH_RECORDS = 8192
 # Requests in a row that failed after their retries before the circuit opens.
 FAILED_REQUESTS_TO_OPEN = 5
 # How often a thread waiting for a request's backoff looks whether the circuit opened.
@@ -51,8 +51,10 @@ def _take(inputs: protocols.Inputs, start: int, end: int) -> protocols.Inputs:
 
 
 def batch_size(options: RemoteOptions) -> int:
-    """The records of a remote model's batch: REQUESTS_PER_SLOT full requests per slot."""
-    return options.request_size * options.max_in_flight * REQUESTS_PER_SLOT
+    """The records of a remote model's batch: REQUESTS_PER_SLOT full requests per slot,
+    fewer (one at least) where that would pass BATCH_RECORDS."""
+    per_round = options.request_size * options.max_in_flight
+    return per_round * max(1, min(REQUESTS_PER_SLOT, BATCH_RECORDS // per_round))
 
 
 class _Request:

@@ -3,8 +3,8 @@ virtualenv not activated, HOME and the outputs in the test's folder, a sample of
 and a few training steps (environment settings the README documents).
 
 A block runs as one bash script (a `source` carries to its later lines). Commands that
-talk to Google Cloud, `make test` (this suite), the copied project's `make run` and the
-MLServer lock's re-resolution are left out, each for the reason in SKIPPED; any other
+talk to Google Cloud, `make test` (this suite), the copied project's `make run`, the
+model servers' locks' re-resolution and the replay of a run's dead letters are left out, each for the reason in SKIPPED; any other
 command runs.
 """
 import json
@@ -25,9 +25,13 @@ SKIPPED = {
     r"--runner=DataflowRunner": "starts a streaming Dataflow job",
     r"^cd ~/my-pipeline && make run": "builds the copy's own environment (minutes); "
                                       "test_local_cli.py runs a copied project's pipeline",
-    r"^\.venv/bin/uv pip compile .*requirements-mlserver": "re-resolves tests/inference/remote's "
-                                                          "MLServer lock on PyPI and rewrites "
-                                                          "it (a tracked file)",
+    r"uv pip compile .*tests/inference/remote/requirements-": "re-resolves the model servers' "
+                                                              "locks on PyPI and rewrites them "
+                                                              "(tracked files)",
+    r"^\.venv/bin/python -m inference\.replay": "needs a run's dead letters and its "
+                                                "configuration; tests/inference/remote/"
+                                                "test_replay.py runs it after a server "
+                                                "killed mid-run",
 }
 # A shell where nothing of the project is on PATH.
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

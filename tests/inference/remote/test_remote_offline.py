@@ -1,6 +1,7 @@
 """Remote models without a model server: the options' checks, the wire formats, how a
 batch splits into requests, the circuit breaker against a port where nothing listens, and
 the Vertex AI path against a stand-in for its REST API on 127.0.0.1 (no network)."""
+import dataclasses
 import http.server
 import json
 import threading
@@ -58,9 +59,13 @@ def test_a_batch_splits_into_as_few_near_equal_requests_as_fit():
     assert request_bounds(70, 25) == [(0, 23), (23, 47), (47, 70)]
     assert request_bounds(3, 25) == [(0, 3)]
     handler = create_handler(model(max_in_flight=3))
-    # 8 requests of 2 records for each of 3 slots.
-    assert handler.batch_elements_kwargs()["max_batch_size"] == 48
-    assert handler.batch_elements_kwargs()["min_batch_size"] == 48
+    # 16 requests of 2 records for each of 3 slots; fewer where that passes 8,192 records.
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 96
+    assert handler.batch_elements_kwargs()["min_batch_size"] == 96
+    assert create_handler(dataclasses.replace(model(max_in_flight=4), max_batch_size=256)
+                          ).batch_elements_kwargs()["max_batch_size"] == 8192
+    assert create_handler(dataclasses.replace(model(max_in_flight=64), max_batch_size=256)
+                          ).batch_elements_kwargs()["max_batch_size"] == 256 * 64
 
 
 def test_open_inference_v2_wire_format():
