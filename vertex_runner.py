@@ -41,7 +41,9 @@ def create_pipeline() -> tfx.dsl.Pipeline:
             frameworks=config.FRAMEWORKS,
             train_num_steps=config.TRAIN_NUM_STEPS,
             eval_num_steps=config.EVAL_NUM_STEPS,
-            inference_splits=config.INFERENCE_SPLITS, **where)
+            inference_splits=config.INFERENCE_SPLITS,
+            # TFX 1.16 compiles no resolver function for Vertex AI (README: Drift).
+            previous_run_baseline=False, **where)
     gpu_args = config.dataflow_gpu_args()
     if gpu_args:
         # Component-level args come after the pipeline-level ones, so they win: only the

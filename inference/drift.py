@@ -2,11 +2,12 @@
 bounded sample (`inference.sampling`): nothing is read back from the run's outputs, and
 nothing is added to the per-record path.
 
-Per model and output, the sample becomes one TFDV feature `<model>.<output>`, described
-by TFDV's statistics and compared by TFDV's drift comparators (`tfdv.validate_statistics`
-with `previous_statistics`): scores (one float per record) by the Jensen-Shannon
-divergence of their histograms, classes (text, integers, the argmax of a few scores) by
-the L-infinity distance of their frequencies. An embedding (`EMBEDDING_MIN_WIDTH` floats
+Per model and output, the sample becomes a TFDV feature `<model>.<output>`, described by
+TFDV's statistics and compared by TFDV's drift comparators (`tfdv.validate_statistics`
+with `previous_statistics`): values (one float per record) by the Jensen-Shannon
+divergence of their histograms, classes (text, integers) by the L-infinity distance of
+their frequencies. A few scores per record (a classifier's probabilities or logits) are
+two features: the argmax, a class, and `<model>.<output>.max`, the top score, a value. An embedding (`EMBEDDING_MIN_WIDTH` floats
 or more per record) is described by its norms (a feature `<model>.<output>.norm`,
 compared as scores) and a summary kept in that feature's custom statistics: the sample's
 centroid, its spread and a 2-D PCA projection. TFDV has no distance between sets of
@@ -31,6 +32,7 @@ from tfx_bsl.coders import example_coder
 
 EMBEDDING_MIN_WIDTH = 32  # floats per record from which an output is an embedding
 NORM = ".norm"  # suffix of an embedding's norm feature
+TOP = ".max"  # suffix of the top score's feature
 _HISTOGRAM_BUCKETS = 20
 _PROJECTED = 500  # projected sample points kept in the statistics, per embedding
 JENSEN_SHANNON, L_INFINITY, CENTROID_SHIFT = (
@@ -123,7 +125,7 @@ class Measurement:
 
 def kind(values: Sequence[np.ndarray]) -> str:
     """What an output is, from its sampled values (one 1-D array per record): "classes"
-    (text, integers, or the argmax of a few scores), "values" (one float per record),
+    (text, integers), "values" (one float per record), "scores" (a few floats),
     "embedding", or "ragged" (floats of varying widths: not compared)."""
     first = np.asarray(values[0])
     if first.dtype.kind in "OSUbiu":
@@ -133,7 +135,7 @@ def kind(values: Sequence[np.ndarray]) -> str:
         return "ragged"
     width = widths.pop()
     return "values" if width == 1 else (
-        "embedding" if width >= EMBEDDING_MIN_WIDTH else "classes")
+        "embedding" if width >= EMBEDDING_MIN_WIDTH else "scores")
 
 
 def classes(values: Sequence[np.ndarray]) -> List[str]:
@@ -173,14 +175,18 @@ def statistics(rows: Mapping[str, Sequence[Row]]
         table: Dict[int, Dict[str, object]] = {}
         for feature, (what, having, values) in _outputs(rows, split).items():
             if what == "classes":
-                column = classes(values)
+                columns = {feature: classes(values)}
             elif what == "values":
-                column = [float(v[0]) for v in values]
+                columns = {feature: [float(v[0]) for v in values]}
+            elif what == "scores":
+                columns = {feature: classes(values),
+                           feature + TOP: [float(np.max(v)) for v in values]}
             else:
-                feature, column = feature + NORM, np.linalg.norm(
-                    np.stack(values).astype(np.float64), axis=1).tolist()
-            for r, value in zip(having, column):
-                table.setdefault(r.hash, {})[feature] = value
+                columns = {feature + NORM: np.linalg.norm(
+                    np.stack(values).astype(np.float64), axis=1).tolist()}
+            for name, column in columns.items():
+                for r, value in zip(having, column):
+                    table.setdefault(r.hash, {})[name] = value
         frame = pd.DataFrame.from_dict(table, orient="index").reset_index(drop=True)
         stats = tfdv.generate_statistics_from_dataframe(
             frame, tfdv.StatsOptions(num_histogram_buckets=_HISTOGRAM_BUCKETS))
@@ -265,10 +271,10 @@ def compare(current: statistics_pb2.DatasetFeatureStatisticsList,
                 for info in anomalies.drift_skew_info if info.drift_measurements}
     for feature in schema.feature:
         measure = L_INFINITY if feature.type == schema_pb2.BYTES else JENSEN_SHANNON
-        name = _output(feature.name)
         measurements.append(Measurement(feature.name, measure, measured.get(feature.name),
                                         config.threshold(feature.name, measure)))
-        if name != feature.name:  # an embedding: its centroid against the baseline's
+        if feature.name.endswith(NORM):  # an embedding: its centroid against the baseline's
+            name = feature.name[:-len(NORM)]
             before = embedding(previous.get(feature.name))
             value = None if before is None or name not in (vectors or {}) else (
                 centroid_shift(vectors[name], before))
@@ -344,20 +350,15 @@ def _copy(message):
     return copied
 
 
-def _output(feature: str) -> str:
-    """`<model>.<output>` of a feature (an embedding's norm feature names its output)."""
-    return feature[:-len(NORM)] if feature.endswith(NORM) else feature
-
-
 def _feature(stats, name) -> statistics_pb2.FeatureNameStatistics:
     return next(f for f in stats.datasets[0].features if f.path.step[0] == name)
 
 
 def _keep(feature_stats: statistics_pb2.FeatureNameStatistics, summary: Embedding):
     for name, value in (("centroid", summary.centroid), ("basis", summary.basis),
-                        ("points", summary.points)):
+                        ("points", summary.points.astype(np.float32))):  # points: drawn only
         custom = feature_stats.custom_stats.add(name=name)
-        custom.any.Pack(tf.make_tensor_proto(value.astype(np.float32)))
+        custom.any.Pack(tf.make_tensor_proto(value))
     feature_stats.custom_stats.add(name="spread", num=summary.spread)
 
 

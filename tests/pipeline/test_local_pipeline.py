@@ -184,3 +184,21 @@ def test_pattern_reports_hold_the_figures_of_ml_metadata(local_run, pattern):
         for model in models.keyed().models:
             assert sum(figures[f"keyed.key.{key}"] for key in model.keys) == \
                 props[f"{model.name}.predictions"].int_value
+
+
+def test_second_run_compares_each_model_with_the_first_and_finds_no_drift(local_run):
+    """The per-framework BulkInferrers' baseline is their previous run (ML Metadata); the
+    same model on the same data drifts by exactly nothing."""
+    metadata_path, _, _ = local_run
+    store = run_summary.open_store(metadata_path)
+    for framework in ("keras", "pytorch", "sklearn"):
+        runs = sorted((a for a in store.get_artifacts_by_type("ExampleAnomalies")
+                       if f"/BulkInferrer.{framework}/" in a.uri), key=lambda a: a.id)
+        assert len(runs) == 2, framework
+        first, second = (a.custom_properties for a in runs)
+        assert first["drift_verdict"].string_value == "no_baseline"
+        assert second["drift_verdict"].string_value == "ok", framework
+        assert f"/BulkInferrer.{framework}/prediction_statistics/" in \
+            second["drift_baseline"].string_value
+        drifts = [p.double_value for key, p in second.items() if key.endswith(".drift")]
+        assert drifts and all(value == 0.0 for value in drifts), (framework, drifts)
