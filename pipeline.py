@@ -174,11 +174,14 @@ def create_text_pipeline(
         beam_pipeline_args: Optional[List[str]] = None,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
         enable_cache: bool = True,
+        previous_run_baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Sentence embeddings of every row of a text CSV with a pretrained model, no Trainer:
     CsvExampleGen and an Importer of the model's folder at `model_uri` (a Hugging Face
     folder with its tokenizer) feed a BulkInferrer (`template.models.text_embeddings`);
     its PredictionLogs become typed rows (Parquet; BigQuery too with `bigquery_table`).
+    The embeddings are compared with the previous run's (`previous_run_baseline`, as in
+    `create_pipeline`).
     """
     # One split of every row: the whole file is scored.
     example_gen = tfx.components.CsvExampleGen(
@@ -190,6 +193,8 @@ def create_text_pipeline(
         examples=example_gen.outputs["examples"],
         model=model.outputs["result"],
         inference_config=models.text_embeddings(),
+        baseline=drift.previous_run("BulkInferrer.text") if previous_run_baseline else None,
+        drift_config=DriftConfig(action=config.DRIFT_ACTION),
     ).with_id("BulkInferrer.text")
     rows = PredictionRows(
         inference_result=inferrer.outputs["inference_result"],

@@ -31,7 +31,9 @@ def create_pipeline() -> tfx.dsl.Pipeline:
                  pipeline_root=config.vertex_pipeline_root(),
                  data_path=config.vertex_data_path(),
                  beam_pipeline_args=config.dataflow_beam_pipeline_args(),
-                 metadata_connection_config=None)  # Vertex AI keeps ML Metadata itself
+                 metadata_connection_config=None,  # Vertex AI keeps ML Metadata itself
+                 # TFX 1.16 compiles no resolver function for Vertex AI (README: Drift).
+                 previous_run_baseline=False)
     if config.PIPELINE == "text":
         tfx_pipeline = pipeline.create_text_pipeline(
             model_uri=config.vertex_text_model_uri(),
@@ -41,9 +43,7 @@ def create_pipeline() -> tfx.dsl.Pipeline:
             frameworks=config.FRAMEWORKS,
             train_num_steps=config.TRAIN_NUM_STEPS,
             eval_num_steps=config.EVAL_NUM_STEPS,
-            inference_splits=config.INFERENCE_SPLITS,
-            # TFX 1.16 compiles no resolver function for Vertex AI (README: Drift).
-            previous_run_baseline=False, **where)
+            inference_splits=config.INFERENCE_SPLITS, **where)
     gpu_args = config.dataflow_gpu_args()
     if gpu_args:
         # Component-level args come after the pipeline-level ones, so they win: only the

@@ -181,9 +181,9 @@ def statistics(rows: Mapping[str, Sequence[Row]]
             elif what == "scores":
                 columns = {feature: classes(values),
                            feature + TOP: [float(np.max(v)) for v in values]}
-            else:
-                columns = {feature + NORM: np.linalg.norm(
-                    np.stack(values).astype(np.float64), axis=1).tolist()}
+            else:  # to 5 digits: a normalised embedding's norms are 1, not float noise
+                norms = np.linalg.norm(np.stack(values).astype(np.float64), axis=1)
+                columns = {feature + NORM: [float(f"{n:.5g}") for n in norms]}
             for name, column in columns.items():
                 for r, value in zip(having, column):
                     table.setdefault(r.hash, {})[name] = value
