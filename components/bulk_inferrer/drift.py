@@ -7,7 +7,8 @@ another run's `prediction_statistics`; `previous_run` wires it to the latest one
 same component in the same pipeline, which the orchestrator resolves in ML Metadata
 (outputs of failed runs are not published, so they are never a baseline). With a
 `statistics` input (StatisticsGen's, of the training data) and the `schema`, the
-sampled input records are checked for training/serving skew too. The anomalies are
+sampled input records (tf.Examples; not SequenceExamples) are checked for
+training/serving skew too. The anomalies are
 written as ExampleValidator writes them (`anomalies`, ExampleAnomalies,
 `Split-<split>/SchemaDiff.pb`, custom property `blessed`), each measurement is a custom
 property (`<model>.<output>.drift`, `<feature>.skew`), and the gate (`drift_config`'s
@@ -26,7 +27,7 @@ from tfx.types import artifact_utils, channel, standard_artifacts
 from tfx.utils import io_utils
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from components.bulk_inferrer import samples, spec
+from components.bulk_inferrer import payloads, samples, spec
 from inference import drift
 from inference.drift import DriftConfig, DriftError
 
@@ -94,10 +95,14 @@ def check(input_dict, output_dict, exec_properties, sample_paths: Mapping[str, s
     baseline = _single(input_dict, spec.BASELINE_KEY)
     training = _single(input_dict, spec.STATISTICS_KEY)
     schema = _schema(input_dict)
-    records = {}
-    for sample in taken.values():
-        for h, p in sample.predictions.items():
-            records.setdefault(p.split, {})[h] = p.request
+    records = {}  # the sampled input records (tf.Examples) by split and hash
+    if payloads.payload_format(input_dict[spec.EXAMPLES_KEY]) != payloads.SEQUENCE_EXAMPLE:
+        for sample in taken.values():
+            for h, p in sample.predictions.items():
+                records.setdefault(p.split, {}).setdefault(h, p.request)
+    if training is not None and (schema is None or not records):
+        logging.warning("BulkInferrer: no skew check: it needs the `schema` input beside "
+                        "`statistics`, and tf.Examples (not SequenceExamples).")
     result = Result(settings, baseline.uri if baseline else None, {})
     for split in sorted(current):
         before = _baseline_split(baseline, split) if baseline else None
