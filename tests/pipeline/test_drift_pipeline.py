@@ -9,7 +9,7 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from components import BulkInferrer
-from components.bulk_inferrer import drift, spec
+from components.bulk_inferrer import drift
 from components import run_summary
 from inference.drift import DriftConfig
 from template import config
