@@ -15,8 +15,10 @@ from tfx.types import channel_utils
 
 from components import BulkInferrer, image_example_gen
 from components.prediction_rows.component import PredictionRows
+from components.bulk_inferrer import drift
 from components.bulk_inferrer.spec import DEFAULT_MAX_FAILURE_FRACTION
 from inference.config import InferenceConfig
+from inference.drift import DriftConfig
 from template import config, models
 
 
@@ -32,8 +34,14 @@ def create_pipeline(
         beam_pipeline_args: Optional[List[str]] = None,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
         enable_cache: bool = True,
+        previous_run_baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """The TFX pipeline that trains one model per framework and runs bulk inference.
+
+    previous_run_baseline: each per-framework BulkInferrer compares its predictions with
+      its last successful run's (resolved in ML Metadata by the local and Beam
+      orchestrators; TFX 1.16's Vertex AI compiler compiles no resolver function, so
+      vertex_runner.py turns it off: see the README for a baseline on Vertex AI).
 
     patterns: multi-model BulkInferrers to add ("ab", "keyed", "sequence"; see
       template/models.py); they combine the PyTorch and scikit-learn models, which are
@@ -74,6 +82,8 @@ def create_pipeline(
         # Every inferrer scores raw examples. The Keras SavedModel applies the Transform
         # graph inside its signature (TFX's BulkInferrer path); for the other frameworks
         # the component applies the same graph (`transform_graph`) before the model.
+        # Each run's predictions are compared with the last successful run's.
+        inferrer_id = f"BulkInferrer.{framework}"
         inferrer = BulkInferrer(
             examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
@@ -81,7 +91,9 @@ def create_pipeline(
             else transform.outputs["transform_graph"],
             data_spec=data_spec,
             inference_config=models.single(framework),
-        ).with_id(f"BulkInferrer.{framework}")
+            baseline=drift.previous_run(inferrer_id) if previous_run_baseline else None,
+            drift_config=DriftConfig(action=config.DRIFT_ACTION),
+        ).with_id(inferrer_id)
         components += [trainer, inferrer]
     for pattern in patterns:
         # Several Model artifacts reach one component through a union of channels; each
@@ -162,11 +174,14 @@ def create_text_pipeline(
         beam_pipeline_args: Optional[List[str]] = None,
         metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
         enable_cache: bool = True,
+        previous_run_baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Sentence embeddings of every row of a text CSV with a pretrained model, no Trainer:
     CsvExampleGen and an Importer of the model's folder at `model_uri` (a Hugging Face
     folder with its tokenizer) feed a BulkInferrer (`template.models.text_embeddings`);
     its PredictionLogs become typed rows (Parquet; BigQuery too with `bigquery_table`).
+    The embeddings are compared with the previous run's (`previous_run_baseline`, as in
+    `create_pipeline`).
     """
     # One split of every row: the whole file is scored.
     example_gen = tfx.components.CsvExampleGen(
@@ -178,6 +193,8 @@ def create_text_pipeline(
         examples=example_gen.outputs["examples"],
         model=model.outputs["result"],
         inference_config=models.text_embeddings(),
+        baseline=drift.previous_run("BulkInferrer.text") if previous_run_baseline else None,
+        drift_config=DriftConfig(action=config.DRIFT_ACTION),
     ).with_id("BulkInferrer.text")
     rows = PredictionRows(
         inference_result=inferrer.outputs["inference_result"],

@@ -31,7 +31,9 @@ def create_pipeline() -> tfx.dsl.Pipeline:
                  pipeline_root=config.vertex_pipeline_root(),
                  data_path=config.vertex_data_path(),
                  beam_pipeline_args=config.dataflow_beam_pipeline_args(),
-                 metadata_connection_config=None)  # Vertex AI keeps ML Metadata itself
+                 metadata_connection_config=None,  # Vertex AI keeps ML Metadata itself
+                 # TFX 1.16 compiles no resolver function for Vertex AI (README: Drift).
+                 previous_run_baseline=False)
     if config.PIPELINE == "text":
         tfx_pipeline = pipeline.create_text_pipeline(
             model_uri=config.vertex_text_model_uri(),

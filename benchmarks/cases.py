@@ -446,14 +446,21 @@ def _ours(case):
     output.uri = os.path.join(case["out"], "inference_result")
     failures = spec.InferenceFailures()
     failures.uri = os.path.join(case["out"], "failures")
-    for artifact in (output, failures):
+    # The drift check's outputs, as the component always has them (it then runs).
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = os.path.join(case["out"], "prediction_statistics")
+    anomalies = standard_artifacts.ExampleAnomalies()
+    anomalies.uri = os.path.join(case["out"], "anomalies")
+    for artifact in (output, failures, statistics, anomalies):
         os.makedirs(artifact.uri, exist_ok=True)
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: ours_config(case).to_json()}
     started = time.perf_counter()
     executor.Executor(_context(case)).Do(
         _executor_inputs(case),
-        {spec.INFERENCE_RESULT_KEY: [output], spec.FAILURES_KEY: [failures]}, props)
+        {spec.INFERENCE_RESULT_KEY: [output], spec.FAILURES_KEY: [failures],
+         spec.PREDICTION_STATISTICS_KEY: [statistics], spec.ANOMALIES_KEY: [anomalies]},
+        props)
     seconds = time.perf_counter() - started
     name = case["model"]
     return {"seconds": seconds,

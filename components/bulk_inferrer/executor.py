@@ -20,7 +20,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components.bulk_inferrer import payloads, report, spec
+from components.bulk_inferrer import drift, payloads, report, spec
 from inference import bounded, encoding, io, metrics, progress, publish, replay
 from inference.config import ConfigError, InferenceConfig
 from inference.handler import worker_deaths
@@ -144,12 +144,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
-        self._write_report(plan, figures, output_dict, failures_uri)
+        checked = drift.check(input_dict, output_dict, exec_properties,
+                              {m.name: plan.samples_path(m.name) for m in config.models},
+                              {n: f.predictions for n, f in figures.models.items()})
+        self._write_report(plan, figures, output_dict, failures_uri, checked)
         bounded.verdict(figures, config, plan.splits, _max_failure_fraction(exec_properties),
                         plan.failures_prefix, who="BulkInferrer",
                         fail_on_empty_input=fail_on_empty_input)
+        drift.gate(checked)
 
-    def _write_report(self, plan: bounded.Plan, figures, output_dict, failures_uri: str):
+    def _write_report(self, plan: bounded.Plan, figures, output_dict, failures_uri: str,
+                      checked=None):
         """The run report, linked from every output artifact (custom property `report`);
         a report that cannot be written is logged, and does not fail the run."""
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
@@ -162,7 +167,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         try:
             path = report.write_run_report(
                 config, figures, title, outputs[0].uri if outputs else failures_uri,
-                sample_paths, failures_uri, _single(output_dict, spec.REPORT_KEY))
+                sample_paths, failures_uri, _single(output_dict, spec.REPORT_KEY), checked)
         except Exception:  # pylint: disable=broad-except
             logging.exception("The run report could not be written.")
             return

@@ -22,13 +22,14 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components.bulk_inferrer import samples
-from inference import metrics, sampling
+from inference import drift, metrics, sampling
 from inference.config import InferenceConfig
 from inference.failures import STAGES
 
 REPORT_FILE_NAME = "report.html"
 # Sections, in page order; each is a <section id=...> (the notebook view and tests use them).
-SECTIONS = ("summary", "predictions", "comparison", "failures", "performance", "samples")
+SECTIONS = ("summary", "predictions", "drift", "comparison", "failures", "performance",
+            "samples")
 _CLASS_LIMIT = 20  # most frequent classes or keys drawn; the rest are summed as "other"
 
 
@@ -41,21 +42,23 @@ class Inputs:
     predictions: Dict[str, samples.ModelSample]
     failures: Dict[Tuple[str, str], list]
     failures_uri: str
+    drift: Optional[object] = None  # components.bulk_inferrer.drift.Result
 
 
 def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
-            sample_paths: Mapping[str, str], failures_uri: str) -> Inputs:
+            sample_paths: Mapping[str, str], failures_uri: str, checked=None) -> Inputs:
     """Reads the bounded samples: each model's sample the pipeline took (`sample_paths`,
     model -> file), and the dead letters in `failures_uri`."""
     predictions = {name: samples.from_run(path, figures.models[name].predictions)
                    for name, path in sample_paths.items()}
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
-    return Inputs(title, config, figures, predictions, failures, failures_uri)
+    return Inputs(title, config, figures, predictions, failures, failures_uri, checked)
 
 
 def render(inputs: Inputs) -> str:
     """The report's HTML page."""
-    builders = {"summary": _summary, "predictions": _predictions, "comparison": _comparison,
+    builders = {"summary": _summary, "predictions": _predictions, "drift": _drift,
+                "comparison": _comparison,
                 "failures": _failures, "performance": _performance, "samples": _samples}
     body = "".join(f'<section id="{name}">{builders[name](inputs)}</section>'
                    for name in SECTIONS)
@@ -107,6 +110,10 @@ def _predictions(inputs: Inputs) -> str:
             column = _column(records, name)
             if column is None:
                 continue
+            if column.ndim == 2 and drift.kind(list(column)) == "embedding":
+                splits = [p.split for p in records if name in p.outputs]
+                parts.append(_embedding(model, name, column, splits))
+                continue
             kind, values, label = _reduce(column, name)
             if kind == "classes":
                 counts = _counts(values)
@@ -116,6 +123,64 @@ def _predictions(inputs: Inputs) -> str:
             else:
                 parts.append(_plot(_histogram({model: values}, f"{model}: {label}"))
                              + _stats_table(values))
+    return "".join(parts)
+
+
+def _embedding(model: str, name: str, column: np.ndarray, splits: Sequence[str]) -> str:
+    """An embedding: the norms' histogram and the sample's 2-D PCA projection by split."""
+    vectors = column.astype(np.float64)
+    summary = drift.summarize(vectors)
+    points = summary.project(vectors)
+    by_split = {split: points[[s == split for s in splits]] for split in sorted(set(splits))}
+    return (f"<p>{_e(name)}: an embedding of {column.shape[1]} values per record, drawn as "
+            f"its norms and a PCA projection of the sample.</p>"
+            + _plot(_histogram({model: np.linalg.norm(vectors, axis=1)},
+                               f"{model}: norm of {name}"))
+            + _plot(_scatter(by_split, f"{model}: {name}, PCA of the sample")))
+
+
+def _drift(inputs: Inputs) -> str:
+    """This run against its baseline: per split and output the distance, the threshold,
+    the verdict and both distributions overlaid."""
+    checked, head = inputs.drift, "<h2>Drift</h2>"
+    if checked is None:
+        return head + "<p>Not checked (the component has no drift outputs).</p>"
+    action = checked.config.action
+    if checked.baseline_uri is None:
+        parts = [head, "<p id='no-baseline'><b>No baseline</b>: the first run of this "
+                       "component (or no <code>baseline</code> input); the predictions are "
+                       "described for the next run to compare with, not compared.</p>"]
+    else:
+        verdict = "drift" if checked.drifted else "no drift"
+        parts = [head, f"<p>Baseline: <code>{_e(checked.baseline_uri)}</code>. Verdict: "
+                       f"<b id='drift-verdict'>{verdict}</b> (action on drift: "
+                       f"{_e(action)}).</p>"]
+    for split, s in checked.splits.items():
+        rows = [[_e(m.feature), _e(m.measure),
+                 _figure(f"drift.{split}.{m.feature}", round(m.value, 6))
+                 if m.value is not None else "no baseline", f"{m.threshold:g}",
+                 "<b>drift</b>" if m.drifted else ("ok" if m.value is not None else "-")]
+                for m in s.drift]
+        parts.append(f"<h3>Split {_e(split)}</h3>" + _table(
+            ["output", "distance", "value", "threshold", "verdict"], rows))
+        current = {f.path.step[0]: f for f in s.current.datasets[0].features}
+        before = {f.path.step[0]: f for f in s.baseline.datasets[0].features} if (
+            s.baseline and s.baseline.datasets) else {}
+        for m in s.drift:
+            if m.measure == drift.CENTROID_SHIFT:
+                parts.append(_plot(_embedding_overlay(m.feature, s.vectors.get(m.feature),
+                                                      before.get(m.feature + drift.NORM))))
+            elif m.feature in current:
+                parts.append(_plot(_overlay(m.feature, current[m.feature],
+                                            before.get(m.feature))))
+        if s.skew:
+            rows = [[_e(m.feature), _e(m.measure),
+                     _figure(f"skew.{split}.{m.feature}", round(m.value, 6))
+                     if m.value is not None else "-", f"{m.threshold:g}",
+                     "<b>skew</b>" if m.drifted else "ok"] for m in s.skew]
+            parts.append("<h4>Input features against the training data (skew)</h4>"
+                         + _table(["feature", "distance", "value", "threshold", "verdict"],
+                                  rows))
     return "".join(parts)
 
 
@@ -493,6 +558,72 @@ def _confusion(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> Figu
     return figure
 
 
+def _scatter(points: Mapping[str, np.ndarray], title: str) -> Figure:
+    figure, axes = _axes(title, size=(5.0, 4.0))
+    for name, xy in points.items():
+        axes.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, label=name)
+    axes.set_xlabel("first principal component")
+    axes.set_ylabel("second")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def _overlay(feature: str, current, baseline) -> Figure:
+    """This run's distribution of an output beside the baseline's, from their statistics
+    (what TFDV's distances are computed on)."""
+    figure, axes = _axes(f"{feature}: this run and the baseline")
+    for label, stats, colour in (("baseline", baseline, "#999999"),
+                                 ("this run", current, "#4878a8")):
+        if stats is None:
+            continue
+        if stats.HasField("num_stats"):
+            buckets = next((h.buckets for h in stats.num_stats.histograms
+                            if h.type == h.STANDARD), [])
+            total = sum(b.sample_count for b in buckets) or 1
+            edges = [b.low_value for b in buckets] + [buckets[-1].high_value] if buckets else []
+            if edges:
+                heights = [b.sample_count / total for b in buckets]
+                axes.stairs(heights, edges, fill=label == "this run", alpha=0.6,
+                            color=colour, label=label, linewidth=2)
+            axes.set_ylabel("share of records")
+        else:
+            shares = {label_: _shares(stats_) for label_, stats_ in
+                      (("baseline", baseline), ("this run", current)) if stats_ is not None}
+            labels = sorted(set().union(*shares.values()))[:_CLASS_LIMIT]
+            offset = 0.2 if label == "this run" else -0.2
+            axes.bar(np.arange(len(labels)) + offset,
+                     [shares[label].get(k, 0.0) for k in labels], width=0.4, color=colour,
+                     label=label)
+            axes.set_xticks(range(len(labels)), labels)
+            axes.set_ylabel("share of records")
+    axes.legend()
+    return figure
+
+
+def _shares(stats) -> Dict[str, float]:
+    counts = {b.label: b.sample_count for b in stats.string_stats.rank_histogram.buckets}
+    total = sum(counts.values()) or 1
+    return {label: count / total for label, count in counts.items()}
+
+
+def _embedding_overlay(feature: str, vectors: Optional[np.ndarray], baseline_norm) -> Figure:
+    """The run's sampled embeddings and the baseline's on the baseline's principal axes
+    (the run's own without a baseline), with both centroids."""
+    before = drift.embedding(baseline_norm)
+    points = {}
+    summary = before or (drift.summarize(vectors) if vectors is not None else None)
+    if before is not None:
+        points["baseline"] = before.points
+    if vectors is not None and summary is not None:
+        points["this run"] = summary.project(vectors)
+    figure = _scatter(points, f"{feature}: this run and the baseline (PCA)")
+    axes = figure.axes[0]
+    for name, xy in points.items():
+        centre = xy.mean(axis=0)
+        axes.scatter([centre[0]], [centre[1]], marker="x", s=80, color="black")
+    return figure
+
+
 def _mean_max(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
     """Per model, the largest (light) and the mean (dark) value."""
     figure, axes = _axes(title, size=(6.4, 0.9 + 0.5 * len(values)))
@@ -507,10 +638,11 @@ def _mean_max(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
 
 def write_run_report(config: InferenceConfig, figures: metrics.RunFigures, title: str,
                      folder: str, sample_paths: Mapping[str, str], failures_uri: str,
-                     html_artifact=None) -> str:
+                     html_artifact=None, checked=None) -> str:
     """Writes the run's report as `<folder>/report.html` and, when given, into the HTML
-    artifact; returns the report's path."""
-    page = render(collect(title, config, figures, sample_paths, failures_uri))
+    artifact; returns the report's path. checked: the run's drift check
+    (`components.bulk_inferrer.drift.Result`), drawn in the Drift section."""
+    page = render(collect(title, config, figures, sample_paths, failures_uri, checked))
     path = os.path.join(folder, REPORT_FILE_NAME)
     write(path, page)
     if html_artifact is not None:

@@ -13,11 +13,16 @@ from inference import bounded
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
-# Inputs added here: an earlier run's `failures`, whose replayable dead letters are
-# re-scored in place of `examples` (see `inference.replay`).
+# Inputs added here: the examples' schema, Transform's graph, and an earlier run's
+# `failures`, whose replayable dead letters are re-scored in place of `examples` (see
+# `inference.replay`).
 SCHEMA_KEY = "schema"
 TRANSFORM_GRAPH_KEY = "transform_graph"
 REPLAY_FAILURES_KEY = "replay_failures"
+# Drift and skew (components/bulk_inferrer/drift.py): the baseline's prediction_statistics,
+# and StatisticsGen's statistics of the training data.
+BASELINE_KEY = "baseline"
+STATISTICS_KEY = "statistics"
 
 # Parameters (as in TFX's BulkInferrer).
 MODEL_SPEC_KEY = "model_spec"
@@ -31,6 +36,8 @@ INFERENCE_CONFIG_KEY = "inference_config"
 MAX_FAILURE_FRACTION_KEY = "max_failure_fraction"
 DEFAULT_MAX_FAILURE_FRACTION = bounded.DEFAULT_MAX_FAILURE_FRACTION
 FAIL_ON_EMPTY_INPUT_KEY = "fail_on_empty_input"
+# An inference.drift.DriftConfig as JSON: thresholds, and whether a drift fails the run.
+DRIFT_CONFIG_KEY = "drift_config"
 
 # Outputs (as in TFX's BulkInferrer).
 INFERENCE_RESULT_KEY = "inference_result"
@@ -38,6 +45,8 @@ OUTPUT_EXAMPLES_KEY = "output_examples"
 # Outputs added here.
 FAILURES_KEY = "failures"
 REPORT_KEY = "report"
+PREDICTION_STATISTICS_KEY = "prediction_statistics"
+ANOMALIES_KEY = "anomalies"
 
 # Output file name prefixes, as TFX's BulkInferrer writes them.
 PREDICTION_LOGS_FILE_NAME = "prediction_logs"
@@ -83,6 +92,7 @@ class BulkInferrerSpec(ComponentSpec):
         MAX_FAILURE_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
         # 0 or 1: TFX's components declare flags as int (ML Metadata has no bool).
         FAIL_ON_EMPTY_INPUT_KEY: ExecutionParameter(type=int, optional=True),
+        DRIFT_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
@@ -93,6 +103,10 @@ class BulkInferrerSpec(ComponentSpec):
         TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph,
                                               optional=True),
         REPLAY_FAILURES_KEY: ChannelParameter(type=InferenceFailures, optional=True),
+        BASELINE_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics,
+                                       optional=True),
+        STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics,
+                                         optional=True),
     }
     OUTPUTS = {
         INFERENCE_RESULT_KEY: ChannelParameter(type=standard_artifacts.InferenceResult,
@@ -101,4 +115,8 @@ class BulkInferrerSpec(ComponentSpec):
                                               optional=True),
         FAILURES_KEY: ChannelParameter(type=InferenceFailures),
         REPORT_KEY: ChannelParameter(type=HTML, optional=True),
+        PREDICTION_STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics,
+                                                    optional=True),
+        ANOMALIES_KEY: ChannelParameter(type=standard_artifacts.ExampleAnomalies,
+                                        optional=True),
     }

@@ -131,8 +131,8 @@ def test_report_renders_every_section_in_a_browser(shadow, tmp_path):
     path, page = _page(shadow)
     dom = browser.dump_dom(path, str(tmp_path / "profile"))
     parsed = browser.parse(dom)
-    assert parsed.sections == list(("summary", "predictions", "comparison", "failures",
-                                    "performance", "samples"))
+    assert parsed.sections == list(("summary", "predictions", "drift", "comparison",
+                                    "failures", "performance", "samples"))
     assert parsed.figures == browser.parse(page).figures
     assert parsed.images >= 5  # 2 histograms, the joint, batch sizes and latencies
     png = os.path.join(REPO, "outputs", "test-screenshots", "report-shadow.png")

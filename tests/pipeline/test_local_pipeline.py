@@ -85,10 +85,12 @@ def test_one_prediction_per_eval_example_for_each_model(local_run):
                 and "CsvExampleGen" in a.uri]
     eval_count = sum(1 for _ in tf.data.TFRecordDataset(
         tf.io.gfile.glob(f"{examples[0].uri}/Split-eval/*"), compression_type="GZIP"))
+    # Each run's: the BulkInferrers run again on the second run (their baseline, the
+    # first run's statistics, is a new input), so each has written two.
     results = [a for a in store.get_artifacts() if by_type[a.type_id] == "InferenceResult"
                and a.custom_properties["models"].string_value in ("keras", "pytorch",
                                                                    "sklearn")]
-    assert len(results) == 3
+    assert len(results) == 6
     for artifact in results:
         logs = helpers.read_prediction_logs(f"{artifact.uri}/prediction_logs-*.gz")
         assert len(logs) == eval_count
@@ -184,3 +186,21 @@ def test_pattern_reports_hold_the_figures_of_ml_metadata(local_run, pattern):
         for model in models.keyed().models:
             assert sum(figures[f"keyed.key.{key}"] for key in model.keys) == \
                 props[f"{model.name}.predictions"].int_value
+
+
+def test_second_run_compares_each_model_with_the_first_and_finds_no_drift(local_run):
+    """The per-framework BulkInferrers' baseline is their previous run (ML Metadata); the
+    same model on the same data drifts by exactly nothing."""
+    metadata_path, _, _ = local_run
+    store = run_summary.open_store(metadata_path)
+    for framework in ("keras", "pytorch", "sklearn"):
+        runs = sorted((a for a in store.get_artifacts_by_type("ExampleAnomalies")
+                       if f"/BulkInferrer.{framework}/" in a.uri), key=lambda a: a.id)
+        assert len(runs) == 2, framework
+        first, second = (a.custom_properties for a in runs)
+        assert first["drift_verdict"].string_value == "no_baseline"
+        assert second["drift_verdict"].string_value == "ok", framework
+        assert f"/BulkInferrer.{framework}/prediction_statistics/" in \
+            second["drift_baseline"].string_value
+        drifts = [p.double_value for key, p in second.items() if key.endswith(".drift")]
+        assert drifts and all(value == 0.0 for value in drifts), (framework, drifts)

@@ -50,3 +50,18 @@ def test_text_pipeline_runs_to_complete_and_writes_rows(tmp_path):
         assert embedding.shape == (384,)
         np.testing.assert_array_equal(embedding.astype(np.float32), by_text[row["text"]])
         np.testing.assert_allclose(np.linalg.norm(embedding), 1.0, rtol=1e-5)
+
+    # The run report draws the embeddings as what they are: norms and a PCA projection
+    # of the sample, with nothing to compare on a first run (screenshot for a reader).
+    from tests import browser
+    from tests.runners.conftest import REPO
+    [report_path] = glob.glob(str(root / "BulkInferrer.text" / "inference_result" / "*" /
+                                  "report.html"))
+    with open(report_path) as f:
+        page = f.read()
+    assert "argmax of" not in page
+    assert "embedding: an embedding of 384 values per record" in page
+    assert "id='no-baseline'" in page
+    png = os.path.join(REPO, "outputs", "test-screenshots", "report-text-embeddings.png")
+    pixels = browser.screenshot(report_path, png, str(tmp_path / "profile"))
+    assert pixels.std() > 20
