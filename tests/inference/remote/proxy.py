@@ -108,3 +108,18 @@ class FaultProxy:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def kill_at(server, posts: int):
+    """A FaultProxy fault that kills `server` (a `servers.ServerProcess`) when the
+    `posts`-th inference request (POST) comes, as a crash would, and answers none itself."""
+    seen = []
+
+    def fault(number, method, path):
+        if method == "POST":
+            seen.append(number)
+            if len(seen) == posts:
+                server.kill()
+        return None
+
+    return fault

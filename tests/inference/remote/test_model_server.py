@@ -17,7 +17,7 @@ from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfi
 from tests import helpers
 from tests.inference.remote import servers
 from tests.inference.remote.conftest import FEATURES, MODEL_NAME, start
-from tests.inference.remote.proxy import FaultProxy
+from tests.inference.remote.proxy import FaultProxy, kill_at
 
 N = 300
 
@@ -173,21 +173,12 @@ def test_a_server_killed_mid_run_ends_the_run_soon(tmp_path, taxi_model, fresh_s
     record not scored ends a dead letter at once (stage inference, saying the endpoint is
     down); the run completes with them, or, with the default max_failure_fraction, fails
     naming the endpoint and the records not sent."""
-    posts = []
-
-    def kill_at_six(number, method, path):
-        if method == "POST":
-            posts.append(number)
-            if len(posts) == 6:
-                fresh_server.kill()
-        return None
-
     options = {"outage_secs": outage_secs, "probe_interval_secs": 1} if outage_secs else {}
     config = remote_config(None, max_batch_size=10, max_in_flight=2, **options)
     fraction = {} if max_failure_fraction is None else {
         "max_failure_fraction": max_failure_fraction}
     started = time.monotonic()
-    with FaultProxy(fresh_server.port, kill_at_six) as proxy:
+    with FaultProxy(fresh_server.port, kill_at(fresh_server, 6)) as proxy:
         endpoint = config.models[0].uri = f"{proxy.url}/v2/models/{MODEL_NAME}"
         if max_failure_fraction is None:
             with pytest.raises(RuntimeError) as failed:

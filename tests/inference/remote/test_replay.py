@@ -13,7 +13,7 @@ from components.bulk_inferrer import spec
 from tests import helpers
 from tests.inference.remote import servers
 from tests.inference.remote.conftest import FEATURES, MODEL_NAME, start
-from tests.inference.remote.proxy import FaultProxy
+from tests.inference.remote.proxy import FaultProxy, kill_at
 from tests.inference.remote.test_model_server import (assert_match_local, predictions,
                                                       remote_config)
 
@@ -27,19 +27,10 @@ def outage_run(tmp_path, taxi_model, kserve_bin):
     KServe, killed at the 6th request: (server, proxy, config, result, failures uri)."""
     server = start(servers.KServe(tmp_path / "kserve", MODEL_NAME, taxi_model.estimator,
                                   kserve_bin))
-    posts = []
-
-    def kill_at_six(number, method, path):
-        if method == "POST":
-            posts.append(number)
-            if len(posts) == 6:
-                server.kill()
-        return None
-
     bad = [helpers.example({"fare": [1.0]}) for _ in range(3)]
     records = taxi_model.records
     splits = {"train": records[:200] + bad, "eval": records[200:]}
-    proxy = FaultProxy(server.port, kill_at_six)
+    proxy = FaultProxy(server.port, kill_at(server, 6))
     config = remote_config(f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=10,
                            max_in_flight=2, outage_secs=2, probe_interval_secs=1)
     examples = helpers.examples_artifact(str(tmp_path / "examples"), splits)
