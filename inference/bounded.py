@@ -197,15 +197,15 @@ def problems(figures: metrics.RunFigures, config: InferenceConfig,
             found.append(f"model {name!r}: {failed} of {total} records failed, "
                          f"{f.predictions} predicted ({failed / total:.1%} > "
                          f"max_failure_fraction {max_failure_fraction:.1%}): {detail}")
-            not_sent = f.remote.get("circuit_open_records")
-            if not_sent:
+            down = f.remote.get("circuit_open_records")
+            if down:
                 endpoint = next(m.uri for m in config.models if m.name == name)
-                found.append(f"model {name!r}: its endpoint {endpoint} was down: {not_sent} "
-                             f"records were not sent (circuit open "
-                             f"{f.remote['circuit_open_seconds']:.0f} s); once it is back, "
-                             f"re-score only them: python -m inference.replay "
-                             f"--inference_config <this run's config> --failures "
-                             f"'<its dead letters>' --output <folder>")
+                found.append(f"model {name!r}: its endpoint {endpoint} was down: {down} "
+                             f"records were not scored (circuit open "
+                             f"{f.remote['circuit_open_seconds']:.0f} s, summed over worker "
+                             f"processes); once it is back, re-score only them: python -m "
+                             f"inference.replay --inference_config <this run's config> "
+                             f"--failures '<its dead letters>' --output <folder>")
     unrouted, total_in = sum(figures.routing_failures.values()), sum(
         figures.examples_in.values())
     if total_in and unrouted / total_in > max_failure_fraction:

@@ -38,8 +38,8 @@ ACTIVE_MS = "active_ms"  # each batch's start and end, in ms since the handler w
 # requests given up after their last retry, seconds Beam's client-side throttling held
 # requests back; each request's latency (a distribution, and counts per latency bucket,
 # |model|bucket, for percentiles: 20 buckets per decade of ms, so within 12%).
-# While a remote model's circuit was open (inference/remote/breaker.py): milliseconds,
-# and the records not sent.
+# While a remote model's circuit was open (inference/remote/breaker.py): milliseconds
+# (summed over worker processes), and the records it dead-lettered.
 CIRCUIT_OPEN_MS = "circuit_open_ms"
 CIRCUIT_OPEN_RECORDS = "circuit_open_records"
 REMOTE_REQUESTS = "remote_requests"
@@ -106,11 +106,11 @@ def record_requests(model: str, requests: int, retries: int, failed: int,
         counter(REQUEST_MS_BUCKET, model, str(bucket)).inc(count)
 
 
-def record_circuit(model: str, open_seconds: float, records_not_sent: int):
-    """Counts the time a remote model's circuit was open and the records it did not send
+def record_circuit(model: str, open_seconds: float, records: int):
+    """Counts the time a remote model's circuit was open and the records it dead-lettered
     (in the thread running the DoFn, as `record_requests`)."""
     for name, value in ((CIRCUIT_OPEN_MS, int(round(open_seconds * 1000))),
-                        (CIRCUIT_OPEN_RECORDS, records_not_sent)):
+                        (CIRCUIT_OPEN_RECORDS, records)):
         if value:
             counter(name, model).inc(value)
 
@@ -270,8 +270,8 @@ def _model_figures(query: _Query, name: str, splits, seconds: float) -> ModelFig
 def _remote_figures(query: _Query, name: str) -> Dict[str, float]:
     """A remote model's request figures; empty for a model that sent no requests."""
     requests = query.count(REMOTE_REQUESTS, name)
-    not_sent = query.count(CIRCUIT_OPEN_RECORDS, name)
-    if not requests and not not_sent:
+    while_open = query.count(CIRCUIT_OPEN_RECORDS, name)
+    if not requests and not while_open:
         return {}
     buckets = {int(key[2]): value
                for key, value in query.matching(REQUEST_MS_BUCKET, name).items()}
@@ -280,7 +280,7 @@ def _remote_figures(query: _Query, name: str) -> Dict[str, float]:
             "failed_requests": query.count(REMOTE_FAILED, name),
             "throttled_seconds": query.count(THROTTLED_SECONDS, name),
             "circuit_open_seconds": query.count(CIRCUIT_OPEN_MS, name) / 1000,
-            "circuit_open_records": not_sent,
+            "circuit_open_records": while_open,
             "request_ms_mean": round(total / count, 1) if count else 0.0,
             "request_ms_min": float(least or 0), "request_ms_max": float(most or 0),
             "request_ms_p50": _percentile_ms(buckets, 0.5),

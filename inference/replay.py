@@ -15,6 +15,11 @@ failures that a retry can fix are replayed (stages `inference` and `timeout`: a 
 that was down, a model that was too slow); bad input (read, parse, routing, decode,
 preprocess) would fail again and is not. It prints, per model, how many records were
 recovered and how many still fail, and exits non-zero when any still fails.
+
+The records are decoded as tf.Examples read by the models directly; a run whose models
+read through a tf.Transform graph is replayed by the BulkInferrer (`replay_failures`,
+with the same `transform_graph`). `routing="sequence"` is refused: a replayed record
+would skip the models after the one it failed for.
 """
 import argparse
 import collections
@@ -104,6 +109,9 @@ def count_dead_letters(patterns: Sequence[str], stages: Sequence[str] = RETRYABL
 
 def model_config(config: InferenceConfig, model: str) -> InferenceConfig:
     """`config` with `model` alone: a replayed record goes to the model it failed for."""
+    if config.routing == "sequence":
+        raise ConfigError("routing='sequence': a replayed record would skip the models after "
+                          "the one it failed for; re-run the records instead")
     specs = [m for m in config.models if m.name == model]
     if not specs:
         raise ConfigError(f"the dead letters are of model {model!r}, which the inference "
@@ -142,15 +150,20 @@ def replay(config: InferenceConfig, failure_patterns: Sequence[str], output: str
                         "--stages %s)", count, stage, ",".join(stages))
     if not counts:
         logging.warning("replay: no dead letter to replay at %s", list(failure_patterns))
-    figures = {}
+    figures, failed = {}, []
     for model, by_split in sorted(counts.items()):
         logging.info("replay: model %r, %d dead letter(s) in split(s) %s", model,
                      sum(by_split.values()), sorted(by_split))
         model_plan = plan(config, model, sorted(by_split), failure_patterns, output, stages)
         pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
         model_plan.expand(pipeline)
-        run_figures = bounded.check(pipeline.run(), model_plan, max_failure_fraction)
-        figures[model] = run_figures.models[model]
+        try:
+            figures[model] = bounded.check(pipeline.run(), model_plan,
+                                           max_failure_fraction).models[model]
+        except bounded.RunFailed as e:
+            failed.append(str(e))
+    if failed:
+        raise bounded.RunFailed("\n".join(failed))
     return figures
 
 
@@ -174,10 +187,11 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args, beam_args = parse_args(argv)
-    with FileSystems.open(args.inference_config) as f:
-        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=True)
     stages = [s for s in args.stages.split(",") if s]
     try:
+        with FileSystems.open(args.inference_config) as f:
+            config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(
+                bounded=True)
         figures = replay(config, args.failures, args.output, stages, beam_args,
                          args.max_failure_fraction)
     except (bounded.RunFailed, ConfigError) as e:

@@ -1,11 +1,11 @@
 """A circuit breaker for one remote model in one worker process: once its endpoint looks
 down, requests fail at once instead of each waiting out its retries.
 
-The circuit opens when no request has succeeded for `outage_secs` while requests kept
-failing (connection errors, timeouts, 5xx), or when `failed_requests_to_open` requests in
-a row failed after their retries. While it is open, requests are not sent: their records
-become dead letters whose message says since when the endpoint is down and its last
-error. Every `probe_interval_secs`, while requests keep coming, one probe checks the
+The circuit opens when no request has succeeded for `outage_secs` while requests found
+the endpoint unavailable (no answer, 502, 503, 504), or when `failed_requests_to_open`
+requests in a row failed after their retries. While it is open, requests are not sent:
+their records become dead letters (`EndpointDown`) whose message says since when the
+endpoint is down and the last error. Every `probe_interval_secs`, while requests keep coming, one probe checks the
 endpoint (a `probe` call off the request path, or, without one, a single request let
 through); an answer closes the circuit.
 
@@ -85,7 +85,7 @@ class CircuitBreaker:
                 self._changed.notify_all()
 
     def failed(self, error: Exception):
-        """An attempt failed with a retryable error: opens the circuit once nothing has
+        """An attempt found the endpoint unavailable: opens the circuit once nothing has
         succeeded for `outage_secs`."""
         with self._changed:
             now = self._clock()
@@ -103,16 +103,20 @@ class CircuitBreaker:
             if self._failed_requests >= self._failed_requests_to_open:
                 self._open(self._clock())
 
-    def down_error(self) -> EndpointDown:
-        """The error of a request the open circuit did not send."""
+    def down_error(self, sent: Optional[Exception] = None) -> EndpointDown:
+        """The error of a request the open circuit stopped: not sent, or, when it was,
+        not sent again after its error `sent`."""
         with self._changed:
             since = self._opened_wall or datetime.datetime.now(datetime.timezone.utc)
             last = self._last_error or "(none recorded)"
-        return EndpointDown(
-            f"not sent: the endpoint {self._endpoint} is down (circuit open since "
-            f"{since:%Y-%m-%d %H:%M:%S} UTC, no success for {self._outage_secs:g} s or "
-            f"{self._failed_requests_to_open} requests failed in a row); last error: "
-            f"{last}. Replay these dead letters once it is back (python -m inference.replay)")
+        down = (f"the endpoint {self._endpoint} is down (circuit open since "
+                f"{since:%Y-%m-%d %H:%M:%S} UTC: no answer for {self._outage_secs:g} s, or "
+                f"{self._failed_requests_to_open} requests in a row failed)")
+        replay = "Replay these dead letters once it is back (python -m inference.replay)"
+        if sent is not None:
+            return EndpointDown(f"{sent}; not sent again: {down}. {replay}",
+                                getattr(sent, "status", 0))
+        return EndpointDown(f"not sent: {down}; last error: {last}. {replay}")
 
     def drain_open_seconds(self) -> float:
         """Seconds the circuit was open since the last drain."""

@@ -63,6 +63,7 @@ class _Request:
     def __init__(self, start: int, end: int, inputs):
         self.start, self.end, self.inputs = start, end, inputs
         self.attempts = 0
+        self.failing_since: Optional[float] = None
         self.outputs: Optional[Dict[str, np.ndarray]] = None
         self.error: Optional[RemoteInferenceError] = None
 
@@ -91,7 +92,7 @@ class RemoteModel:
         request is done (its outputs or its error set)."""
         breaker = self.breaker
         if not breaker.admit():
-            request.error = breaker.down_error()
+            request.error = breaker.down_error(request.error)
             return None
         request.attempts += 1
         try:
@@ -102,25 +103,40 @@ class RemoteModel:
                 finally:
                     self._handler.throttler.ended(succeeded=request.outputs is not None)
         except RemoteInferenceError as error:
-            if not retryable(error):
-                breaker.succeeded()  # the server answered: it is up
-                request.error = error
-                return None
-            breaker.failed(error)
-            if breaker.is_open:
-                request.error = breaker.down_error()
-                return None
-            if request.attempts > self._options.max_retries and not unavailable(error):
-                breaker.gave_up()
-                request.error = error
-                return None
-            self._handler.tally.retry()
-            return backoff.delay(request.attempts - 1, error.retry_after, overloaded(error))
+            request.error = error
+            return self._retry_in(request, error)
         except Exception as e:  # pylint: disable=broad-except  (the rows' dead letters)
             request.error = RemoteInferenceError(f"{type(e).__name__}: {e}")
             return None
+        request.error = None
         breaker.succeeded()
         return None
+
+    def _retry_in(self, request: _Request, error: RemoteInferenceError) -> Optional[float]:
+        """The wait before `request`'s next attempt after `error`; None: it is done. A
+        server that answers (429, 500) is alive: it keeps the circuit closed. The endpoint
+        unavailable (no answer, 502-504) counts toward the circuit's outage, and the
+        request is retried beyond max_retries until it opens or until this request has
+        failed for outage_secs."""
+        breaker, now = self.breaker, time.monotonic()
+        if not retryable(error):
+            breaker.succeeded()
+            return None
+        if request.failing_since is None:
+            request.failing_since = now
+        down = unavailable(error)
+        if down:
+            breaker.failed(error)
+            if breaker.is_open:
+                request.error = breaker.down_error(error)
+                return None
+        spent = request.attempts > self._options.max_retries
+        if spent and not (down and now - request.failing_since < self._options.outage_secs):
+            if error.status != 429:
+                breaker.gave_up()
+            return None
+        self._handler.tally.retry()
+        return backoff.delay(request.attempts - 1, error.retry_after, overloaded(error))
 
     def _send(self, requests: List[_Request], inference_args):
         """Sends `requests` from up to `max_in_flight` threads. A request to retry waits
@@ -165,19 +181,22 @@ class RemoteModel:
                     request_bounds(protocols.rows(inputs), self._options.request_size)]
         self._send(requests, inference_args)
         errors: Dict[int, Exception] = {}
-        failed = not_sent = 0
+        failed = while_down = 0
         for request in requests:
+            if request.outputs is None and request.error is None:  # a thread that broke
+                request.error = RemoteInferenceError("the request was not completed")
             if request.error is None:
                 continue
             errors.update((row, request.error) for row in range(request.start, request.end))
             if isinstance(request.error, EndpointDown):
-                not_sent += request.end - request.start
+                while_down += request.end - request.start
             else:
                 failed += 1
         latencies, throttled, retries = self._handler.tally.drain()
         metrics.record_requests(self._model_name, len(latencies), retries, failed,
                                 latencies, throttled)
-        metrics.record_circuit(self._model_name, self.breaker.drain_open_seconds(), not_sent)
+        metrics.record_circuit(self._model_name, self.breaker.drain_open_seconds(),
+                               while_down)
         outputs = columns.concatenate([r.outputs for r in requests if r.error is None])
         if errors:
             raise PartialPredictions(outputs, errors)

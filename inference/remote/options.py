@@ -49,13 +49,14 @@ class RemoteOptions:
     timeout_secs: per request (one attempt).
     max_in_flight: requests sent at once by one worker process.
     max_retries: attempts after the first, on 429 and 5xx answers, each request on its
-      own, after a jittered exponential backoff from about 0.2 s (or what the server's
-      `Retry-After` says on 429 and 503). No answer, 502, 503 and 504 (the endpoint is
-      not there) are retried beyond it, until the circuit opens.
-    outage_secs: with no request succeeding for this long while requests fail, or
-      with 5 requests in a row failed after their retries, the model's circuit opens (per
-      worker process): requests fail at once, as dead letters that say since when the
-      endpoint is down, until a probe finds it back.
+      own (see `backoff`: 50-100 ms after a 500; from 100-200 ms, doubling, after a 429
+      or an unavailable endpoint; what `Retry-After` says on 429 and 503). No answer,
+      502, 503 and 504 (the endpoint is not there) are retried beyond it, until the
+      circuit opens or the request has failed for `outage_secs`.
+    outage_secs: with no request succeeding for this long while requests find the
+      endpoint unavailable, or with 5 requests in a row failed after their retries, the
+      model's circuit opens (per worker process): requests fail at once, as dead letters
+      that say since when the endpoint is down, until a probe finds it back.
     probe_interval_secs: while the circuit is open, the endpoint is probed this often
       (HTTP protocols: `GET` the model's uri; Vertex AI: one request let through).
     throttle_delay_secs, throttle_window_secs, overload_ratio: Beam's client-side

@@ -16,12 +16,14 @@ class FaultProxy:
     also act, e.g. kill the server. token: when set, requests without `Authorization:
     Bearer <token>` get 401. `seen` lists (method, path, the status answered, the
     Authorization header) per request, `times` when each came (time.monotonic()) and
-    `bodies` what each held.
+    `bodies` what each held. body_fault(method, body) -> a status, or None: the same for
+    requests by what they hold (asked first).
     """
 
     def __init__(self, upstream_port: int,
                  fault: Optional[Callable[[int, str, str], Optional[int]]] = None,
-                 token: Optional[str] = None):
+                 token: Optional[str] = None,
+                 body_fault: Optional[Callable[[str, bytes], Optional[int]]] = None):
         self.seen: List[tuple] = []
         self.times: List[float] = []
         self.bodies: List[bytes] = []
@@ -42,6 +44,7 @@ class FaultProxy:
 
         self._upstream_port = upstream_port
         self._fault = fault
+        self._body_fault = body_fault
         self._token = token
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -65,7 +68,9 @@ class FaultProxy:
         authorization = request.headers.get("Authorization")
         with self._lock:
             number = len(self.seen) + 1
-            status = self._fault(number, request.command, request.path) if self._fault else None
+            status = self._body_fault(request.command, body) if self._body_fault else None
+            if status is None and self._fault:
+                status = self._fault(number, request.command, request.path)
             status, headers = status if isinstance(status, tuple) else (status, {})
             if status is None and self._token and authorization != f"Bearer {self._token}":
                 status = 401

@@ -141,6 +141,57 @@ def test_a_flaky_server_loses_nothing(tmp_path, taxi_model, model_server):
     assert result.get_int_custom_property(f"{MODEL_NAME}.retries") == statuses.count(500)
 
 
+def test_a_request_the_endpoint_never_answers_gives_up_while_the_others_score(
+        tmp_path, taxi_model, model_server):
+    """One request is answered 502 every time (a gateway that chokes on it) while the
+    others are answered: it is retried for outage_secs at most, then its records are dead
+    letters with its own error, and the run ends."""
+    doomed = []
+
+    def choke(method, body):  # the first inference request's body, every time
+        if method == "POST":
+            doomed[:] = doomed or [body]
+            return 502 if body == doomed[0] else None
+        return None
+
+    started = time.monotonic()
+    with FaultProxy(model_server.port, body_fault=choke) as proxy:
+        result, failures = run(tmp_path, taxi_model, remote_config(
+            f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=10, max_in_flight=2,
+            max_retries=1, outage_secs=2), max_failure_fraction=1.0)
+
+    assert time.monotonic() - started < 60
+    dead = helpers.read_failures(failures)
+    assert len(dead) == 10 and len(predictions(result.uri)) == N - 10
+    # Its own error; once it is the batch's last request, nothing succeeds beside it, and
+    # the circuit may open for it (the probe closes it again: the server answers).
+    assert all(d.message.startswith("HTTP 502 Bad Gateway from POST") for d in dead), dead[0]
+
+
+def test_a_quota_longer_than_the_outage_window_does_not_open_the_circuit(
+        tmp_path, taxi_model, model_server):
+    """For 3 s every inference request is answered 429 with `Retry-After: 1`, longer than
+    outage_secs (1): a server that answers is not down; every record is predicted."""
+    started = []
+
+    def quota(number, method, path):
+        if method == "POST":
+            started.append(time.monotonic())
+            if started[-1] - started[0] < 3:
+                return 429, {"Retry-After": "1"}
+        return None
+
+    with FaultProxy(model_server.port, quota) as proxy:
+        result, failures = run(tmp_path, taxi_model, remote_config(
+            f"{proxy.url}/v2/models/{MODEL_NAME}", max_batch_size=50, max_in_flight=2,
+            outage_secs=1))
+        statuses = proxy.statuses()
+
+    assert len(predictions(result.uri)) == N and not helpers.read_failures(failures)
+    assert statuses.count(429) >= 4
+    assert result.get_float_custom_property(f"{MODEL_NAME}.circuit_open_seconds") == 0
+
+
 @pytest.fixture(scope="module")
 def kserve_server(tmp_path_factory, taxi_model, kserve_bin):
     server = start(servers.KServe(tmp_path_factory.mktemp("kserve"), MODEL_NAME,
@@ -201,18 +252,20 @@ def test_a_server_killed_mid_run_ends_the_run_soon(tmp_path, taxi_model, fresh_s
     assert statuses.count(200) in (4, 5) and len(found) == 10 * statuses.count(200)
     assert len(dead) == N - len(found)
     if max_failure_fraction is None:
-        assert f"its endpoint {endpoint} was down: {len(dead)} records were not sent" \
+        assert f"its endpoint {endpoint} was down: {len(dead)} records were not scored" \
             in message, message
         assert "python -m inference.replay" in message, message
     else:
         assert not_sent == len(dead)
     assert_match_local(found, taxi_model)
     assert {d.record for d in dead} | found.keys() == set(taxi_model.records)
-    for letter in dead:
+    down = f"the endpoint {endpoint} is down (circuit open since "
+    for letter in dead:  # sent and failed until the circuit opened, or never sent
         assert letter.stage == "inference" and letter.model == MODEL_NAME
         assert letter.error_type == "EndpointDown"
-        assert letter.message.startswith(f"not sent: the endpoint {endpoint} is down "
-                                         f"(circuit open since "), letter.message
+        assert letter.message.startswith(f"not sent: {down}") or (
+            letter.message.startswith(f"no answer from POST {endpoint}/infer") and
+            f"; not sent again: {down}" in letter.message), letter.message
 
 
 def test_a_server_down_for_ten_seconds_loses_nothing(tmp_path, taxi_model, kserve_bin):
@@ -271,7 +324,7 @@ def test_credentials_come_from_the_environment_and_stay_out_of_logs_and_dead_let
     assert {auth for method, _, _, auth in seen if method == "POST"} == {f"Bearer {secret}"}
     dead = helpers.read_failures(failures)
     assert dead and len(predictions(result.uri)) + len(dead) == N
-    assert all("last error: HTTP 503 Service Unavailable from POST" in d.message and
+    assert all("HTTP 503 Service Unavailable from POST" in d.message and
                "injected by the test proxy: 503" in d.message for d in dead)
     assert secret not in "".join(d.message for d in dead)
     assert secret not in caplog.text and "Bearer" not in caplog.text

@@ -67,7 +67,7 @@ def test_a_replay_after_the_server_is_back_recovers_every_record_once(
         "cannot reach" in refused.stderr, refused.stderr[-3000:]
     down = replay("down", probe=False)
     assert down.returncode == 1, down.stderr[-3000:]
-    assert "were not sent" in down.stderr
+    assert "were not scored" in down.stderr
     again = helpers.read_failures(str(tmp_path / "down" / MODEL_NAME))
     assert len(again) == len(dead) - 3
     by_record = {d.record: d for d in dead}
