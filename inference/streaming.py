@@ -31,6 +31,8 @@ source, so tests feed it a `TestStream`.
 import argparse
 import json
 import logging
+import signal
+import threading
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -49,6 +51,7 @@ from inference.transforms import CountFailures, Encode, InferExamples, ModelUpda
 INPUT_FORMATS = ("auto", "example", "json")
 DEFAULT_WINDOW_SECS = 60
 DEFAULT_MODEL_CHECK_SECS = 300
+STOP_TIMEOUT_SECS = 10
 
 
 class MessageError(ValueError):
@@ -99,19 +102,53 @@ def to_example(message: bytes, input_format: str = "auto") -> bytes:
     return message
 
 
-class _ParseMessages(beam.DoFn):
-    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse)."""
+def with_attributes(record: bytes, attributes: Mapping[str, str],
+                    names: Sequence[str]) -> bytes:
+    """The serialized tf.Example `record` with the message attributes `names` added as
+    string features (an attribute the message lacks is left out), so that they travel
+    with the record to its row and to any dead letter."""
+    found = {name: [attributes[name]] for name in names if name in attributes}
+    if not found:
+        return record
+    clash = sorted(set(found) & set(examples.parse(record).features.feature))
+    if clash:
+        raise MessageError(f"attribute(s) {clash} are also features of the message; rename "
+                           f"one or the other (--attributes_to_row copies attributes into "
+                           f"the record)")
+    return examples.with_features(record, found)
 
-    def __init__(self, input_format: str):
+
+class _ParseMessages(beam.DoFn):
+    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse).
+
+    attributes: the names of the message attributes copied into the tf.Example (the
+      messages are PubsubMessages then, else their payloads)."""
+
+    def __init__(self, input_format: str, attributes: Sequence[str] = ()):
         self._format = input_format
+        self._attributes = list(attributes)
 
     def process(self, message, timestamp=beam.DoFn.TimestampParam):
         data = message.data if hasattr(message, "data") else message  # PubsubMessage
         try:
-            yield timestamp.micros / 1e6, [to_example(data, self._format)]
+            record = to_example(data, self._format)
+            if self._attributes:
+                record = with_attributes(record, message.attributes or {}, self._attributes)
+            yield timestamp.micros / 1e6, [record]
         except MessageError as e:
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                "parse", e, data if isinstance(data, bytes) else str(data).encode()))
+                "parse", e, data if isinstance(data, bytes) else str(data).encode(),
+                source=_describe(message, self._attributes)))
+
+
+def _describe(message, attributes: Sequence[str]) -> str:
+    """A message as a dead letter's source: its id and the attributes kept in rows."""
+    kept = {name: message.attributes[name] for name in attributes
+            if name in (getattr(message, "attributes", None) or {})}
+    message_id = getattr(message, "message_id", None)
+    parts = ([f"message {message_id}"] if message_id else []) + (
+        [json.dumps(kept, sort_keys=True)] if kept else [])
+    return " ".join(parts)
 
 
 class StreamOutputs(NamedTuple):
@@ -128,10 +165,13 @@ def build_pipeline(messages: beam.PCollection,
                    row_spec: Optional[rows_lib.RowSpec] = None,
                    window_secs: Optional[float] = DEFAULT_WINDOW_SECS,
                    input_format: str = "auto",
-                   model_check_secs: float = DEFAULT_MODEL_CHECK_SECS) -> StreamOutputs:
+                   model_check_secs: float = DEFAULT_MODEL_CHECK_SECS,
+                   attributes: Sequence[str] = ()) -> StreamOutputs:
     """Everything after the source: parse, window, InferExamples, rows.
 
-    messages: PCollection of message payloads (bytes) or PubsubMessages.
+    messages: PCollection of message payloads (bytes) or PubsubMessages (needed for
+      `attributes`: the attributes copied into each record, and so into its row when
+      `row_spec` names them).
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
     model_updates: see `inference.transforms.ModelUpdates`.
     window_secs: fixed event-time windows (None: the global window, no model updates
@@ -158,7 +198,8 @@ def build_pipeline(messages: beam.PCollection,
 
     if window_secs:
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
-    parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(input_format)).with_outputs(
+    parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(
+        input_format, attributes)).with_outputs(
         FAILURES_TAG, main="chunks")
     inferred = parsed.chunks | "Infer" >> InferExamples(handlers, config,
                                                          model_updates=model_updates,
@@ -235,28 +276,52 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--row_outputs", default=None,
                         help="outputs: name[:FLOAT|ARRAY<FLOAT>|...],... (required for "
                              "BigQuery; default for JSON: every output as it comes)")
+    parser.add_argument("--attributes_to_row", default="",
+                        help="message attributes copied into each row (STRING columns), "
+                             "e.g. request_id: what joins a prediction back to its request")
+    parser.add_argument("--id_attribute", default=None,
+                        help="the attribute that identifies a message: Pub/Sub's id_label, "
+                             "so that a message published or delivered twice is scored once "
+                             "(Dataflow; the local runner does not de-duplicate)")
     parser.add_argument("--dead_letter_topic", help="projects/P/topics/T: failed messages")
     parser.add_argument("--input_format", default="auto", choices=INPUT_FORMATS)
     parser.add_argument("--window_secs", type=float, default=DEFAULT_WINDOW_SECS)
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait until the pipeline ends or is stopped (SIGINT, SIGTERM "
+                             "cancel it); default: wait where the runner runs in this "
+                             "process, return once submitted on Dataflow")
     args, beam_args = parser.parse_known_args(argv)
     if not (args.output_topic or args.bigquery_table):
         parser.error("give --output_topic and/or --bigquery_table")
+    args.attributes_to_row = [a.strip() for a in args.attributes_to_row.split(",")
+                              if a.strip()]
     return args, beam_args
 
 
-def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
-    args, beam_args = parse_args(argv)
-    with FileSystems.open(args.inference_config) as f:
-        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
-    patterns = _model_patterns(args.model_pattern, config)
-    handlers = create_handlers(config, {name: latest_model(pattern)
-                                        for name, pattern in patterns.items()})
+def row_spec(args, config: InferenceConfig) -> rows_lib.RowSpec:
+    """The rows' layout from the command line: features, outputs, then the attributes
+    (STRING)."""
     if args.row_features is not None or args.row_outputs is not None:
         spec = rows_lib.RowSpec.parse(args.row_features or "", args.row_outputs)
         if args.row_features is None:
             spec.features = rows_lib.RowSpec.for_config(config).features
     else:
         spec = rows_lib.RowSpec.for_config(config)
+    names = {f.name for f in spec.features}
+    spec.features += [rows_lib.Field(a, "STRING") for a in args.attributes_to_row
+                      if a not in names]
+    return spec
+
+
+def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
+    """The streaming pipeline of a command line, not yet run; and the parsed arguments."""
+    args, beam_args = parse_args(argv)
+    with FileSystems.open(args.inference_config) as f:
+        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
+    patterns = _model_patterns(args.model_pattern, config)
+    handlers = create_handlers(config, {name: latest_model(pattern)
+                                        for name, pattern in patterns.items()})
+    spec = row_spec(args, config)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     options.view_as(SetupOptions).save_main_session = save_main_session
@@ -264,10 +329,15 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
         if args.bigquery_table else None  # builds (and checks) the schema before starting
 
     pipeline = beam.Pipeline(options=options)
-    messages = pipeline | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
-        subscription=args.input_subscription, topic=args.input_topic)
+    if patterns and _is_direct(pipeline):
+        raise ConfigError(
+            "--model_pattern on Beam's DirectRunner: it cannot run WatchFilePattern (a "
+            "splittable DoFn) in streaming mode; watch model files on Dataflow, or restart "
+            "the local pipeline on a new model (its uri in --inference_config)")
+    messages = pipeline | "ReadFromPubSub" >> pubsub_source(
+        args, _is_dataflow(pipeline), type(pipeline.runner).__name__)
     outputs = build_pipeline(messages, config, handlers, patterns, spec, args.window_secs,
-                             args.input_format, args.model_check_secs)
+                             args.input_format, args.model_check_secs, args.attributes_to_row)
     if args.output_topic:
         _ = (outputs.rows
              | "RowsToJson" >> beam.Map(rows_lib.to_json)
@@ -280,7 +350,85 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
              | "WriteDeadLetters" >> beam.io.WriteToPubSub(args.dead_letter_topic))
     else:
         _ = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
-    return pipeline.run()
+    return pipeline, args
+
+
+def pubsub_source(args, dedupes: bool, runner: str = "runner") -> beam.io.ReadFromPubSub:
+    """The read of the command line's subscription or topic: PubsubMessages when rows take
+    attributes; with `--id_attribute` as id_label where the runner de-duplicates
+    (`dedupes`: Dataflow), else without it, warning (Beam's DirectRunner refuses it)."""
+    id_label = args.id_attribute
+    if id_label and not dedupes:
+        logging.warning("--id_attribute %s: the %s does not de-duplicate Pub/Sub reads "
+                        "(id_label); a message delivered twice is scored twice (rows carry "
+                        "--attributes_to_row to tell them apart)", id_label, runner)
+        id_label = None
+    return beam.io.ReadFromPubSub(
+        subscription=args.input_subscription, topic=args.input_topic, id_label=id_label,
+        with_attributes=bool(args.attributes_to_row))
+
+
+def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
+    """Builds and starts the pipeline of a command line. Where the runner runs it in this
+    process (the local runner) it then waits until the pipeline is stopped: SIGINT or
+    SIGTERM cancel it. On Dataflow it returns once the job is submitted (--wait: waits).
+    Returns the PipelineResult."""
+    pipeline, args = build(argv, save_main_session)
+    result = pipeline.run()
+    wait = args.wait if args.wait is not None else not _is_dataflow(pipeline)
+    return wait_until_stopped(result) if wait else result
+
+
+class _Stopped(Exception):
+    """A stop signal arrived."""
+
+
+def wait_until_stopped(result, stop_timeout_secs: float = STOP_TIMEOUT_SECS):
+    """Waits for a running pipeline until it ends or SIGINT / SIGTERM arrives (then cancels
+    it, see `cancel`). Signals are caught only on the main thread, where Python delivers
+    them."""
+    def stop(signum, _frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result.wait_until_finish()
+    except _Stopped as e:
+        logging.info("%s: cancelling the pipeline", e)
+        cancel(result, stop_timeout_secs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return result
+
+
+def cancel(result, timeout_secs: float = STOP_TIMEOUT_SECS):
+    """Cancels a running pipeline, waiting at most `timeout_secs` for it to stop.
+
+    Beam's DirectRunner stops its workers after their current step, which may be a Pub/Sub
+    pull waiting up to 30 s for messages; the process may end before (its workers are
+    daemon threads), and a pull cut short acknowledges nothing, so Pub/Sub delivers its
+    messages again. Messages it acknowledged and has not written yet are not: the
+    DirectRunner acknowledges a pull at once and cannot drain.
+    """
+    stopper = threading.Thread(target=result.cancel, name="cancel-pipeline", daemon=True)
+    stopper.start()
+    stopper.join(timeout_secs)
+
+
+def _is_direct(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline runs on Beam's DirectRunner (the default, local runner)."""
+    from apache_beam.runners.direct import direct_runner  # pylint: disable=import-outside-toplevel
+    return isinstance(pipeline.runner, (direct_runner.SwitchingDirectRunner,
+                                        direct_runner.BundleBasedDirectRunner))
+
+
+def _is_dataflow(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline runs on Dataflow (a job submitted elsewhere)."""
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # pylint: disable=import-outside-toplevel
+    return isinstance(pipeline.runner, DataflowRunner)
 
 
 def _log_dead_letter(failure: Failure):

@@ -28,6 +28,9 @@ SKIPPED = {
     r"^\.venv/bin/uv pip compile .*requirements-mlserver": "re-resolves tests/inference/remote's "
                                                           "MLServer lock on PyPI and rewrites "
                                                           "it (a tracked file)",
+    r"PUBSUB_EMULATOR_HOST|-m inference\.streaming": "talks to the Pub/Sub emulator, or streams "
+                                                     "until stopped: tests/inference/"
+                                                     "test_streaming_pubsub.py runs these blocks",
 }
 # A shell where nothing of the project is on PATH.
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
