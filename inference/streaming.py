@@ -22,7 +22,15 @@ the pattern and RunInference swaps to the newest matching file (a side input of
 `ModelMetadata`); `ExampleModelHandler.update_model_path` takes the new path, and the
 trust gate checks the new file as it loads. Upload each new version under a new file name.
 Windows (`--window_secs`) are what the side input is read per, so a new model serves from
-the next window on. `max_batch_duration_secs` in a model's config batches across bundles.
+the next window on (Dataflow: Beam's DirectRunner cannot run WatchFilePattern in
+streaming, so the pattern is refused there). `max_batch_duration_secs` in a model's config
+batches across bundles.
+
+`--attributes_to_row request_id,...` copies message attributes into each record (string
+features) and so into its row and any dead letter: what joins a prediction back to its
+request. `--id_attribute` is Pub/Sub's id_label where the runner de-duplicates (Dataflow).
+`run` waits where the runner runs in this process, until SIGINT / SIGTERM cancel the
+pipeline; on Dataflow it returns once the job is submitted (`--wait`: waits).
 
 Each message is a chunk of one record whose origin is its event time, which the rows keep
 (batching re-stamps elements). `build_pipeline(messages, ...)` builds everything after the
@@ -174,8 +182,9 @@ def build_pipeline(messages: beam.PCollection,
       `row_spec` names them).
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
     model_updates: see `inference.transforms.ModelUpdates`.
-    window_secs: fixed event-time windows (None: the global window, no model updates
-      on runners that read side inputs per window).
+    window_secs: fixed event-time windows, applied with model updates or group_by_key
+      (None: the global window, no model updates on runners that read side inputs per
+      window).
     """
     config.validate(bounded=False)
     handlers = dict(handlers) if handlers is not None else create_handlers(config)
@@ -196,7 +205,9 @@ def build_pipeline(messages: beam.PCollection,
         raise ConfigError("Invalid streaming configuration:\n  - " + "\n  - ".join(problems))
     row_spec = row_spec or rows_lib.RowSpec.for_config(config)
 
-    if window_secs:
+    # Windows are what model updates (a side input) and group_by_key are read per; without
+    # them a window step is one more step per bundle and changes no output.
+    if window_secs and (model_updates or config.group_by_key):
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(
         input_format, attributes)).with_outputs(

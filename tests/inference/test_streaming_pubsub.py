@@ -208,8 +208,9 @@ def test_id_attribute_is_pubsubs_id_label_on_dataflow_and_left_out_locally():
     refuses id_label, so locally the read goes without it (a warning says duplicates are
     scored again: the A/B test runs with it)."""
     args, _ = streaming.parse_args([
-        "--input_subscription", "projects/p/subscriptions/s", "--output_topic",
-        "projects/p/topics/t", "--inference_config", "c.json", "--id_attribute",
+        "--input_subscription", "projects/my-project/subscriptions/requests",
+        "--output_topic", "projects/my-project/topics/predictions", "--inference_config",
+        "c.json", "--id_attribute",
         "request_id"])
     assert streaming.pubsub_source(args, dedupes=True)._source.id_label == "request_id"
     assert streaming.pubsub_source(args, dedupes=False)._source.id_label is None
