@@ -37,11 +37,12 @@ Each message is a chunk of one record whose origin is its event time, which the 
 source, so tests feed it a `TestStream`.
 """
 import argparse
+import functools
 import json
 import logging
 import signal
 import threading
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -161,9 +162,11 @@ def _describe(message, attributes: Sequence[str]) -> str:
 
 class StreamOutputs(NamedTuple):
     """What `build_pipeline` returns."""
-    predictions: Dict[str, beam.PCollection]  # model name -> PCollection[ChunkResult]
-    rows: beam.PCollection  # every model's rows (dicts, see inference.rows)
-    dead_letters: beam.PCollection  # Failures, counted (see Failure.to_json_row)
+    # model name -> PCollection[ChunkResult], each with its failures (which are also in
+    # dead_letters)
+    predictions: Dict[str, beam.PCollection]
+    rows: beam.PCollection  # every model's rows (dicts, see inference.rows), or encode_row's
+    dead_letters: beam.PCollection  # Failures, counted, or encode_dead_letter's
 
 
 def build_pipeline(messages: beam.PCollection,
@@ -174,7 +177,10 @@ def build_pipeline(messages: beam.PCollection,
                    window_secs: Optional[float] = DEFAULT_WINDOW_SECS,
                    input_format: str = "auto",
                    model_check_secs: float = DEFAULT_MODEL_CHECK_SECS,
-                   attributes: Sequence[str] = ()) -> StreamOutputs:
+                   attributes: Sequence[str] = (),
+                   encode_row: Optional[Callable[[Dict[str, Any]], Any]] = None,
+                   encode_dead_letter: Optional[Callable[[Failure], Any]] = None
+                   ) -> StreamOutputs:
     """Everything after the source: parse, window, InferExamples, rows.
 
     messages: PCollection of message payloads (bytes) or PubsubMessages (needed for
@@ -185,6 +191,8 @@ def build_pipeline(messages: beam.PCollection,
     window_secs: fixed event-time windows, applied with model updates or group_by_key
       (None: the global window, no model updates on runners that read side inputs per
       window).
+    encode_row, encode_dead_letter: what `rows` and `dead_letters` hold instead of the
+      rows and Failures (e.g. their JSON for Pub/Sub), encoded in the steps that make them.
     """
     config.validate(bounded=False)
     handlers = dict(handlers) if handlers is not None else create_handlers(config)
@@ -212,21 +220,37 @@ def build_pipeline(messages: beam.PCollection,
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(
         input_format, attributes)).with_outputs(
         FAILURES_TAG, main="chunks")
+    # The local runner runs every step once per bundle of a few messages, so each model's
+    # results are split from their failures, made rows and encoded in one step.
     inferred = parsed.chunks | "Infer" >> InferExamples(handlers, config,
                                                          model_updates=model_updates,
-                                                         model_check_secs=model_check_secs)
+                                                         model_check_secs=model_check_secs,
+                                                         split_failures=False)
     rows, dead = [], [parsed[FAILURES_TAG], inferred.failures]
     for name, results in inferred.predictions.items():
         encoded = results | f"ToRows[{name}]" >> Encode(
-            lambda result: row_spec.to_rows(result, timestamp=result.origin))
-        rows.append(encoded.main | f"Rows[{name}]" >> beam.FlatMap(lambda chunk: chunk))
+            functools.partial(_rows, row_spec, encode_row), each=True)
+        rows.append(encoded.main)
         dead.append(encoded[FAILURES_TAG])
     pipeline = messages.pipeline
     return StreamOutputs(
         inferred.predictions,
-        rows | "FlattenRows" >> beam.Flatten(pipeline=pipeline),
-        dead | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline)
-        | "CountDeadLetters" >> beam.ParDo(CountFailures()))
+        _flatten(rows, "FlattenRows", pipeline),
+        _flatten(dead, "FlattenDeadLetters", pipeline)
+        | "CountDeadLetters" >> beam.ParDo(CountFailures(encode_dead_letter)))
+
+
+def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
+          result) -> List[Any]:
+    """A ChunkResult's rows, stamped with its chunk's event time, encoded by `encode`."""
+    made = spec.to_rows(result, timestamp=result.origin)
+    return made if encode is None else [encode(row) for row in made]
+
+
+def _flatten(pcolls: List[beam.PCollection], label: str, pipeline) -> beam.PCollection:
+    """The one PCollection of `pcolls`, without a Flatten step (run per bundle) for one."""
+    return pcolls[0] if len(pcolls) == 1 else pcolls | label >> beam.Flatten(
+        pipeline=pipeline)
 
 
 def latest_model(pattern: str) -> str:
@@ -347,18 +371,22 @@ def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
             "the local pipeline on a new model (its uri in --inference_config)")
     messages = pipeline | "ReadFromPubSub" >> pubsub_source(
         args, _is_dataflow(pipeline), type(pipeline.runner).__name__)
-    outputs = build_pipeline(messages, config, handlers, patterns, spec, args.window_secs,
-                             args.input_format, args.model_check_secs, args.attributes_to_row)
+    # Rows go as JSON to Pub/Sub alone, as dicts where BigQuery takes them.
+    json_rows = sink is None
+    outputs = build_pipeline(
+        messages, config, handlers, patterns, spec, args.window_secs, args.input_format,
+        args.model_check_secs, args.attributes_to_row,
+        encode_row=rows_lib.to_json if json_rows else None,
+        encode_dead_letter=_dead_letter_json if args.dead_letter_topic else None)
     if args.output_topic:
-        _ = (outputs.rows
-             | "RowsToJson" >> beam.Map(rows_lib.to_json)
-             | "WriteToPubSub" >> beam.io.WriteToPubSub(args.output_topic))
+        as_json = outputs.rows if json_rows else outputs.rows | "RowsToJson" >> beam.Map(
+            rows_lib.to_json)
+        _ = as_json | "WriteToPubSub" >> beam.io.WriteToPubSub(args.output_topic)
     if sink is not None:
         _ = outputs.rows | "WriteToBigQuery" >> sink
     if args.dead_letter_topic:
-        _ = (outputs.dead_letters
-             | "DeadLettersToJson" >> beam.Map(lambda f: rows_lib.to_json(f.to_json_row()))
-             | "WriteDeadLetters" >> beam.io.WriteToPubSub(args.dead_letter_topic))
+        _ = outputs.dead_letters | "WriteDeadLetters" >> beam.io.WriteToPubSub(
+            args.dead_letter_topic)
     else:
         _ = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
     return pipeline, args
@@ -440,6 +468,11 @@ def _is_dataflow(pipeline: beam.Pipeline) -> bool:
     """Whether the pipeline runs on Dataflow (a job submitted elsewhere)."""
     from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # pylint: disable=import-outside-toplevel
     return isinstance(pipeline.runner, DataflowRunner)
+
+
+def _dead_letter_json(failure: Failure) -> bytes:
+    """A dead letter as the bytes of a Pub/Sub message."""
+    return rows_lib.to_json(failure.to_json_row())
 
 
 def _log_dead_letter(failure: Failure):
