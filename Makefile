@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run run-text test bench reliability lock lock-ray clean env
+.PHONY: run run-text test bench bench-streaming reliability lock lock-ray clean env
 
 env: $(STAMP)
 
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Streaming against the Pub/Sub emulator on the local runner (benchmarks/streaming.py).
+bench-streaming: $(STAMP)
+	$(PY) -m benchmarks.streaming $(BENCH_ARGS)
 
 reliability: $(STAMP)
 	$(PY) -m benchmarks.reliability

@@ -22,16 +22,27 @@ the pattern and RunInference swaps to the newest matching file (a side input of
 `ModelMetadata`); `ExampleModelHandler.update_model_path` takes the new path, and the
 trust gate checks the new file as it loads. Upload each new version under a new file name.
 Windows (`--window_secs`) are what the side input is read per, so a new model serves from
-the next window on. `max_batch_duration_secs` in a model's config batches across bundles.
+the next window on (Dataflow: Beam's DirectRunner cannot run WatchFilePattern in
+streaming, so the pattern is refused there). `max_batch_duration_secs` in a model's config
+batches across bundles.
+
+`--attributes_to_row request_id,...` copies message attributes into each record (string
+features) and so into its row and any dead letter: what joins a prediction back to its
+request. `--id_attribute` is Pub/Sub's id_label where the runner de-duplicates (Dataflow).
+`run` waits where the runner runs in this process, until SIGINT / SIGTERM cancel the
+pipeline; on Dataflow it returns once the job is submitted (`--wait`: waits).
 
 Each message is a chunk of one record whose origin is its event time, which the rows keep
 (batching re-stamps elements). `build_pipeline(messages, ...)` builds everything after the
 source, so tests feed it a `TestStream`.
 """
 import argparse
+import functools
 import json
 import logging
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+import signal
+import threading
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -49,6 +60,7 @@ from inference.transforms import CountFailures, Encode, InferExamples, ModelUpda
 INPUT_FORMATS = ("auto", "example", "json")
 DEFAULT_WINDOW_SECS = 60
 DEFAULT_MODEL_CHECK_SECS = 300
+STOP_TIMEOUT_SECS = 10
 
 
 class MessageError(ValueError):
@@ -99,26 +111,62 @@ def to_example(message: bytes, input_format: str = "auto") -> bytes:
     return message
 
 
-class _ParseMessages(beam.DoFn):
-    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse)."""
+def with_attributes(record: bytes, attributes: Mapping[str, str],
+                    names: Sequence[str]) -> bytes:
+    """The serialized tf.Example `record` with the message attributes `names` added as
+    string features (an attribute the message lacks is left out), so that they travel
+    with the record to its row and to any dead letter."""
+    found = {name: [attributes[name]] for name in names if name in attributes}
+    if not found:
+        return record
+    clash = sorted(set(found) & set(examples.parse(record).features.feature))
+    if clash:
+        raise MessageError(f"attribute(s) {clash} are also features of the message; rename "
+                           f"one or the other (--attributes_to_row copies attributes into "
+                           f"the record)")
+    return examples.with_features(record, found)
 
-    def __init__(self, input_format: str):
+
+class _ParseMessages(beam.DoFn):
+    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse).
+
+    attributes: the names of the message attributes copied into the tf.Example (the
+      messages are PubsubMessages then, else their payloads)."""
+
+    def __init__(self, input_format: str, attributes: Sequence[str] = ()):
         self._format = input_format
+        self._attributes = list(attributes)
 
     def process(self, message, timestamp=beam.DoFn.TimestampParam):
         data = message.data if hasattr(message, "data") else message  # PubsubMessage
         try:
-            yield timestamp.micros / 1e6, [to_example(data, self._format)]
+            record = to_example(data, self._format)
+            if self._attributes:
+                record = with_attributes(record, message.attributes or {}, self._attributes)
+            yield timestamp.micros / 1e6, [record]
         except MessageError as e:
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                "parse", e, data if isinstance(data, bytes) else str(data).encode()))
+                "parse", e, data if isinstance(data, bytes) else str(data).encode(),
+                source=_describe(message, self._attributes)))
+
+
+def _describe(message, attributes: Sequence[str]) -> str:
+    """A message as a dead letter's source: its id and the attributes kept in rows."""
+    kept = {name: message.attributes[name] for name in attributes
+            if name in (getattr(message, "attributes", None) or {})}
+    message_id = getattr(message, "message_id", None)
+    parts = ([f"message {message_id}"] if message_id else []) + (
+        [json.dumps(kept, sort_keys=True)] if kept else [])
+    return " ".join(parts)
 
 
 class StreamOutputs(NamedTuple):
     """What `build_pipeline` returns."""
-    predictions: Dict[str, beam.PCollection]  # model name -> PCollection[ChunkResult]
-    rows: beam.PCollection  # every model's rows (dicts, see inference.rows)
-    dead_letters: beam.PCollection  # Failures, counted (see Failure.to_json_row)
+    # model name -> PCollection[ChunkResult], each with its failures (which are also in
+    # dead_letters)
+    predictions: Dict[str, beam.PCollection]
+    rows: beam.PCollection  # every model's rows (dicts, see inference.rows), or encode_row's
+    dead_letters: beam.PCollection  # Failures, counted, or encode_dead_letter's
 
 
 def build_pipeline(messages: beam.PCollection,
@@ -128,14 +176,23 @@ def build_pipeline(messages: beam.PCollection,
                    row_spec: Optional[rows_lib.RowSpec] = None,
                    window_secs: Optional[float] = DEFAULT_WINDOW_SECS,
                    input_format: str = "auto",
-                   model_check_secs: float = DEFAULT_MODEL_CHECK_SECS) -> StreamOutputs:
+                   model_check_secs: float = DEFAULT_MODEL_CHECK_SECS,
+                   attributes: Sequence[str] = (),
+                   encode_row: Optional[Callable[[Dict[str, Any]], Any]] = None,
+                   encode_dead_letter: Optional[Callable[[Failure], Any]] = None
+                   ) -> StreamOutputs:
     """Everything after the source: parse, window, InferExamples, rows.
 
-    messages: PCollection of message payloads (bytes) or PubsubMessages.
+    messages: PCollection of message payloads (bytes) or PubsubMessages (needed for
+      `attributes`: the attributes copied into each record, and so into its row when
+      `row_spec` names them).
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
     model_updates: see `inference.transforms.ModelUpdates`.
-    window_secs: fixed event-time windows (None: the global window, no model updates
-      on runners that read side inputs per window).
+    window_secs: fixed event-time windows, applied with model updates or group_by_key
+      (None: the global window, no model updates on runners that read side inputs per
+      window).
+    encode_row, encode_dead_letter: what `rows` and `dead_letters` hold instead of the
+      rows and Failures (e.g. their JSON for Pub/Sub), encoded in the steps that make them.
     """
     config.validate(bounded=False)
     handlers = dict(handlers) if handlers is not None else create_handlers(config)
@@ -156,25 +213,44 @@ def build_pipeline(messages: beam.PCollection,
         raise ConfigError("Invalid streaming configuration:\n  - " + "\n  - ".join(problems))
     row_spec = row_spec or rows_lib.RowSpec.for_config(config)
 
-    if window_secs:
+    # Windows are what model updates (a side input) and group_by_key are read per; without
+    # them a window step is one more step per bundle and changes no output.
+    if window_secs and (model_updates or config.group_by_key):
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
-    parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(input_format)).with_outputs(
+    parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(
+        input_format, attributes)).with_outputs(
         FAILURES_TAG, main="chunks")
+    # The local runner runs every step once per bundle of a few messages, so each model's
+    # results are split from their failures, made rows and encoded in one step.
     inferred = parsed.chunks | "Infer" >> InferExamples(handlers, config,
                                                          model_updates=model_updates,
-                                                         model_check_secs=model_check_secs)
+                                                         model_check_secs=model_check_secs,
+                                                         split_failures=False)
     rows, dead = [], [parsed[FAILURES_TAG], inferred.failures]
     for name, results in inferred.predictions.items():
         encoded = results | f"ToRows[{name}]" >> Encode(
-            lambda result: row_spec.to_rows(result, timestamp=result.origin))
-        rows.append(encoded.main | f"Rows[{name}]" >> beam.FlatMap(lambda chunk: chunk))
+            functools.partial(_rows, row_spec, encode_row), each=True)
+        rows.append(encoded.main)
         dead.append(encoded[FAILURES_TAG])
     pipeline = messages.pipeline
     return StreamOutputs(
         inferred.predictions,
-        rows | "FlattenRows" >> beam.Flatten(pipeline=pipeline),
-        dead | "FlattenDeadLetters" >> beam.Flatten(pipeline=pipeline)
-        | "CountDeadLetters" >> beam.ParDo(CountFailures()))
+        _flatten(rows, "FlattenRows", pipeline),
+        _flatten(dead, "FlattenDeadLetters", pipeline)
+        | "CountDeadLetters" >> beam.ParDo(CountFailures(encode_dead_letter)))
+
+
+def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
+          result) -> List[Any]:
+    """A ChunkResult's rows, stamped with its chunk's event time, encoded by `encode`."""
+    made = spec.to_rows(result, timestamp=result.origin)
+    return made if encode is None else [encode(row) for row in made]
+
+
+def _flatten(pcolls: List[beam.PCollection], label: str, pipeline) -> beam.PCollection:
+    """The one PCollection of `pcolls`, without a Flatten step (run per bundle) for one."""
+    return pcolls[0] if len(pcolls) == 1 else pcolls | label >> beam.Flatten(
+        pipeline=pipeline)
 
 
 def latest_model(pattern: str) -> str:
@@ -235,28 +311,52 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--row_outputs", default=None,
                         help="outputs: name[:FLOAT|ARRAY<FLOAT>|...],... (required for "
                              "BigQuery; default for JSON: every output as it comes)")
+    parser.add_argument("--attributes_to_row", default="",
+                        help="message attributes copied into each row (STRING columns), "
+                             "e.g. request_id: what joins a prediction back to its request")
+    parser.add_argument("--id_attribute", default=None,
+                        help="the attribute that identifies a message: Pub/Sub's id_label, "
+                             "so that a message published or delivered twice is scored once "
+                             "(Dataflow; the local runner does not de-duplicate)")
     parser.add_argument("--dead_letter_topic", help="projects/P/topics/T: failed messages")
     parser.add_argument("--input_format", default="auto", choices=INPUT_FORMATS)
     parser.add_argument("--window_secs", type=float, default=DEFAULT_WINDOW_SECS)
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait until the pipeline ends or is stopped (SIGINT, SIGTERM "
+                             "cancel it); default: wait where the runner runs in this "
+                             "process, return once submitted on Dataflow")
     args, beam_args = parser.parse_known_args(argv)
     if not (args.output_topic or args.bigquery_table):
         parser.error("give --output_topic and/or --bigquery_table")
+    args.attributes_to_row = [a.strip() for a in args.attributes_to_row.split(",")
+                              if a.strip()]
     return args, beam_args
 
 
-def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
-    args, beam_args = parse_args(argv)
-    with FileSystems.open(args.inference_config) as f:
-        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
-    patterns = _model_patterns(args.model_pattern, config)
-    handlers = create_handlers(config, {name: latest_model(pattern)
-                                        for name, pattern in patterns.items()})
+def row_spec(args, config: InferenceConfig) -> rows_lib.RowSpec:
+    """The rows' layout from the command line: features, outputs, then the attributes
+    (STRING)."""
     if args.row_features is not None or args.row_outputs is not None:
         spec = rows_lib.RowSpec.parse(args.row_features or "", args.row_outputs)
         if args.row_features is None:
             spec.features = rows_lib.RowSpec.for_config(config).features
     else:
         spec = rows_lib.RowSpec.for_config(config)
+    names = {f.name for f in spec.features}
+    spec.features += [rows_lib.Field(a, "STRING") for a in args.attributes_to_row
+                      if a not in names]
+    return spec
+
+
+def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
+    """The streaming pipeline of a command line, not yet run; and the parsed arguments."""
+    args, beam_args = parse_args(argv)
+    with FileSystems.open(args.inference_config) as f:
+        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
+    patterns = _model_patterns(args.model_pattern, config)
+    handlers = create_handlers(config, {name: latest_model(pattern)
+                                        for name, pattern in patterns.items()})
+    spec = row_spec(args, config)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     options.view_as(SetupOptions).save_main_session = save_main_session
@@ -264,23 +364,115 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
         if args.bigquery_table else None  # builds (and checks) the schema before starting
 
     pipeline = beam.Pipeline(options=options)
-    messages = pipeline | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
-        subscription=args.input_subscription, topic=args.input_topic)
-    outputs = build_pipeline(messages, config, handlers, patterns, spec, args.window_secs,
-                             args.input_format, args.model_check_secs)
+    if patterns and _is_direct(pipeline):
+        raise ConfigError(
+            "--model_pattern on Beam's DirectRunner: it cannot run WatchFilePattern (a "
+            "splittable DoFn) in streaming mode; watch model files on Dataflow, or restart "
+            "the local pipeline on a new model (its uri in --inference_config)")
+    messages = pipeline | "ReadFromPubSub" >> pubsub_source(
+        args, _is_dataflow(pipeline), type(pipeline.runner).__name__)
+    # Rows go as JSON to Pub/Sub alone, as dicts where BigQuery takes them.
+    json_rows = sink is None
+    outputs = build_pipeline(
+        messages, config, handlers, patterns, spec, args.window_secs, args.input_format,
+        args.model_check_secs, args.attributes_to_row,
+        encode_row=rows_lib.to_json if json_rows else None,
+        encode_dead_letter=_dead_letter_json if args.dead_letter_topic else None)
     if args.output_topic:
-        _ = (outputs.rows
-             | "RowsToJson" >> beam.Map(rows_lib.to_json)
-             | "WriteToPubSub" >> beam.io.WriteToPubSub(args.output_topic))
+        as_json = outputs.rows if json_rows else outputs.rows | "RowsToJson" >> beam.Map(
+            rows_lib.to_json)
+        _ = as_json | "WriteToPubSub" >> beam.io.WriteToPubSub(args.output_topic)
     if sink is not None:
         _ = outputs.rows | "WriteToBigQuery" >> sink
     if args.dead_letter_topic:
-        _ = (outputs.dead_letters
-             | "DeadLettersToJson" >> beam.Map(lambda f: rows_lib.to_json(f.to_json_row()))
-             | "WriteDeadLetters" >> beam.io.WriteToPubSub(args.dead_letter_topic))
+        _ = outputs.dead_letters | "WriteDeadLetters" >> beam.io.WriteToPubSub(
+            args.dead_letter_topic)
     else:
         _ = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
-    return pipeline.run()
+    return pipeline, args
+
+
+def pubsub_source(args, dedupes: bool, runner: str = "runner") -> beam.io.ReadFromPubSub:
+    """The read of the command line's subscription or topic: PubsubMessages when rows take
+    attributes; with `--id_attribute` as id_label where the runner de-duplicates
+    (`dedupes`: Dataflow), else without it, warning (Beam's DirectRunner refuses it)."""
+    id_label = args.id_attribute
+    if id_label and not dedupes:
+        logging.warning("--id_attribute %s: the %s does not de-duplicate Pub/Sub reads "
+                        "(id_label); a message delivered twice is scored twice (rows carry "
+                        "--attributes_to_row to tell them apart)", id_label, runner)
+        id_label = None
+    return beam.io.ReadFromPubSub(
+        subscription=args.input_subscription, topic=args.input_topic, id_label=id_label,
+        with_attributes=bool(args.attributes_to_row))
+
+
+def run(argv: Optional[List[str]] = None, save_main_session: bool = False):
+    """Builds and starts the pipeline of a command line. Where the runner runs it in this
+    process (the local runner) it then waits until the pipeline is stopped: SIGINT or
+    SIGTERM cancel it. On Dataflow it returns once the job is submitted (--wait: waits).
+    Returns the PipelineResult."""
+    pipeline, args = build(argv, save_main_session)
+    result = pipeline.run()
+    wait = args.wait if args.wait is not None else not _is_dataflow(pipeline)
+    return wait_until_stopped(result) if wait else result
+
+
+class _Stopped(Exception):
+    """A stop signal arrived."""
+
+
+def wait_until_stopped(result, stop_timeout_secs: float = STOP_TIMEOUT_SECS):
+    """Waits for a running pipeline until it ends or SIGINT / SIGTERM arrives (then cancels
+    it, see `cancel`). Signals are caught only on the main thread, where Python delivers
+    them."""
+    def stop(signum, _frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result.wait_until_finish()
+    except _Stopped as e:
+        logging.info("%s: cancelling the pipeline", e)
+        cancel(result, stop_timeout_secs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return result
+
+
+def cancel(result, timeout_secs: float = STOP_TIMEOUT_SECS):
+    """Cancels a running pipeline, waiting at most `timeout_secs` for it to stop.
+
+    Beam's DirectRunner stops its workers after their current step, which may be a Pub/Sub
+    pull waiting up to 30 s for messages; the process may end before (its workers are
+    daemon threads), and a pull cut short acknowledges nothing, so Pub/Sub delivers its
+    messages again. Messages it acknowledged and has not written yet are not: the
+    DirectRunner acknowledges a pull at once and cannot drain.
+    """
+    stopper = threading.Thread(target=result.cancel, name="cancel-pipeline", daemon=True)
+    stopper.start()
+    stopper.join(timeout_secs)
+
+
+def _is_direct(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline runs on Beam's DirectRunner (the default, local runner)."""
+    from apache_beam.runners.direct import direct_runner  # pylint: disable=import-outside-toplevel
+    return isinstance(pipeline.runner, (direct_runner.SwitchingDirectRunner,
+                                        direct_runner.BundleBasedDirectRunner))
+
+
+def _is_dataflow(pipeline: beam.Pipeline) -> bool:
+    """Whether the pipeline runs on Dataflow (a job submitted elsewhere)."""
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # pylint: disable=import-outside-toplevel
+    return isinstance(pipeline.runner, DataflowRunner)
+
+
+def _dead_letter_json(failure: Failure) -> bytes:
+    """A dead letter as the bytes of a Pub/Sub message."""
+    return rows_lib.to_json(failure.to_json_row())
 
 
 def _log_dead_letter(failure: Failure):

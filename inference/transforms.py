@@ -38,12 +38,15 @@ class InferExamples(beam.PTransform):
 
     model_updates: see ModelUpdates (streaming); model_check_secs: how often a watched
       pattern is matched.
+    split_failures: False leaves each ChunkResult's failures in it (its records may then be
+      none), for a consumer that takes them out where it encodes the results, as
+      `Encode` does: one step less per bundle, for one consumer per model (streaming).
     """
 
     def __init__(self, handlers: Mapping[str, ExampleModelHandler],
                  config: Optional[InferenceConfig] = None, split: str = "",
                  model_updates: Optional[ModelUpdates] = None,
-                 model_check_secs: float = 300):
+                 model_check_secs: float = 300, split_failures: bool = True):
         super().__init__()
         self._handlers = dict(handlers)
         self._config = config or InferenceConfig(
@@ -51,6 +54,7 @@ class InferExamples(beam.PTransform):
         self._split_name = split
         self._updates = dict(model_updates or {})
         self._check_secs = model_check_secs
+        self._split_failures = split_failures
 
     def expand(self, chunks):
         # Each model's results stay one PCollection from RunInference to the sink: no
@@ -93,6 +97,8 @@ class InferExamples(beam.PTransform):
 
     def _split(self, outcomes, name: str, failures: List[beam.PCollection]):
         """A model's ChunkResults -> those with predictions, failures aside."""
+        if not self._split_failures:
+            return outcomes
         split = outcomes | f"Results[{name}]" >> beam.ParDo(
             _SplitResults(self._split_name)).with_outputs(FAILURES_TAG, main="main")
         failures.append(split[FAILURES_TAG])
@@ -158,12 +164,19 @@ class _SplitResults(beam.DoFn):
         self._split = split
 
     def process(self, result: ChunkResult):
-        if result.failures:
-            for failure in result.failures:
-                yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure.with_split(self._split))
-            result = result._replace(failures=[], origin=results.part_of(result.origin))
+        result = yield from _take_failures(result, self._split)
         if result.records:
             yield result
+
+
+def _take_failures(result: ChunkResult, split: str):
+    """Yields a ChunkResult's failures stamped with the split (tagged `failures`); returns
+    the result without them."""
+    if not result.failures:
+        return result
+    for failure in result.failures:
+        yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure.with_split(split))
+    return result._replace(failures=[], origin=results.part_of(result.origin))
 
 
 class Encode(beam.PTransform):
@@ -173,28 +186,37 @@ class Encode(beam.PTransform):
     encoder(result) -> [encoded record]: an output format's encoder (e.g.
     `encoding.encode_logs`), for a chunk at once; when a chunk fails, each record is
     encoded on its own, so only its bad records fail.
+    each: the encoded records one by one in `main`, not one list per chunk.
+    The failures a ChunkResult still holds (see InferExamples' split_failures) go to
+    `failures` too.
     """
 
-    def __init__(self, encoder: Callable[[ChunkResult], List[Any]], split: str = ""):
+    def __init__(self, encoder: Callable[[ChunkResult], List[Any]], split: str = "",
+                 each: bool = False):
         super().__init__()
         self._encoder = encoder
         self._split = split
+        self._each = each
 
     def expand(self, chunk_results):
-        return chunk_results | beam.ParDo(_Encode(self._encoder, self._split)).with_outputs(
-            FAILURES_TAG, main="main")
+        return chunk_results | beam.ParDo(_Encode(self._encoder, self._split, self._each)
+                                          ).with_outputs(FAILURES_TAG, main="main")
 
 
 class _Encode(beam.DoFn):
 
-    def __init__(self, encoder, split: str):
+    def __init__(self, encoder, split: str, each: bool):
         self._encoder = encoder
         self._split = split
+        self._each = each
 
     def setup(self):
         self._counters = {}
 
     def process(self, result: ChunkResult):
+        result = yield from _take_failures(result, self._split)
+        if not result.records:
+            return
         try:
             encoded = self._encoder(result)
         except Exception:  # pylint: disable=broad-except
@@ -212,12 +234,20 @@ class _Encode(beam.DoFn):
             if name not in self._counters:
                 self._counters[name] = metrics.counter(*name)
             self._counters[name].inc(len(encoded))
-            yield encoded
+            if self._each:
+                yield from encoded
+            else:
+                yield encoded
 
 
 class CountFailures(beam.DoFn):
     """Counts each Failure (per model, split and stage; a read failure as the records it
-    stands for) on its way to a dead-letter sink: the one place failures are counted."""
+    stands for) on its way to a dead-letter sink: the one place failures are counted.
+
+    encoder: yields encoder(failure) instead, encoded for the sink in the same step."""
+
+    def __init__(self, encoder: Optional[Callable[[Failure], Any]] = None):
+        self._encoder = encoder
 
     def setup(self):
         self._counters = {}
@@ -227,4 +257,4 @@ class CountFailures(beam.DoFn):
         if name not in self._counters:
             self._counters[name] = metrics.counter(*name)
         self._counters[name].inc(failure.lost)
-        yield failure
+        yield failure if self._encoder is None else self._encoder(failure)

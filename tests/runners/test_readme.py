@@ -32,6 +32,9 @@ SKIPPED = {
                                                 "configuration; tests/inference/remote/"
                                                 "test_replay.py runs it after a server "
                                                 "killed mid-run",
+    r"PUBSUB_EMULATOR_HOST|-m inference\.streaming": "talks to the Pub/Sub emulator, or streams "
+                                                     "until stopped: tests/inference/"
+                                                     "test_streaming_pubsub.py runs these blocks",
 }
 # A shell where nothing of the project is on PATH.
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
