@@ -80,7 +80,7 @@ def ran(tmp_path_factory):
         for command in commands:
             reason = _skip_reason(command)
             if reason:
-                skipped[command.split("\n")[0]] = reason
+                skipped[command] = reason
             else:
                 kept.append(command)
         if not kept:
