@@ -6,26 +6,18 @@ cannot run here (no gcloud, no emulator component or Java, or it did not start i
 """
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
+from tests import processes
+from tests.processes import free_port
+from tests.venvs import Unavailable
+
 PROJECT = "demo-proj"
 START_TIMEOUT_SECS = 60
-
-
-class Unavailable(RuntimeError):
-    """The emulator cannot run here."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Received(NamedTuple):
@@ -78,17 +70,7 @@ class PubSubEmulator:
                           f"{self.log.read_text()[-2000:]}")
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)  # gcloud and the Java server it runs
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        processes.signal_group(self.process)  # gcloud and the Java server it runs
 
     def __enter__(self):
         return self.start()

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import List, Optional, Sequence
 
 import requests
 
-from tests import venvs
+from tests import processes, venvs
+from tests.processes import free_port
 from tests.venvs import Unavailable
 
 HERE = Path(__file__).resolve().parent
@@ -43,12 +43,6 @@ def install(name: str) -> Path:
             raise Unavailable(f"no Python 3.11 (pyenv or PATH) for {name}'s virtualenv")
         venvs.install(venv, lock, python, INSTALL_TIMEOUT_SECS)
     return venv / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -102,23 +96,10 @@ class ServerProcess:
 
     def kill(self):
         """Kills the server at once (SIGKILL), as a crash would."""
-        self._signal(signal.SIGKILL)
+        processes.signal_group(self.process, signal.SIGKILL)
 
     def stop(self):
-        self._signal(signal.SIGTERM)
-
-    def _signal(self, sig):
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, sig)  # its own group: the server and its children
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
+        processes.signal_group(self.process)
 
     def __enter__(self):
         return self.start()
