@@ -190,8 +190,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     stages = [s for s in args.stages.split(",") if s]
     try:
         with FileSystems.open(args.inference_config) as f:
-            config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(
-                bounded=True)
+            text = f.read().decode("utf-8")
+    except (OSError, IOError) as e:
+        print(f"replay: cannot read --inference_config {args.inference_config}: {e}",
+              file=sys.stderr)
+        return 2
+    try:
+        config = InferenceConfig.from_json(text).validate(bounded=True)
         figures = replay(config, args.failures, args.output, stages, beam_args,
                          args.max_failure_fraction)
     except (bounded.RunFailed, ConfigError) as e:
