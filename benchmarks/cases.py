@@ -446,21 +446,22 @@ def _ours(case):
     output.uri = os.path.join(case["out"], "inference_result")
     failures = spec.InferenceFailures()
     failures.uri = os.path.join(case["out"], "failures")
-    # The drift check's outputs, as the component always has them (it then runs).
-    statistics = standard_artifacts.ExampleStatistics()
-    statistics.uri = os.path.join(case["out"], "prediction_statistics")
-    anomalies = standard_artifacts.ExampleAnomalies()
-    anomalies.uri = os.path.join(case["out"], "anomalies")
-    for artifact in (output, failures, statistics, anomalies):
+    outputs = {spec.INFERENCE_RESULT_KEY: [output], spec.FAILURES_KEY: [failures]}
+    # The drift check's outputs, as the component always has them (it then runs); the
+    # case with `drift` False leaves them out, so the check does not run.
+    if case.get("drift", True):
+        statistics = standard_artifacts.ExampleStatistics()
+        statistics.uri = os.path.join(case["out"], "prediction_statistics")
+        anomalies = standard_artifacts.ExampleAnomalies()
+        anomalies.uri = os.path.join(case["out"], "anomalies")
+        outputs.update({spec.PREDICTION_STATISTICS_KEY: [statistics],
+                        spec.ANOMALIES_KEY: [anomalies]})
+    for artifact in (a for listed in outputs.values() for a in listed):
         os.makedirs(artifact.uri, exist_ok=True)
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: ours_config(case).to_json()}
     started = time.perf_counter()
-    executor.Executor(_context(case)).Do(
-        _executor_inputs(case),
-        {spec.INFERENCE_RESULT_KEY: [output], spec.FAILURES_KEY: [failures],
-         spec.PREDICTION_STATISTICS_KEY: [statistics], spec.ANOMALIES_KEY: [anomalies]},
-        props)
+    executor.Executor(_context(case)).Do(_executor_inputs(case), outputs, props)
     seconds = time.perf_counter() - started
     name = case["model"]
     return {"seconds": seconds,

@@ -32,6 +32,8 @@ def case_label(case: Dict[str, Any]) -> str:
         label = f"ours, core, model on KServe [{FAULT_LABELS[case['fault']]}]"
     elif case["kind"] == "remote":
         label += f" [{case['in_flight']} in flight]"
+    if case.get("drift") is False:
+        label += " [without the drift check]"
     return label
 
 
@@ -87,7 +89,8 @@ def _ratio(a, b, throughput=examples_per_sec) -> Optional[float]:
 
 
 Target = Dict[str, Any]
-OURS = dict(kind="ours", mode="in_memory", workers=1)  # ours, as the main rows run it
+# Ours, as the main rows run it (the drift check included).
+OURS = dict(kind="ours", mode="in_memory", workers=1, drift=None)
 
 
 def target(name: str, value: Optional[float], goal: float, higher_is_better: bool = True,
@@ -159,8 +162,7 @@ def worker_scaling(rows, n: int) -> List[Target]:
         name = "2 workers >= 1.6x 1 worker (ours, pytorch" + (
             ")" if size == n else f", N={size:,})")
         two = _find(rows, kind="ours", model="pytorch", n=size, workers=2)
-        out.append(target(name, _ratio(two, _find(rows, kind="ours", model="pytorch", n=size,
-                                                  mode="in_memory")), 1.6,
+        out.append(target(name, _ratio(two, _find(rows, model="pytorch", n=size, **OURS)), 1.6,
                           detail="vs 1 worker in_memory"))
         if two is None:
             continue
@@ -201,7 +203,6 @@ def size_scaling(rows, n: int) -> List[Target]:
     return items
 
 
-# The report's targets: functions (rows, the run's main N) -> target rows. A new case
 def remote_faults(rows, n: int) -> List[Target]:
     """A server that fails every 5th request (HTTP 500) keeps at least half the fault-free
     throughput, nothing lost."""
@@ -214,9 +215,22 @@ def remote_faults(rows, n: int) -> List[Target]:
                    "a case failed or lost records")]
 
 
+def drift_cost(rows, n: int) -> List[Target]:
+    """The drift check (statistics of the run's sample, compared with a baseline) is a
+    fixed cost per run, not per record: ours with it over ours without, same records."""
+    if not any(r.get("drift") is False for r in rows):
+        return []
+    at = 200_000
+    return [ratio_target(rows, n, "drift check: ours with it >= 0.95x ours without, pytorch",
+                         0.95, at, dict(OURS, model="pytorch"),
+                         dict(kind="ours", model="pytorch", drift=False), f"--n {at}")]
+
+
+# The report's targets: functions (rows, the run's main N) -> target rows. A new case
 # family adds its own function here.
 TARGETS: List[Callable[[List[Dict[str, Any]], int], List[Target]]] = [
-    engine_limits, alternatives, worker_scaling, size_scaling, remote_faults]
+    engine_limits, alternatives, worker_scaling, size_scaling, remote_faults,
+    drift_cost]
 
 
 def targets(rows: List[Dict[str, Any]], n: int) -> List[Target]:

@@ -173,6 +173,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-f{extra['in_flight']}"
         if extra.get("fault"):
             name += f"-{extra['fault']}"
+        if extra.get("drift") is False:
+            name += "-nodrift"
         cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
                                os.path.join(folder, "cases", name), workers, mode,
                                name=name, **extra))
@@ -191,6 +193,7 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     add("tfx", "keras")
     for model in args.models:
         add("ours", model)
+    add("ours", "pytorch", drift=False)  # what the drift check costs, side by side
     for model in args.models:
         add("core", model)
     add("ray_data", "pytorch")
@@ -206,7 +209,7 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     if args.sizes:  # the main N's rows are the first of the sizes compared
         for case in cases:
             if case["kind"] in SIZED_KINDS and case["model"] == "pytorch" \
-                    and case["mode"] == "in_memory":
+                    and case["mode"] == "in_memory" and case.get("drift", True):
                 case["sizes_row"] = True
     for size in args.sizes:
         if size != args.n:
