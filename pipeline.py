@@ -18,7 +18,7 @@ from components.prediction_rows.component import PredictionRows
 from components.bulk_inferrer import drift
 from components.bulk_inferrer.spec import DEFAULT_MAX_FAILURE_FRACTION
 from inference.config import InferenceConfig
-from inference.drift import DriftConfig
+from inference.observe.drift import DriftConfig
 from template import config, models
 
 

@@ -141,7 +141,7 @@ def torch_device(case):
 def _read_batches(path: str, size: int):
     """(index of the first record, records): the file's records in batches of `size`, read
     with the engine's TFRecord codec."""
-    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     pending, start = [], 0
     with open(path, "rb") as raw:
         for records in tfrecord.read_records(raw):
@@ -156,8 +156,9 @@ def _read_batches(path: str, size: int):
 
 
 def _raw(case):
-    from inference import columns, encoding  # pylint: disable=import-outside-toplevel
-    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    from inference.data import columns
+    from inference.io import encoding  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
     encoder = case.get("encoder", "proto")
     names = ("outputs",) if case["model"] == "keras" else ()
     model_id = case["model"]
@@ -210,8 +211,9 @@ def _whole_job(case):
     """Everything the engine does to a record, in one process without Beam: records read
     with the engine's codec, batches of `raw_batch_size` decoded and run, PredictionLogs
     encoded from columns, framed and gzipped into one file per input file."""
-    from inference import columns, encoding, tfrecord  # pylint: disable=import-outside-toplevel
-    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    from inference.data import columns
+    from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
     names = ("outputs",) if case["model"] == "keras" else ()
     started = time.perf_counter()
     forward = _Forward(case)
@@ -258,7 +260,7 @@ def check_logs(pattern: str, data_root: str) -> int:
 
 def _read_all(pattern: str):
     """Lists of the records of the TFRecord files at `pattern` (the engine's codec)."""
-    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     for path in sorted(glob.glob(pattern)):
         with open(path, "rb") as raw:
             yield from tfrecord.read_records(raw)
@@ -477,8 +479,10 @@ def _ours(case):
 def _core(case):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    from inference import bounded, encoding, metrics  # pylint: disable=import-outside-toplevel
-    from inference.models import create_handlers  # pylint: disable=import-outside-toplevel
+    from inference import bounded
+    from inference.io import encoding
+    from inference.observe import metrics  # pylint: disable=import-outside-toplevel
+    from inference.engine.models import create_handlers  # pylint: disable=import-outside-toplevel
     started = time.perf_counter()
     config = ours_config(case)
     name = case["model"]

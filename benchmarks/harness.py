@@ -31,7 +31,7 @@ HEAVY_MODULES = (
     "apache_beam.ml.inference.onnx_inference", "apache_beam.io.tfrecordio",
     "apache_beam.runners.portability.fn_api_runner", "tfx_bsl.coders.example_coder",
     "tfx.components.bulk_inferrer.executor", "components.bulk_inferrer.executor",
-    "inference.encoding", "sklearn.neural_network", "onnxruntime", "onnx", "joblib",
+    "inference.io.encoding", "sklearn.neural_network", "onnxruntime", "onnx", "joblib",
 )
 
 

@@ -55,7 +55,7 @@ def _run(folder: str, splits: Dict[str, List[bytes]], config=None, fraction=1.0,
          beam_args=(), prepare: Callable[[str], None] = None) -> Dict:
     """Runs the executor; returns what is on disk and how the run ended."""
     from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
-    from inference import io  # pylint: disable=import-outside-toplevel
+    from inference.io.dead_letters import read_failures
     from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
     _, helpers, _ = _setup()
     examples = helpers.examples_artifact(os.path.join(folder, "examples"), splits)
@@ -76,14 +76,14 @@ def _run(folder: str, splits: Dict[str, List[bytes]], config=None, fraction=1.0,
     except Exception as e:  # pylint: disable=broad-except
         outcome = f"failed: {' '.join(str(e).split())[:240]}"
     logs = _count(os.path.join(folder, "result", "prediction_logs-*"))
-    dead = list(io.read_failures(os.path.join(folder, "dead", "failures-*.gz")))
+    dead = list(read_failures(os.path.join(folder, "dead", "failures-*.gz")))
     return {"predicted": logs, "dead": sum(f.lost for f in dead),
             "stages": sorted({f.stage for f in dead}), "outcome": outcome}
 
 
 def _count(pattern: str) -> int:
     from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     total = 0
     for metadata in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(metadata.path, compression_type="uncompressed") as raw:

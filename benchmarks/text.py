@@ -50,7 +50,8 @@ def texts(n: int, seed: int = 0) -> List[str]:
 
 def write_examples(root: str, n: int, shards: int = 4) -> str:
     """The reviews as gzipped tf.Example TFRecords, laid out as ExampleGen writes them."""
-    from inference import examples, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.data import examples
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     folder = os.path.join(root, f"Split-{SPLIT}")
     os.makedirs(folder, exist_ok=True)
     records = [examples.serialize({"text": [text.encode()]}) for text in texts(n)]
@@ -85,7 +86,8 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _read_texts(case) -> List[str]:
-    from inference import examples, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.data import examples
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     found = []
     for path in record_files(case["data_root"]):
         with open(path, "rb") as f:
@@ -127,7 +129,7 @@ def _plain_beam(case) -> int:
     from apache_beam.ml.inference.huggingface_inference import (  # pylint: disable=import-outside-toplevel
         HuggingFacePipelineModelHandler)
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    from inference import examples  # pylint: disable=import-outside-toplevel
+    from inference.data import examples  # pylint: disable=import-outside-toplevel
     handler = HuggingFacePipelineModelHandler(
         task="feature-extraction", model=case["model"],
         min_batch_size=case["batch_size"], max_batch_size=case["batch_size"])

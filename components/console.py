@@ -40,7 +40,7 @@ class Console:
         if not logging.getLogger().handlers:
             logging.basicConfig()  # so records still reach stderr (the log) beside ours
         logging.getLogger().addHandler(_ComponentLines(self, metadata_path, pipeline_name))
-        logging.getLogger("inference.progress").setLevel(logging.INFO)
+        logging.getLogger("inference.observe.progress").setLevel(logging.INFO)
 
 
 def start(output_dir: str, pipeline_name: str) -> Console:
@@ -84,7 +84,7 @@ class _ComponentLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord):
         try:
-            if record.name == "inference.progress":
+            if record.name == "inference.observe.progress":
                 self._console.event("    " + record.getMessage())
             elif record.msg in (_RUNNING, _FINISHED, _SKIPPED) and record.args:
                 node = record.args[0]

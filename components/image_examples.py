@@ -3,7 +3,7 @@
 TFX's FileBasedExampleGen with an executor of its own (TFX's way to read a format of
 one's own, as its Avro and Parquet executors do): one tf.Example per file, holding the
 image's bytes, undecoded, as `image` and the file's path as `file`, the same examples
-`inference.io.ReadImages` makes for the engine. The BulkInferrer decodes and resizes the
+`inference.io.image_files.ReadImages` makes for the engine. The BulkInferrer decodes and resizes the
 images (`InputSpec.image`); an image it cannot decode becomes a dead letter there. A file
 that cannot be read at all fails this component, which has no dead-letter output.
 """
@@ -17,8 +17,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
-from inference import io
-from inference.failures import FAILURES_TAG, Failure
+from inference.io.image_files import ReadImages
+from inference.data.failures import FAILURES_TAG, Failure
 
 
 def image_example_gen(input_base: str, pattern: str = "*",
@@ -47,7 +47,7 @@ def _ImagesToExamples(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                       split_pattern: str) -> beam.PCollection:
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            split_pattern)
-    read = pipeline | "ReadImages" >> io.ReadImages([pattern])
+    read = pipeline | "ReadImages" >> ReadImages([pattern])
     _ = read[FAILURES_TAG] | "FailOnUnreadable" >> beam.Map(_unreadable)
     return read.main | "Records" >> beam.FlatMap(lambda chunk: chunk[1])
 

@@ -14,12 +14,16 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 
-from inference import batching, io, metrics, publish, sampling
+from inference.data import batching
+from inference.io import publish, sampling
+from inference.io.records import ReadRecords, WriteRecordChunks
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.observe import metrics
 from inference.config import InferenceConfig
-from inference.failures import FAILURES_TAG, Failure
-from inference.handler import ExampleModelHandler
-from inference.results import ChunkResult
-from inference.transforms import Encode, InferExamples
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.engine.handler import ExampleModelHandler
+from inference.data.results import ChunkResult
+from inference.engine.transforms import Encode, InferExamples
 
 Encoder = Callable[[ChunkResult], List[bytes]]
 
@@ -31,7 +35,7 @@ DEFAULT_MAX_FAILURE_FRACTION = 0.01
 class Output:
     """A model's predictions of one split, encoded by `encoder`, written at
     `<prefix>-SSSSS-of-NNNNN.gz`; `kind` names its steps (e.g. "PredictionLogs"). Outputs
-    that share a prefix are one file set, numbered across them (see `inference.publish`)."""
+    that share a prefix are one file set, numbered across them (see `inference.io.publish`)."""
     model: str
     split: str
     prefix: str
@@ -48,12 +52,12 @@ class Plan:
     outputs: Sequence[Output]
     failures_prefix: str
     # Where each model's bounded sample of predictions goes (`<prefix>-<model>.tfrecord`,
-    # see `inference.sampling`); None takes none.
+    # see `inference.io.sampling`); None takes none.
     samples_prefix: Optional[str] = None
     # How a split's records are read: (file patterns, split, chunk size) -> a PTransform
     # with outputs `main` (chunks) and FAILURES_TAG; TFRecord files by default, dead
     # letters for a replay (`inference.replay`).
-    read: Callable[..., beam.PTransform] = io.ReadRecords
+    read: Callable[..., beam.PTransform] = ReadRecords
 
     def samples_path(self, model: str) -> str:
         return f"{self.samples_prefix}-{model}.tfrecord"
@@ -83,7 +87,7 @@ class Plan:
                 prefix = output.prefix
                 if prefix in staging:
                     prefix = posixpath.join(staging[prefix], split, posixpath.basename(prefix))
-                files = encoded.main | f"Write{label}" >> io.WriteRecordChunks(prefix)
+                files = encoded.main | f"Write{label}" >> WriteRecordChunks(prefix)
                 if output.prefix in staged:
                     staged[output.prefix].append(files)
                 dead_letters.append(encoded[FAILURES_TAG])
@@ -101,7 +105,7 @@ class Plan:
                         self.samples_path(name))
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
-             | "WriteFailures" >> io.WriteFailures(self.failures_prefix))
+             | "WriteFailures" >> WriteFailures(self.failures_prefix))
 
 
 class RunFailed(RuntimeError):
@@ -162,7 +166,7 @@ def _first_failures(models: Sequence[str], pattern: str) -> List[str]:
     """The first dead letter of each of `models`, as lines of the verdict."""
     first: Dict[str, Failure] = {}
     if models:
-        for failure in io.read_failures(pattern):
+        for failure in read_failures(pattern):
             if failure.model in models and failure.model not in first:
                 first[failure.model] = failure
                 if len(first) == len(models):

@@ -7,7 +7,7 @@
         [--stages inference,timeout] [Beam flags, e.g. --runner=DataflowRunner ...]
 
 A dead letter holds its record, the model it failed for, its split and its source (see
-`inference.failures`). The replay scores each record with that model alone, in its
+`inference.data.failures`). The replay scores each record with that model alone, in its
 split, through the same plan as a bounded run (`bounded.Plan`), and writes per model
 `<output>/<model>/prediction_logs-*.gz` and the dead letters that still fail at
 `<output>/<model>/failures-*.gz`, with their original split and source. By default only
@@ -35,11 +35,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from inference import bounded, encoding, io, metrics, tfrecord
-from inference.batching import CHUNK_RECORDS
+from inference import bounded
+from inference.io import encoding, tfrecord
+from inference.io.dead_letters import read_failures
+from inference.observe import metrics
+from inference.data.batching import CHUNK_RECORDS
 from inference.config import ConfigError, InferenceConfig
-from inference.failures import FAILURES_TAG, Failure
-from inference.models import create_handlers
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.engine.models import create_handlers
 
 # What a retry can fix: the model or its server failed, not the record.
 RETRYABLE_STAGES = ("inference", "timeout")
@@ -99,7 +102,7 @@ def count_dead_letters(patterns: Sequence[str], stages: Sequence[str] = RETRYABL
     replay: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
     skipped: Dict[str, int] = collections.Counter()
     for pattern in patterns:
-        for failure in io.read_failures(pattern):
+        for failure in read_failures(pattern):
             if replayable(failure, stages):
                 replay[failure.model][failure.split] += 1
             else:

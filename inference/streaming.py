@@ -50,12 +50,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
     StandardOptions
 from apache_beam.transforms import window
 
-from inference import examples, rows as rows_lib
+from inference.data import examples
+from inference.io import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
-from inference.failures import FAILURES_TAG, Failure
-from inference.handler import ExampleModelHandler
-from inference.models import create_handlers
-from inference.transforms import CountFailures, Encode, InferExamples, ModelUpdates
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.engine.handler import ExampleModelHandler
+from inference.engine.models import create_handlers
+from inference.io.dead_letters import CountFailures
+from inference.engine.transforms import Encode, InferExamples, ModelUpdates
 
 INPUT_FORMATS = ("auto", "example", "json")
 DEFAULT_WINDOW_SECS = 60
@@ -165,7 +167,7 @@ class StreamOutputs(NamedTuple):
     # model name -> PCollection[ChunkResult], each with its failures (which are also in
     # dead_letters)
     predictions: Dict[str, beam.PCollection]
-    rows: beam.PCollection  # every model's rows (dicts, see inference.rows), or encode_row's
+    rows: beam.PCollection  # every model's rows (dicts, see inference.io.rows), or encode_row's
     dead_letters: beam.PCollection  # Failures, counted, or encode_dead_letter's
 
 
@@ -187,7 +189,7 @@ def build_pipeline(messages: beam.PCollection,
       `attributes`: the attributes copied into each record, and so into its row when
       `row_spec` names them).
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
-    model_updates: see `inference.transforms.ModelUpdates`.
+    model_updates: see `inference.engine.transforms.ModelUpdates`.
     window_secs: fixed event-time windows, applied with model updates or group_by_key
       (None: the global window, no model updates on runners that read side inputs per
       window).

@@ -94,8 +94,8 @@ def read_examples(pattern: str) -> List[tf.train.Example]:
 
 
 def read_failures(uri: str):
-    """The dead letters (inference.failures.Failure) in a `failures` output folder."""
-    from inference.failures import Failure
+    """The dead letters (inference.data.failures.Failure) in a `failures` output folder."""
+    from inference.data.failures import Failure
     files = tf.io.gfile.glob(f"{uri}/failures-*.gz")
     return [Failure.from_example(r.numpy())
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

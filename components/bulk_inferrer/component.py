@@ -10,7 +10,7 @@ from tfx.types import standard_artifacts
 # visualizations: registers the notebook views of the outputs (InteractiveContext.show).
 from components.bulk_inferrer import executor, spec, visualizations  # pylint: disable=unused-import
 from inference.config import InferenceConfig
-from inference.drift import DriftConfig
+from inference.observe.drift import DriftConfig
 
 
 class BulkInferrer(base_beam_component.BaseBeamComponent):
@@ -42,7 +42,7 @@ class BulkInferrer(base_beam_component.BaseBeamComponent):
         successful run of this component in this pipeline (none on its first run).
       statistics: StatisticsGen's statistics of the training data: with `schema`, the
         sampled inputs are checked for training/serving skew.
-      drift_config: an `inference.drift.DriftConfig` (or its JSON): thresholds per kind
+      drift_config: an `inference.observe.drift.DriftConfig` (or its JSON): thresholds per kind
         of output or per output, and `action` "warn" (default) or "fail", which fails
         the component after its outputs and anomalies are written.
 

@@ -1,4 +1,4 @@
-"""The BulkInferrer's drift check: artifacts in and out around `inference.drift`.
+"""The BulkInferrer's drift check: artifacts in and out around `inference.observe.drift`.
 
 After the Beam pipeline has written the run's outputs, the run's bounded sample of
 predictions is described (TFDV statistics, written as the `prediction_statistics`
@@ -28,8 +28,8 @@ from tfx.utils import io_utils
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components.bulk_inferrer import payloads, samples, spec
-from inference import drift
-from inference.drift import DriftConfig, DriftError
+from inference.observe import drift
+from inference.observe.drift import DriftConfig, DriftError
 
 SCHEMA_DIFF_FILE_NAME = "SchemaDiff.pb"  # ExampleValidator's
 _TRAINING_SPLIT = "train"

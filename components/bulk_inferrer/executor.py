@@ -21,10 +21,13 @@ from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import drift, payloads, report, spec
-from inference import bounded, encoding, io, metrics, progress, publish, replay
+from inference import bounded, replay
+from inference.io import encoding, publish
+from inference.io.records import ReadRecords
+from inference.observe import metrics, progress
 from inference.config import ConfigError, InferenceConfig
-from inference.handler import worker_deaths
-from inference.models import create_handlers
+from inference.engine.handler import worker_deaths
+from inference.engine.models import create_handlers
 
 # TFX's executor's names of the output file prefixes (TFX's own tests read them).
 _PREDICTION_LOGS_FILE_NAME = spec.PREDICTION_LOGS_FILE_NAME
@@ -47,7 +50,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = _inference_config(exec_properties)
         fail_on_empty_input = bool(exec_properties.get(spec.FAIL_ON_EMPTY_INPUT_KEY))
         replayed = input_dict.get(spec.REPLAY_FAILURES_KEY)
-        read = io.ReadRecords
+        read = ReadRecords
         if replayed:
             config, splits, read = _replay(config, replayed)
             sequence_examples = False
@@ -294,7 +297,7 @@ def _replay(config: InferenceConfig, failures: List[types.Artifact]):
                           f"alone), or use python -m inference.replay, which runs each")
     if not counts:
         logging.warning("BulkInferrer replay: no dead letter to replay in %s", patterns)
-        return config, {}, io.ReadRecords
+        return config, {}, ReadRecords
     (model, by_split), = counts.items()
     logging.info("BulkInferrer replay: model %r, %d dead letter(s) of split(s) %s", model,
                  sum(by_split.values()), sorted(by_split))
@@ -328,7 +331,7 @@ def _split_uris(examples: List[types.Artifact], data_spec,
 
 def _remove_temporary(folders):
     """Deletes the temporary folders (`beam-temp-*`: Beam's sinks', and the staging folders
-    of `inference.publish`) in `folders`."""
+    of `inference.io.publish`) in `folders`."""
     for path in [p for folder in folders for p in fileio.glob(f"{folder}/beam-temp-*")]:
         if fileio.isdir(path):
             fileio.rmtree(path)

@@ -5,7 +5,7 @@ signature takes them serialized, as it takes tf.Examples (the model parses them)
 classify, regress and multi-inference signatures refuse them ("only supports raw or
 serialized tf.train.Example"). TensorFlow models get the same here, refused before Beam
 starts rather than in the middle of the run. Models of other frameworks read the context
-features through their InputSpec (`inference.decoding.SequenceExampleDecoder`); a feature
+features through their InputSpec (`inference.data.decoding.SequenceExampleDecoder`); a feature
 list as a model input is refused before Beam starts.
 """
 import os
@@ -20,9 +20,10 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact
 
-from inference import detection, tfrecord
+from inference.frameworks import detection
+from inference.io import tfrecord
 from inference.config import ConfigError, InferenceConfig
-from inference.decoding import SEQUENCE_COLUMN
+from inference.data.decoding import SEQUENCE_COLUMN
 
 EXAMPLE = example_gen_pb2.FORMAT_TF_EXAMPLE
 SEQUENCE_EXAMPLE = example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE

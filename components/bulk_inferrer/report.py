@@ -22,9 +22,10 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components.bulk_inferrer import samples
-from inference import drift, metrics, sampling
+from inference.io import sampling
+from inference.observe import drift, metrics
 from inference.config import InferenceConfig
-from inference.failures import STAGES
+from inference.data.failures import STAGES
 
 REPORT_FILE_NAME = "report.html"
 # Sections, in page order; each is a <section id=...> (the notebook view and tests use them).

@@ -1,6 +1,6 @@
 """Bounded samples of a BulkInferrer run, as the run report and notebook views read them.
 
-The run report reads the sample the pipeline took as it ran (`inference.sampling`: each
+The run report reads the sample the pipeline took as it ran (`inference.io.sampling`: each
 model's `size` records whose input hashes lowest, so a shadow run's models keep the same
 records and their predictions pair up). Notebook views of any InferenceResult, TFX's own
 BulkInferrer's included, read a few records back from its PredictionLogs
@@ -17,9 +17,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference import sampling, tfrecord
-from inference.failures import Failure
-from inference.results import PREDICTION_LOG
+from inference.io import sampling, tfrecord
+from inference.data.failures import Failure
+from inference.data.results import PREDICTION_LOG
 
 SCAN_LIMIT = 1000
 
@@ -40,7 +40,7 @@ class ModelSample:
 
 
 def from_run(path: str, predictions: int) -> ModelSample:
-    """A model's sample as the pipeline took it (`inference.sampling`), with its count of
+    """A model's sample as the pipeline took it (`inference.io.sampling`), with its count of
     `predictions`."""
     taken = {}
     for sample in sampling.read_samples(path):

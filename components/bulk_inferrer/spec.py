@@ -36,7 +36,7 @@ INFERENCE_CONFIG_KEY = "inference_config"
 MAX_FAILURE_FRACTION_KEY = "max_failure_fraction"
 DEFAULT_MAX_FAILURE_FRACTION = bounded.DEFAULT_MAX_FAILURE_FRACTION
 FAIL_ON_EMPTY_INPUT_KEY = "fail_on_empty_input"
-# An inference.drift.DriftConfig as JSON: thresholds, and whether a drift fails the run.
+# An inference.observe.drift.DriftConfig as JSON: thresholds, and whether a drift fails the run.
 DRIFT_CONFIG_KEY = "drift_config"
 
 # Outputs (as in TFX's BulkInferrer).

@@ -5,7 +5,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 
 from components.prediction_rows import executor, spec
-from inference.rows import RowSpec
+from inference.io.rows import RowSpec
 
 
 class PredictionRows(base_beam_component.BaseBeamComponent):
@@ -13,7 +13,7 @@ class PredictionRows(base_beam_component.BaseBeamComponent):
 
     Each row: `model`, the `features` copied from the input example, the model's
     `outputs` typed (e.g. "embedding:ARRAY<FLOAT>", "label:STRING,score:FLOAT"; see
-    `inference.rows.RowSpec.parse`). Written as Parquet files (the `rows` output), and
+    `inference.io.rows.RowSpec.parse`). Written as Parquet files (the `rows` output), and
     with `bigquery_table` ("project:dataset.table") also loaded into BigQuery with the
     explicit schema `RowSpec.bigquery_schema()` gives.
 

@@ -8,9 +8,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components.prediction_rows import spec
-from inference import io
-from inference.failures import FAILURES_TAG
-from inference.rows import RowSpec
+from inference.io.records import ReadRecords
+from inference.data.failures import FAILURES_TAG
+from inference.io.rows import RowSpec
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -30,7 +30,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     os.path.join(logs_uri, "*", "prediction_logs-*")]  # a folder per model
         table = exec_properties.get(spec.BIGQUERY_TABLE_KEY)
         with self._make_beam_pipeline() as pipeline:
-            read = pipeline | "ReadPredictionLogs" >> io.ReadRecords(patterns)
+            read = pipeline | "ReadPredictionLogs" >> ReadRecords(patterns)
             _ = read[FAILURES_TAG] | "FailOnDamage" >> beam.Map(_unreadable)
             rows = read.main | "ToRows" >> beam.FlatMap(
                 lambda chunk: row_spec.from_prediction_logs(chunk[1]))

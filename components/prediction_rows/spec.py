@@ -4,7 +4,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 # Inputs.
 INFERENCE_RESULT_KEY = "inference_result"
-# Parameters: the row layout (`inference.rows.RowSpec.parse`: comma-separated fields, e.g.
+# Parameters: the row layout (`inference.io.rows.RowSpec.parse`: comma-separated fields, e.g.
 # "review_id:INTEGER,text:STRING" and "embedding:ARRAY<FLOAT>"), and a BigQuery table
 # ("project:dataset.table") the rows are also loaded into, with the matching schema.
 FEATURES_KEY = "features"

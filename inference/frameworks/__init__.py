@@ -7,7 +7,7 @@ A framework is a module here with two functions:
 
 `inputs` is a batch's model inputs as the model's InputSpec shapes them (one [batch, width]
 array, or a dict of them for layout="dict"); `predict` returns batch-major arrays, row i
-for input row i (see `inference.columns`). Optionally:
+for input row i (see `inference.data.columns`). Optionally:
 
     check(path, spec) -> None       configuration checks before Beam starts (ConfigError)
     takes_records(spec) -> bool     True: `inputs` are the serialized records themselves
@@ -15,14 +15,14 @@ for input row i (see `inference.columns`). Optionally:
                                     min and max (a remote model's batch is the requests it
                                     may have in flight)
     SAFE_CONTENT = (...)            pickle-bearing contents its loader reads without running
-                                    code (see `inference.trust`)
+                                    code (see `inference.frameworks.trust`)
 
 `predict` raises `PartialPredictions` when some rows failed on their own (a remote
 request that failed after its retries): those rows fail, the others keep their outputs.
 
 `BeamHandler` adapts any Beam `ModelHandler` (a custom one, a Hugging Face pipeline,
 TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`. Adding a framework is a
-module here, a line in `_MODULES`, and a detection rule in `inference.detection` when its
+module here, a line in `_MODULES`, and a detection rule in `inference.frameworks.detection` when its
 files are recognisable.
 """
 import importlib
@@ -33,7 +33,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
-from inference import columns
+from inference.data import columns
 from inference.config import ConfigError, ModelConfig
 
 _MODULES = {
@@ -67,17 +67,6 @@ def batch_size(framework: types.ModuleType, spec: ModelConfig) -> Optional[int]:
     """The records of every batch when the framework sets them, else None."""
     rule = getattr(framework, "batch_size", None)
     return rule(spec) if rule is not None else None
-
-
-class PartialPredictions(Exception):
-    """What `predict` raises when some rows of the batch failed on their own: `outputs`
-    of the other rows (in order), and `errors`, row -> the exception its dead letter
-    reports. The batch is not split to find the failing rows: they are known."""
-
-    def __init__(self, outputs: Mapping[str, np.ndarray], errors: Mapping[int, Exception]):
-        super().__init__(f"{len(errors)} row(s) failed")
-        self.outputs = dict(outputs)
-        self.errors = dict(errors)
 
 
 def check(framework: types.ModuleType, path: str, spec: ModelConfig):

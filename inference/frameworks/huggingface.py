@@ -47,7 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from inference import batching, columns, labels, trust
+from inference.data import batching, columns, labels
+from inference.frameworks import trust
 from inference.config import ConfigError, LabelSpec, ModelConfig
 from inference.frameworks import BeamHandler, import_object
 

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-from inference import columns, trust
+from inference.data import columns
+from inference.frameworks import trust
 from inference.config import ConfigError, ModelConfig
 
 DEFAULT_SIGNATURE = "serving_default"

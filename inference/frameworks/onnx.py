@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime
 from apache_beam.ml.inference import onnx_inference
 
-from inference import columns
+from inference.data import columns
 from inference.config import ConfigError, ModelConfig
 
 # ONNX Runtime's input type names -> the NumPy dtype it accepts for them.

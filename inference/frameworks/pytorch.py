@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference import pytorch_inference
 
-from inference import columns, trust
+from inference.data import columns
+from inference.frameworks import trust
 from inference.config import ModelConfig
 from inference.frameworks import import_object
 

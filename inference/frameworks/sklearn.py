@@ -4,7 +4,7 @@ skops files.
 options:
   method: the estimator method to call, "predict" (default) or "predict_proba"
     ("predict_log_proba", "decision_function" and "transform" also work).
-  trusted: must be True to load .joblib / .pkl / .pickle files (see `inference.trust`).
+  trusted: must be True to load .joblib / .pkl / .pickle files (see `inference.frameworks.trust`).
   trusted_types: for .skops files, the type names `skops.io.loads` may build beyond its
     safe defaults (see `skops.io.get_untrusted_types`).
 """
@@ -14,7 +14,7 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference import sklearn_inference
 
-from inference import columns
+from inference.data import columns
 from inference.config import ConfigError, ModelConfig
 
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")

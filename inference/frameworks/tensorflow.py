@@ -22,11 +22,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfx_bsl.public.beam.run_inference import CreateModelHandler
 from tfx_bsl.public.proto import model_spec_pb2
 
-from inference import columns
+from inference.data import columns
 from inference.config import ModelConfig
-from inference.encoding import encode_signature_logs
+from inference.io.encoding import encode_signature_logs
 from inference.frameworks import BeamHandler
-from inference.results import PREDICTION_LOG
+from inference.data.results import PREDICTION_LOG
 
 # Packages whose custom ops a SavedModel may use; imported when present, as tfx_bsl does.
 _ADDON_OPS = ("tensorflow_text", "tensorflow_decision_forests", "struct2tensor")

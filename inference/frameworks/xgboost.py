@@ -10,7 +10,7 @@ import functools
 import xgboost
 from apache_beam.ml.inference import xgboost_inference
 
-from inference import columns
+from inference.data import columns
 from inference.config import ConfigError, ModelConfig
 
 MODEL_CLASSES = {

@@ -20,8 +20,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from inference import columns, metrics
-from inference.frameworks import PartialPredictions
+from inference.data import columns
+from inference.observe import metrics
+from inference.data.results import PartialPredictions
 from inference.remote import backoff, protocols
 from inference.remote.breaker import CircuitBreaker, EndpointDown
 from inference.remote.handlers import RemoteInferenceError, overloaded, retryable, \

@@ -52,7 +52,7 @@ def test_the_whole_job_writes_the_logs_ours_writes(tmp_path):
 
 
 def _logs(pattern):
-    from inference import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
     logs = []
     for path in glob.glob(pattern):
         with open(path, "rb") as raw:
@@ -63,8 +63,8 @@ def _logs(pattern):
 
 def test_check_logs_fails_on_a_lost_record(tmp_path):
     from benchmarks import cases, data  # pylint: disable=import-outside-toplevel
-    from inference import encoding, tfrecord  # pylint: disable=import-outside-toplevel
-    from inference.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     matrix = np.arange(24, dtype=np.float32).reshape(3, 8)
     data.write_examples(str(tmp_path / "data"), matrix, 1)

@@ -16,7 +16,7 @@ assert "tensorflow" not in sys.modules  # the capture starts before TensorFlow's
 print("a python line")
 os.write(2, b"a C++ line\\n")
 out.watch(os.path.join(sys.argv[1], "metadata.db"), "demo")
-logging.getLogger("inference.progress").info("progress: model 'm': 5 records done")
+logging.getLogger("inference.observe.progress").info("progress: model 'm': 5 records done")
 from absl import logging as absl_logging  # TFX logs through absl
 absl_logging.warning("a TFX warning")
 out.print("a console line")

@@ -14,7 +14,7 @@ from tfx.utils import io_utils
 
 from components.bulk_inferrer import drift, executor, spec
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.drift import DriftConfig, DriftError
+from inference.observe.drift import DriftConfig, DriftError
 from tests import browser, helpers
 from tests.runners.conftest import REPO, TAXI_CSV
 

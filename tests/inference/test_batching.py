@@ -1,5 +1,5 @@
 """Chunks and batches: sizes in records, whatever the element's shape."""
-from inference import batching
+from inference.data import batching
 from inference.config import ModelConfig
 
 

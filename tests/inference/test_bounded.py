@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from inference import bounded, encoding, io, metrics
+from inference import bounded
+from inference.io import encoding
+from inference.io.dead_letters import read_failures
+from inference.observe import metrics
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handlers
+from inference.engine.models import create_handlers
 from tests import helpers
 
 
@@ -60,7 +63,7 @@ def test_a_plan_writes_each_models_logs_and_the_dead_letters(tmp_path):
     result.wait_until_finish()
     for name in ("a", "b"):
         assert len(helpers.read_prediction_logs(str(tmp_path / name / "logs-*.gz"))) == 12
-    assert sorted(f.model for f in io.read_failures(str(tmp_path / "dead-*.gz"))) == ["a",
+    assert sorted(f.model for f in read_failures(str(tmp_path / "dead-*.gz"))) == ["a",
                                                                                       "b"]
     figures = metrics.run_figures(result, config.models, ["s"], 1.0)
     assert bounded.problems(figures, config, 0.1) == []
@@ -131,7 +134,7 @@ def test_a_run_with_no_predictions_fails_loudly_saying_how_to_fix_it(token_ids):
     assert "30 at preprocess" in message and "must hold exactly 1 value(s)" in message
     assert "set inputs.padding='longest'" in message
     assert f"Dead letters (record, stage, error) are in {folder}/none/failures-*" in message
-    dead = list(io.read_failures(f"{folder}/none/failures-*"))
+    dead = list(read_failures(f"{folder}/none/failures-*"))
     assert len(dead) == 30 and {f.stage for f in dead} == {"preprocess"}
 
 

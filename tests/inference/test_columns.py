@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference import columns
-from inference.results import PREDICTION_LOG
+from inference.data import columns
+from inference.data.results import PREDICTION_LOG
 
 
 def test_batch_outputs_are_named_and_must_hold_a_row_per_record():

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from inference import decoding
+from inference.data import decoding
 from inference.config import InputSpec
 from tests import helpers
 

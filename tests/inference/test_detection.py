@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from inference import detection
+from inference.frameworks import detection
 from inference.config import ConfigError
 from tests import helpers
 

@@ -1,11 +1,11 @@
-"""inference.drift on samples drawn here: what each kind of output is described as, TFDV's
+"""inference.observe.drift on samples drawn here: what each kind of output is described as, TFDV's
 distances between samples, the embedding's centroid shift, and the config's checks."""
 import numpy as np
 import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from inference import drift
-from inference.drift import DriftConfig
+from inference.observe import drift
+from inference.observe.drift import DriftConfig
 
 N = 2000
 

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference import columns, encoding
-from inference.results import PREDICTION_LOG, ChunkResult
+from inference.data import columns
+from inference.io import encoding
+from inference.data.results import PREDICTION_LOG, ChunkResult
 
 RECORD = tf.train.Example(features=tf.train.Features(feature={"a": tf.train.Feature(
     float_list=tf.train.FloatList(value=[1.5]))})).SerializeToString()

@@ -1,8 +1,8 @@
 """tf.train.Example without TensorFlow: the same bytes TensorFlow reads and writes."""
 import tensorflow as tf
 
-from inference import examples
-from inference.failures import Failure
+from inference.data import examples
+from inference.data.failures import Failure
 
 
 def test_what_is_written_reads_back_with_tensorflow_and_back():

@@ -4,7 +4,7 @@ import base64
 import pytest
 import tensorflow as tf
 
-from inference.failures import Failure
+from inference.data.failures import Failure
 
 
 def test_a_dead_letter_round_trips_as_an_example_readable_by_tensorflow():

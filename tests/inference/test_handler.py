@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference import handler as handler_lib
+from inference.engine import handler as handler_lib
 from inference.config import InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from tests import helpers
 from tests.components import faulty_models
 
@@ -164,7 +164,7 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     import joblib
     from sklearn.linear_model import LinearRegression
 
-    from inference.models import create_handler
+    from inference.engine.models import create_handler
 
     path = str(tmp_path / "model.joblib")
     joblib.dump(LinearRegression().fit(np.eye(2, dtype=np.float32), [0.0, 1.0]), path)

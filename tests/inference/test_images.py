@@ -10,12 +10,17 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-from inference import decoding, encoding, images, io, metrics, rows
+from inference.data import decoding, images
+from inference.io import encoding, rows
+from inference.io.records import WriteRecordChunks
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.io.image_files import ReadImages, image_example
+from inference.observe import metrics
 from inference.config import (ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec,
                               ModelConfig)
-from inference.failures import FAILURES_TAG
-from inference.models import create_handlers
-from inference.transforms import Encode, InferExamples
+from inference.data.failures import FAILURES_TAG
+from inference.engine.models import create_handlers
+from inference.engine.transforms import Encode, InferExamples
 from tests import helpers
 
 SIZE = [16, 16]
@@ -23,7 +28,7 @@ IMAGENET = dict(scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.
 
 
 @pytest.fixture(scope="module")
-def image_files(tmp_path_factory):
+def image_folder(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("images"))
     return folder, helpers.write_colour_images(folder)
 
@@ -43,9 +48,9 @@ def _config(model_uri, labels_file, **image):
 
 
 @pytest.fixture(scope="module")
-def run(image_files, classifier, tmp_path_factory):
+def run(image_folder, classifier, tmp_path_factory):
     """The engine on the image folder, as the README shows it; what it wrote and counted."""
-    folder, _ = image_files
+    folder, _ = image_folder
     out = tmp_path_factory.mktemp("out")
     labels_file = str(out / "labels.txt")
     with open(labels_file, "w") as f:
@@ -56,28 +61,28 @@ def run(image_files, classifier, tmp_path_factory):
     handlers = create_handlers(config)
     started = time.time()
     pipeline = beam.Pipeline()
-    read = pipeline | io.ReadImages([os.path.join(folder, "*")])
+    read = pipeline | ReadImages([os.path.join(folder, "*")])
     inferred = read.main | InferExamples(handlers, config)
     logs = inferred.predictions["colours"] | Encode(encoding.encode_logs)
-    _ = logs.main | io.WriteRecordChunks(str(out / "prediction_logs"))
+    _ = logs.main | WriteRecordChunks(str(out / "prediction_logs"))
     _ = (inferred.predictions["colours"] | beam.FlatMap(row_spec.to_rows)
          | beam.Map(lambda row: rows.to_json(row).decode())
          | beam.io.WriteToText(str(out / "rows"), ".json"))
     _ = ((read[FAILURES_TAG], inferred.failures, logs[FAILURES_TAG]) | beam.Flatten()
-         | io.WriteFailures(str(out / "failures")))
+         | WriteFailures(str(out / "failures")))
     result = pipeline.run()
     result.wait_until_finish()
     figures = metrics.run_figures(result, config.models, [""], time.time() - started)
     written_rows = [json.loads(line) for name in glob.glob(str(out / "rows*.json"))
                     for line in open(name)]
     return (config, helpers.read_prediction_logs(str(out / "prediction_logs-*.gz")),
-            list(io.read_failures(str(out / "failures-*.gz"))), written_rows, figures)
+            list(read_failures(str(out / "failures-*.gz"))), written_rows, figures)
 
 
-def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, image_files,
+def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, image_folder,
                                                                          classifier):
     config, logs, _, _, _ = run
-    _, files = image_files
+    _, files = image_folder
     decodable = sorted(files)
     expected = helpers.expected_labels(classifier[1], decodable, config.models[0].inputs.image,
                                        top_k=2)
@@ -102,7 +107,7 @@ def test_labels_equal_the_model_on_the_same_pixels_and_the_file_travels(run, ima
             assert got["label"] == files[path].encode(), path
 
 
-def test_rows_carry_the_file_and_the_labels(run, image_files):
+def test_rows_carry_the_file_and_the_labels(run, image_folder):
     _, logs, _, written_rows, _ = run
     labels = {tf.train.Example.FromString(log.predict_log.request.inputs["examples"]
                                           .string_val[0]).features.feature["file"]
@@ -113,9 +118,9 @@ def test_rows_carry_the_file_and_the_labels(run, image_files):
                for row in written_rows)
 
 
-def test_files_that_are_not_images_are_dead_letters_naming_them(run, image_files):
+def test_files_that_are_not_images_are_dead_letters_naming_them(run, image_folder):
     _, _, failures, _, _ = run
-    folder, _ = image_files
+    folder, _ = image_folder
     by_source = {failure.source: failure for failure in failures}
     assert sorted(by_source) == [os.path.join(folder, "notes.jpeg"),
                                  os.path.join(folder, "truncated.jpeg")]
@@ -129,9 +134,9 @@ def test_files_that_are_not_images_are_dead_letters_naming_them(run, image_files
     assert "truncated" in by_source[os.path.join(folder, "truncated.jpeg")].message.lower()
 
 
-def test_counts_add_up(run, image_files):
+def test_counts_add_up(run, image_folder):
     _, logs, failures, _, figures = run
-    _, files = image_files
+    _, files = image_folder
     model = figures.models["colours"]
     assert figures.examples_in[""] == len(files) + 2
     assert (model.examples_in, model.predictions, model.failures) == (
@@ -140,14 +145,14 @@ def test_counts_add_up(run, image_files):
     assert figures.unaccounted("shadow") == {"": 0}
 
 
-def test_unreadable_and_oversized_files_are_read_dead_letters(image_files, tmp_path):
-    folder, files = image_files
+def test_unreadable_and_oversized_files_are_read_dead_letters(image_folder, tmp_path):
+    folder, files = image_folder
     biggest = max(os.path.getsize(path) for path in files)
     with beam.Pipeline() as pipeline:
-        read = pipeline | io.ReadImages([os.path.join(folder, "*.png")], split="s",
+        read = pipeline | ReadImages([os.path.join(folder, "*.png")], split="s",
                                         max_file_bytes=biggest - 1)
-        _ = read[FAILURES_TAG] | io.WriteFailures(str(tmp_path / "failures"))
-    failures = list(io.read_failures(str(tmp_path / "failures-*.gz")))
+        _ = read[FAILURES_TAG] | WriteFailures(str(tmp_path / "failures"))
+    failures = list(read_failures(str(tmp_path / "failures-*.gz")))
     oversized = [path for path in files if path.endswith(".png")
                  and os.path.getsize(path) == biggest]
     assert [(f.stage, f.split, f.source) for f in failures] == [("read", "s", oversized[0])]
@@ -159,8 +164,8 @@ def test_unreadable_and_oversized_files_are_read_dead_letters(image_files, tmp_p
               std=[0.25]),
     ImageSpec(size=[8, 14], layout="NCHW", **IMAGENET),
 ])
-def test_input_mapping_gives_the_pixels_pillow_gives(image_files, spec):
-    _, files = image_files
+def test_input_mapping_gives_the_pixels_pillow_gives(image_folder, spec):
+    _, files = image_folder
     paths = sorted(files)
     values = []
     for path in paths:
@@ -201,8 +206,8 @@ def test_image_and_label_settings_are_checked_when_the_config_is_built(tmp_path,
         create_handlers(_config(classifier[0], str(tmp_path / "one.txt")))
 
 
-def test_scores_that_do_not_fit_the_labels_fail_at_postprocess(image_files, classifier):
-    _, files = image_files
+def test_scores_that_do_not_fit_the_labels_fail_at_postprocess(image_folder, classifier):
+    _, files = image_folder
     config = InferenceConfig(models=[ModelConfig(
         name="m", uri=classifier[0], labels=LabelSpec(names=["a", "b"]),
         inputs=InputSpec(features=["image"], image=ImageSpec(size=SIZE, layout="NCHW")))])
@@ -210,7 +215,7 @@ def test_scores_that_do_not_fit_the_labels_fail_at_postprocess(image_files, clas
     records = []
     for path in sorted(files)[:3]:
         with open(path, "rb") as f:
-            records.append(io.image_example(path, f.read()))
+            records.append(image_example(path, f.read()))
     [result] = handler.run_inference([(("images", 0), records)], handler.load_model())
     assert result.records == []
     assert [(f.stage, f.record) for f in result.failures] == [("postprocess", r)

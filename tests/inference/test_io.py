@@ -9,8 +9,10 @@ import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference import io, metrics
-from inference.failures import FAILURES_TAG, Failure
+from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.observe import metrics
+from inference.data.failures import FAILURES_TAG, Failure
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,7 +31,7 @@ def test_chunks_know_their_file_and_first_record(tmp_path):
     path = str(tmp_path / "a.gz")
     helpers.write_tfrecords(path, _records(20))
     with beam.Pipeline() as pipeline:
-        read = pipeline | io.ReadRecords([path], "eval", chunk_size=7)
+        read = pipeline | ReadRecords([path], "eval", chunk_size=7)
         assert_that(read.main | beam.Map(lambda c: (c[0], len(c[1]))),
                     equal_to([((path, 0), 7), ((path, 7), 7), ((path, 14), 6)]))
         assert_that(read[FAILURES_TAG], equal_to([]), label="no failures")
@@ -40,7 +42,7 @@ def test_chunks_of_large_records_hold_about_4_mib(tmp_path):
     path = str(tmp_path / "big.gz")
     helpers.write_tfrecords(path, [helpers.example({"blob": [bytes(1 << 20)]})] * 10)
     with beam.Pipeline() as pipeline:
-        read = pipeline | io.ReadRecords([path], "eval")
+        read = pipeline | ReadRecords([path], "eval")
         assert_that(read.main | beam.Map(lambda c: (c[0][1], len(c[1]))),
                     equal_to([(0, 3), (3, 3), (6, 3), (9, 1)]))
 
@@ -51,7 +53,7 @@ def test_a_gzip_file_without_gz_in_its_name_is_read_whole(tmp_path):
     helpers.write_tfrecords(good, _records(1000))
     helpers.write_tfrecords(mislabelled, _records(1000, "m"))  # gzipped, no .gz
     with beam.Pipeline() as pipeline:
-        read = pipeline | io.ReadRecords([str(tmp_path / "*")], "eval", chunk_size=100)
+        read = pipeline | ReadRecords([str(tmp_path / "*")], "eval", chunk_size=100)
         assert_that(read.main | beam.FlatMap(lambda c: c[1]) | beam.combiners.Count.Globally(),
                     equal_to([2000]))
     counters = _counters(pipeline.result)
@@ -70,7 +72,7 @@ def test_a_file_damaged_part_way_keeps_its_records_and_estimates_its_loss(tmp_pa
     data[damage + 20] ^= 0xFF  # inside record 999
     open(path, "wb").write(bytes(data))
     with beam.Pipeline() as pipeline:
-        out = pipeline | io.ReadRecords([path], "eval", chunk_size=100)
+        out = pipeline | ReadRecords([path], "eval", chunk_size=100)
         assert_that(out[FAILURES_TAG] | beam.Map(
             lambda f: (f.stage, f.split, abs(f.lost - 3001) <= 30)),
             equal_to([("read", "eval", True)]))
@@ -81,9 +83,9 @@ def test_a_file_damaged_part_way_keeps_its_records_and_estimates_its_loss(tmp_pa
 
 
 def test_lost_records_are_estimated_from_the_bytes_per_record_read():
-    assert io.estimate_lost(records_read=100, consumed=1000, size=3000) == 200
-    assert io.estimate_lost(records_read=100, consumed=3000, size=3000) == 1  # the cut one
-    assert io.estimate_lost(records_read=0, consumed=12, size=3000) == 0  # unknown
+    assert estimate_lost(records_read=100, consumed=1000, size=3000) == 200
+    assert estimate_lost(records_read=100, consumed=3000, size=3000) == 1  # the cut one
+    assert estimate_lost(records_read=0, consumed=12, size=3000) == 0  # unknown
 
 
 def test_a_file_that_is_not_tfrecords_is_unreadable_and_says_so(tmp_path):
@@ -91,7 +93,7 @@ def test_a_file_that_is_not_tfrecords_is_unreadable_and_says_so(tmp_path):
     helpers.write_tfrecords(good, _records(10))
     csv.write_text("fare,trip_miles\n12.5,3.1\n")
     with beam.Pipeline() as pipeline:
-        out = pipeline | io.ReadRecords([str(tmp_path / "*")], "eval")
+        out = pipeline | ReadRecords([str(tmp_path / "*")], "eval")
         assert_that(out[FAILURES_TAG] | beam.Map(lambda f: (f.stage, f.lost, f.source)),
                     equal_to([("read", 0, f"{csv}: unreadable from its start (25 bytes)")]))
     counters = _counters(pipeline.result)
@@ -102,7 +104,7 @@ def test_a_file_that_is_not_tfrecords_is_unreadable_and_says_so(tmp_path):
 
 def _write(prefix, chunks):
     with beam.Pipeline() as pipeline:
-        _ = pipeline | beam.Create(chunks) | io.WriteRecordChunks(prefix)
+        _ = pipeline | beam.Create(chunks) | WriteRecordChunks(prefix)
 
 
 def test_a_prefix_is_written_as_if_new(tmp_path):
@@ -123,8 +125,8 @@ def test_dead_letters_round_trip_and_are_counted(tmp_path):
                         "f.gz:record 3"),
                 Failure("read", "DamagedFile", "cut", split="eval", source="f.gz", lost=40)]
     with beam.Pipeline() as pipeline:
-        _ = pipeline | beam.Create(failures) | io.WriteFailures(str(tmp_path / "failures"))
-    assert sorted(io.read_failures(str(tmp_path / "failures-*.gz")),
+        _ = pipeline | beam.Create(failures) | WriteFailures(str(tmp_path / "failures"))
+    assert sorted(read_failures(str(tmp_path / "failures-*.gz")),
                   key=lambda f: f.stage) == sorted(failures, key=lambda f: f.stage)
     counters = _counters(pipeline.result)
     assert counters[f"{metrics.FAILURES}|m|eval|decode"] == 1
@@ -140,9 +142,13 @@ NO_TENSORFLOW = r'''
 import os, sys
 import numpy as np, torch
 import apache_beam as beam
-from inference import examples, io, tfrecord, bounded, encoding
+from inference import bounded
+from inference.data import examples
+from inference.io import tfrecord, encoding
+from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
+from inference.io.dead_letters import WriteFailures, read_failures
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handlers
+from inference.engine.models import create_handlers
 
 class Double(torch.nn.Module):
     def forward(self, x):
@@ -166,7 +172,7 @@ plan = bounded.Plan(config, handlers, {"eval": [f"{folder}/data.gz"]},
                     f"{folder}/failures")
 with beam.Pipeline() as pipeline:
     plan.expand(pipeline)
-failures = list(io.read_failures(f"{folder}/failures-*.gz"))
+failures = list(read_failures(f"{folder}/failures-*.gz"))
 logs = 0
 for name in ("a", "b"):
     for path in os.listdir(f"{folder}/{name}"):

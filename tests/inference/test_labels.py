@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inference.config import LabelSpec
-from inference.labels import Labeller
+from inference.data.labels import Labeller
 
 
 def test_top_k_names_and_scores_best_first_ties_to_the_lower_class():

@@ -2,7 +2,7 @@
 record went missing, for every routing."""
 import apache_beam as beam
 
-from inference import metrics
+from inference.observe import metrics
 from inference.config import ModelConfig
 
 

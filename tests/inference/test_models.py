@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handler, create_handlers
+from inference.engine.models import create_handler, create_handlers
 
 
 @pytest.fixture(scope="module")

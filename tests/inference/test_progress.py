@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from components.bulk_inferrer import spec
-from inference import progress
+from inference.observe import progress
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 
@@ -29,7 +29,7 @@ def test_tracker_logs_each_model_every_interval(caplog):
     tracker.start()
     tracker.input_file(1000)
     tracker.input_file(3000)
-    with caplog.at_level(logging.INFO, logger="inference.progress"):
+    with caplog.at_level(logging.INFO, logger="inference.observe.progress"):
         clock.now += 2
         tracker.read(1000)
         tracker.inferred("a", 500)
@@ -44,7 +44,7 @@ def test_tracker_logs_each_model_every_interval(caplog):
         "progress: model 'b': 250 records done, 25% of the input bytes read, "
         "31 records/s, ETA 24 s"]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="inference.progress"):
+    with caplog.at_level(logging.INFO, logger="inference.observe.progress"):
         clock.now += 5
         tracker.read(10)  # within the interval of the last lines
         assert not caplog.records
@@ -64,9 +64,9 @@ def test_a_bulk_inferrer_run_reports_its_progress(tmp_path, monkeypatch, caplog)
     config = InferenceConfig(models=[ModelConfig(
         name="m", uri=str(tmp_path / "m.pt"), inputs=InputSpec(features=["f0", "f1"]),
         max_batch_size=32)])
-    with caplog.at_level(logging.INFO, logger="inference.progress"):
+    with caplog.at_level(logging.INFO, logger="inference.observe.progress"):
         helpers.run_bulk_inferrer(tmp_path, {spec.EXAMPLES_KEY: [examples]}, config)
-    lines = [r.getMessage() for r in caplog.records if r.name == "inference.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "inference.observe.progress"]
     pattern = re.compile(r"progress: model 'm': ([\d,]+) records done, (\d+)% of the input "
                          r"bytes read, [\d,]+ records/s, ETA \d+ s")
     matched = [pattern.fullmatch(line) for line in lines]

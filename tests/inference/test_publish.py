@@ -3,7 +3,7 @@ import os
 
 import tensorflow as tf
 
-from inference import publish
+from inference.io import publish
 from tests import helpers
 
 

@@ -1,5 +1,5 @@
 """Where a chunk's records came from, as people read it."""
-from inference.results import describe, part_of
+from inference.data.results import describe, part_of
 
 
 def test_a_files_chunk_names_each_record_by_its_index():

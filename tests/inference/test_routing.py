@@ -4,10 +4,10 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference import routing
+from inference.engine import routing
 from inference.config import InferenceConfig, ModelConfig
-from inference.failures import FAILURES_TAG
-from inference.results import ChunkResult
+from inference.data.failures import FAILURES_TAG
+from inference.data.results import ChunkResult
 from tests import helpers
 
 

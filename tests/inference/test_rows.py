@@ -7,8 +7,9 @@ import tensorflow as tf
 from apache_beam.io.gcp import bigquery_tools
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference import rows, streaming
-from inference.results import PREDICTION_LOG, ChunkResult
+from inference import streaming
+from inference.io import rows
+from inference.data.results import PREDICTION_LOG, ChunkResult
 from tests import helpers
 
 

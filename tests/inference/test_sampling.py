@@ -5,8 +5,8 @@ import google_crc32c
 import apache_beam as beam
 import numpy as np
 
-from inference import sampling, tfrecord
-from inference.results import ChunkResult
+from inference.io import sampling, tfrecord
+from inference.data.results import ChunkResult
 
 
 def _results(model, records, offset=0.0):

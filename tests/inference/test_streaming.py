@@ -15,7 +15,8 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.transforms import WindowInto, util
 
-from inference import rows, streaming
+from inference import streaming
+from inference.io import rows
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 from tests.components import faulty_models
@@ -260,8 +261,11 @@ def _same_records():
 
 
 def _batch_run(tmp_path, config, records):
-    from inference import bounded, encoding, io, metrics
-    from inference.models import create_handlers
+    from inference import bounded
+    from inference.io import encoding
+    from inference.io.dead_letters import read_failures
+    from inference.observe import metrics
+    from inference.engine.models import create_handlers
     handlers = create_handlers(config)
     path = str(tmp_path / "data.gz")
     helpers.write_tfrecords(path, records)
@@ -279,7 +283,7 @@ def _batch_run(tmp_path, config, records):
             value = tf.make_ndarray(log.predict_log.response.outputs["output_0"]).item()
             predictions.add((name, _id(record), round(value, 4)))
     dead = {(f.model, _id(f.record), f.stage)
-            for f in io.read_failures(str(tmp_path / "failures-*.gz"))}
+            for f in read_failures(str(tmp_path / "failures-*.gz"))}
     figures = metrics.run_figures(result, config.models, ["eval"], 1.0)
     return predictions, dead, ({name: (f.predictions, f.failures)
                                 for name, f in figures.models.items()},

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference import examples, streaming
+from inference import streaming
+from inference.data import examples
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from tests import helpers, pubsub_emulator
 from tests.inference.test_streaming import Constant, _save

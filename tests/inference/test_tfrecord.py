@@ -9,7 +9,7 @@ import zlib
 import pytest
 import tensorflow as tf
 
-from inference import tfrecord
+from inference.io import tfrecord
 
 # Sizes around the framing's and a block's edges, one record larger than a block.
 RECORDS = [b"", b"x", b"y" * 11, b"z" * 12, b"w" * 300, os.urandom(3 * 1024 * 1024)] + [

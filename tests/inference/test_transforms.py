@@ -7,12 +7,13 @@ import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference import metrics
+from inference.observe import metrics
 from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.failures import Failure
-from inference.models import create_handlers
-from inference.results import ChunkResult
-from inference.transforms import CountFailures, Encode, InferExamples
+from inference.data.failures import Failure
+from inference.engine.models import create_handlers
+from inference.data.results import ChunkResult
+from inference.io.dead_letters import CountFailures
+from inference.engine.transforms import Encode, InferExamples
 from tests import helpers
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from inference import trust
+from inference.frameworks import trust
 from inference.config import ConfigError, InputSpec, ModelConfig
-from inference.handler import ExampleModelHandler
-from inference.models import create_handler
+from inference.engine.handler import ExampleModelHandler
+from inference.engine.models import create_handler
 
 
 class Evil:

@@ -11,7 +11,7 @@ from tfx.types import standard_artifacts
 from components import BulkInferrer
 from components.bulk_inferrer import drift
 from components import run_summary
-from inference.drift import DriftConfig
+from inference.observe.drift import DriftConfig
 from template import config
 from tests.components import test_drift
 

@@ -146,7 +146,7 @@ def test_template_job_holds_the_inference_graph_and_the_requested_options(
     _assert_inference_graph(pipeline_proto)
     with tarfile.open(staging / "workflow.tar.gz") as sdist:
         members = {m.name.split("/", 1)[-1] for m in sdist.getmembers()}
-    assert {"components/bulk_inferrer/executor.py", "inference/handler.py",
+    assert {"components/bulk_inferrer/executor.py", "inference/engine/handler.py",
             "inference/streaming.py", "template/config.py"} <= members
 
 

@@ -46,7 +46,7 @@ def test_template_copy_scaffolds_a_project_with_the_pipeline_name(cli_run):
     for name in ("pipeline.py", "local_runner.py", "vertex_runner.py", "setup.py",
                  "requirements.in", "requirements.lock", "Makefile", "Dockerfile",
                  "template/config.py", "template/data/taxi/data.csv",
-                 "components/bulk_inferrer/executor.py", "inference/handler.py",
+                 "components/bulk_inferrer/executor.py", "inference/engine/handler.py",
                  "inference/streaming.py"):
         assert (project / name).is_file(), name
     for name in ("tests", "outputs", ".venv", ".git"):

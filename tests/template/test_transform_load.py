@@ -5,7 +5,7 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from inference.config import InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from template import features
 
 

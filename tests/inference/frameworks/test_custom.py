@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inference.config import ConfigError, InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run
 
 # --- custom Beam ModelHandler ------------------------------------------------------------------

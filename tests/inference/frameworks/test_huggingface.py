@@ -14,7 +14,7 @@ import torch
 
 from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from tests import helpers
 from tests.inference.frameworks import common
 from tests.inference.frameworks.common import (_assert_equal, Data, _padded, _run, _serving,
@@ -258,7 +258,7 @@ def test_a_worker_loads_text_models_without_tensorflow(classifier):
     import sys
     code = ("import sys\n"
             "from inference.config import InputSpec, ModelConfig\n"
-            "from inference.models import create_handler\n"
+            "from inference.engine.models import create_handler\n"
             "handler = create_handler(ModelConfig(framework='huggingface', inputs=InputSpec("
             "features=['text'], dtype='bytes'), options={'task': 'text-classification'}), "
             f"{classifier!r})\n"

@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from inference import detection, frameworks
+from inference import frameworks
+from inference.frameworks import detection
 from inference.config import ConfigError, InputSpec, ModelConfig
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference import detection
+from inference.frameworks import detection
 from inference.config import ConfigError, InputSpec, ModelConfig
 from inference.frameworks import onnx
 from tests.inference.frameworks.common import (_assert_equal, FEATURES, _Mlp, _ort_run, _run,

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from inference import detection
+from inference.frameworks import detection
 from inference.config import InputSpec, ModelConfig
 from tests.inference.frameworks.common import (_assert_equal, FEATURES, _Mlp, _ort_run,
                                                _padded, results_of, _run, VOCAB)

@@ -7,9 +7,9 @@ import joblib
 import pytest
 
 from components.bulk_inferrer import spec
-from inference import detection
+from inference.frameworks import detection
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from tests import helpers
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run, _serving
 

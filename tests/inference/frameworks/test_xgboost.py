@@ -1,7 +1,7 @@
 """XGBoost JSON and UBJ through the executor."""
 
 
-from inference import detection
+from inference.frameworks import detection
 from inference.config import InputSpec, ModelConfig
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inference import models
+from inference.engine import models
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from tests import helpers
 from tests.inference.remote import servers

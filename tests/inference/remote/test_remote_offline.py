@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.models import create_handler
+from inference.engine.models import create_handler
 from inference.remote import protocols
 from inference.remote.fanout import request_bounds
 from tests import helpers

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
-from inference.results import PREDICTION_LOG
+from inference.data.results import PREDICTION_LOG
 
 Columns = Dict[str, np.ndarray]
 

@@ -18,8 +18,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 
-from inference import columns, examples, tfrecord
-from inference.results import ChunkResult
+from inference.data import columns, examples
+from inference.io import tfrecord
+from inference.data.results import ChunkResult
 
 SAMPLE_SIZE = 2000
 _NO_HASH = 1 << 32  # above every crc32c

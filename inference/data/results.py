@@ -5,11 +5,11 @@ framework's `predict` to the encoders, which read columns; no per-record object 
 between the engine's own stages. Serialized PredictionLogs a framework builds itself
 (TensorFlow signatures, through tfx_bsl) travel as the column `PREDICTION_LOG`.
 """
-from typing import Any, Dict, List, NamedTuple
+from typing import Any, Dict, List, Mapping, NamedTuple
 
 import numpy as np
 
-from inference.failures import Failure
+from inference.data.failures import Failure
 
 # The output column of serialized PredictionLogs, for frameworks that write their own.
 PREDICTION_LOG = "prediction_log"
@@ -44,3 +44,14 @@ def part_of(origin: Origin) -> Origin:
     if isinstance(origin, tuple) and len(origin) == 2 and isinstance(origin[0], str):
         return (origin[0], -1)
     return origin
+
+
+class PartialPredictions(Exception):
+    """What `predict` raises when some rows of the batch failed on their own: `outputs`
+    of the other rows (in order), and `errors`, row -> the exception its dead letter
+    reports. The batch is not split to find the failing rows: they are known."""
+
+    def __init__(self, outputs: Mapping[str, np.ndarray], errors: Mapping[int, Exception]):
+        super().__init__(f"{len(errors)} row(s) failed")
+        self.outputs = dict(outputs)
+        self.errors = dict(errors)

@@ -1,6 +1,6 @@
 """Record-level routing for multi-model inference: A/B shares, keys, model chaining.
 
-Records travel in chunks `(origin, records)` (see `inference.batching`); routing splits a
+Records travel in chunks `(origin, records)` (see `inference.data.batching`); routing splits a
 chunk into one part per model or key and nothing else changes. A record is parsed only when
 routing needs one of its feature values.
 """
@@ -11,10 +11,11 @@ from typing import Dict, List
 import apache_beam as beam
 import numpy as np
 
-from inference import examples, metrics
+from inference.data import examples
+from inference.observe import metrics
 from inference.config import InferenceConfig
-from inference.failures import FAILURES_TAG, Failure
-from inference.results import ChunkResult, describe, part_of
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import ChunkResult, describe, part_of
 
 
 def cumulative(config: InferenceConfig) -> List[float]:

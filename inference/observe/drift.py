@@ -1,5 +1,5 @@
 """Drift of a run's predictions (and skew of its inputs) against a baseline, from the run's
-bounded sample (`inference.sampling`): nothing is read back from the run's outputs, and
+bounded sample (`inference.io.sampling`): nothing is read back from the run's outputs, and
 nothing is added to the per-record path.
 
 Per model and output, the sample becomes a TFDV feature `<model>.<output>`, described by

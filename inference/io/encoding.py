@@ -12,8 +12,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from inference.examples import text
-from inference.results import PREDICTION_LOG, ChunkResult
+from inference.data.examples import text
+from inference.data.results import PREDICTION_LOG, ChunkResult
 
 EXAMPLES_INPUT = "examples"
 

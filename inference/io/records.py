@@ -1,15 +1,14 @@
-"""Sources and sinks of the engine, reading and writing chunks of records.
+"""TFRecord files in and out, in chunks of records.
 
-`ReadRecords` reads TFRecord files tolerantly (see `inference.tfrecord`): a damaged file
+`ReadRecords` reads TFRecord files tolerantly (see `inference.io.tfrecord`): a damaged file
 ends as a dead letter (stage "read") naming the file, what was read and what was lost,
 instead of killing the run; compression is found from each file's content. It yields
 chunks `(origin, records)`, the origin being the file and the index of the chunk's first
 record, and `WriteRecordChunks` writes chunks back as TFRecords, so no stage in between
-pays Beam's per-element cost per record. `ReadImages` turns image files into tf.Examples
-(the image's bytes and the file's path), one chunk per file.
+pays Beam's per-element cost per record.
 """
 import logging
-from typing import Iterator, List, Sequence
+from typing import List, Sequence
 
 import apache_beam as beam
 from apache_beam import coders
@@ -17,10 +16,10 @@ from apache_beam.io import fileio, filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from inference import examples, metrics, progress, publish, tfrecord
-from inference.batching import CHUNK_RECORDS, records_per_chunk
-from inference.failures import FAILURES_TAG, Failure
-from inference.transforms import CountFailures
+from inference.data.batching import CHUNK_RECORDS, records_per_chunk
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.io import publish, tfrecord
+from inference.observe import metrics, progress
 
 
 def estimate_lost(records_read: int, consumed: int, size: int) -> int:
@@ -161,91 +160,3 @@ class WriteRecordChunks(beam.PTransform):
 
     def expand(self, chunks):
         return chunks | iobase.Write(_TFRecordChunkSink(self._prefix, self._suffix))
-
-
-class WriteFailures(beam.PTransform):
-    """Failures -> counted, then gzipped TFRecords of tf.train.Example dead letters at
-    `<prefix>-*.gz` (see `Failure.to_example`)."""
-
-    def __init__(self, file_prefix: str):
-        super().__init__()
-        self._prefix = file_prefix
-
-    def expand(self, failures):
-        return (failures
-                | "Count" >> beam.ParDo(CountFailures())
-                | "ToExamples" >> beam.Map(lambda failure: [failure.to_example()])
-                | "Write" >> WriteRecordChunks(self._prefix))
-
-
-def read_failures(pattern: str) -> Iterator[Failure]:
-    """The dead letters written at `pattern` (e.g. `<failures uri>/failures-*.gz`)."""
-    for metadata in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(metadata.path, compression_type="uncompressed") as raw:
-            for records in tfrecord.read_records(raw):
-                yield from map(Failure.from_example, records)
-
-
-# --- Image files ----------------------------------------------------------------------------
-
-IMAGE_FEATURE, FILE_FEATURE = "image", "file"
-MAX_IMAGE_FILE_BYTES = 64 << 20
-
-
-def image_example(path: str, data: bytes, image_feature: str = IMAGE_FEATURE,
-                  file_feature: str = FILE_FEATURE) -> bytes:
-    """A serialized tf.Example of an image file: its bytes, undecoded, and its path (the
-    key that travels to the outputs)."""
-    return examples.serialize({image_feature: [data], file_feature: [path]})
-
-
-class _ReadImageFile(beam.DoFn):
-
-    def __init__(self, split: str, image_feature: str, file_feature: str, max_bytes: int):
-        self._split = split
-        self._features = (image_feature, file_feature)
-        self._max_bytes = max_bytes
-
-    def setup(self):
-        self._read = metrics.counter(metrics.EXAMPLES_IN, self._split)
-        self._bytes = metrics.counter(metrics.BYTES_READ, self._split)
-
-    def process(self, file):  # a FileMetadata of MatchAll
-        path = file.path
-        try:
-            if file.size_in_bytes > self._max_bytes:
-                raise ValueError(f"{file.size_in_bytes} bytes, more than max_file_bytes="
-                                 f"{self._max_bytes} (raise it for bigger images)")
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                data = f.read()
-        except Exception as e:  # pylint: disable=broad-except  (any filesystem's error)
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
-                "read", e, split=self._split, source=path))
-            return
-        self._read.inc()
-        self._bytes.inc(len(data))
-        yield (path, -1), [image_example(path, data, *self._features)]
-
-
-class ReadImages(beam.PTransform):
-    """File patterns of images (JPEG, PNG, ...; local, gs://, any Beam filesystem) -> one
-    chunk `((file, -1), [example])` per file (`main`), and read failures (`failures`).
-
-    Each example holds the file's bytes, undecoded, as `image_feature` and its path as
-    `file_feature`, so the path travels with the prediction (PredictionLogs keep the
-    example; rows select features). Images are decoded by the model's input mapping
-    (`InputSpec.image`), where a file that is not an image becomes a dead letter naming
-    it. A file that cannot be read, or is bigger than `max_file_bytes`, is a dead letter
-    at stage "read". Files are counted as examples in of `split`.
-    """
-
-    def __init__(self, file_patterns: Sequence[str], split: str = "",
-                 image_feature: str = IMAGE_FEATURE, file_feature: str = FILE_FEATURE,
-                 max_file_bytes: int = MAX_IMAGE_FILE_BYTES):
-        super().__init__()
-        self._patterns = list(file_patterns)
-        self._read = _ReadImageFile(split, image_feature, file_feature, max_file_bytes)
-
-    def expand(self, pbegin):
-        return _matched_files(pbegin, self._patterns) | "Read" >> beam.ParDo(
-            self._read).with_outputs(FAILURES_TAG, main="main")

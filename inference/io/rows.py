@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from inference import examples
+from inference.data import examples
 from inference.config import InferenceConfig
-from inference.results import PREDICTION_LOG, ChunkResult
+from inference.data.results import PREDICTION_LOG, ChunkResult
 
 TYPES = ("FLOAT", "INTEGER", "STRING", "BOOLEAN")
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -97,7 +97,7 @@ class RowSpec:
 
     features: fields copied from each input tf.Example (a missing feature is null / []).
     outputs: the model outputs, by name (`output_0`, ... for unnamed outputs, see
-      `inference.encoding.named_outputs`); None keeps every output, as a number when it
+      `inference.io.encoding.named_outputs`); None keeps every output, as a number when it
       holds one value and a list otherwise (JSON only: BigQuery needs declared outputs).
     """
     features: List[Field] = dataclasses.field(default_factory=list)

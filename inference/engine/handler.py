@@ -1,6 +1,6 @@
 """`ExampleModelHandler`: one model of any framework as a Beam ModelHandler over chunks.
 
-An element is a chunk `(origin, records)` (see `inference.batching`); each chunk's outcome
+An element is a chunk `(origin, records)` (see `inference.data.batching`); each chunk's outcome
 is a `ChunkResult`: its predicted records with their outputs as columns, and a `Failure`
 for each record that failed. The handler composes like any Beam handler
 (`KeyedModelHandler` on `(key, chunk)`, `RunInference`, model updates from a side input).
@@ -25,11 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import batching, columns, decoding, frameworks, labels, metrics, progress, \
-    trust
+from inference import frameworks
+from inference.data import batching, columns, decoding, labels
+from inference.frameworks import trust
+from inference.observe import metrics, progress
 from inference.config import ConfigError, ModelConfig
-from inference.failures import Failure
-from inference.results import ChunkResult, describe
+from inference.data.failures import Failure
+from inference.data.results import ChunkResult, PartialPredictions, describe
 
 Element = Tuple[Any, List[bytes]]  # (origin, records)
 
@@ -243,7 +245,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
                 raise ValueError(f"model {self.model_name!r} returned "
                                  f"{ {n: len(c) for n, c in outputs.items()} } rows for a "
                                  f"batch of {len(batch)} records")
-        except frameworks.PartialPredictions as e:
+        except PartialPredictions as e:
             failed = np.zeros(len(positions), dtype=bool)
             failed[list(e.errors)] = True
             for row, error in e.errors.items():

@@ -17,7 +17,7 @@ import pyarrow as pa
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder, sequence_example_coder
 
-from inference import images
+from inference.data import images
 from inference.config import InputSpec
 
 ModelInputs = Union[np.ndarray, Dict[str, np.ndarray]]

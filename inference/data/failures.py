@@ -9,7 +9,7 @@ import base64
 import dataclasses
 from typing import Any, Dict
 
-from inference import examples
+from inference.data import examples
 
 # The tagged output that carries Failures out of a DoFn.
 FAILURES_TAG = "failures"

@@ -13,11 +13,13 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Uni
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
 
-from inference import batching, columns, metrics, results, routing as routing_lib
+from inference.data import batching, columns, results
+from inference.engine import routing as routing_lib
+from inference.observe import metrics
 from inference.config import InferenceConfig, ModelConfig
-from inference.failures import FAILURES_TAG, Failure
-from inference.handler import ExampleModelHandler
-from inference.results import ChunkResult
+from inference.data.failures import FAILURES_TAG, Failure
+from inference.engine.handler import ExampleModelHandler
+from inference.data.results import ChunkResult
 
 # Model name -> a file pattern to watch (Beam's WatchFilePattern), or a PCollection of
 # ModelMetadata: the side input RunInference swaps a model's versions from.
@@ -238,23 +240,3 @@ class _Encode(beam.DoFn):
                 yield from encoded
             else:
                 yield encoded
-
-
-class CountFailures(beam.DoFn):
-    """Counts each Failure (per model, split and stage; a read failure as the records it
-    stands for) on its way to a dead-letter sink: the one place failures are counted.
-
-    encoder: yields encoder(failure) instead, encoded for the sink in the same step."""
-
-    def __init__(self, encoder: Optional[Callable[[Failure], Any]] = None):
-        self._encoder = encoder
-
-    def setup(self):
-        self._counters = {}
-
-    def process(self, failure: Failure):
-        name = (metrics.FAILURES, failure.model, failure.split, failure.stage)
-        if name not in self._counters:
-            self._counters[name] = metrics.counter(*name)
-        self._counters[name].inc(failure.lost)
-        yield failure if self._encoder is None else self._encoder(failure)
