@@ -56,7 +56,8 @@ from inference.config import ConfigError, InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
-from inference.io.dead_letters import CountFailures
+from inference.io.dead_letters import CountFailures, DeadLetters
+from inference.io.pubsub import PublishDeadLetters
 from inference.engine.transforms import Encode, InferExamples, ModelUpdates
 
 INPUT_FORMATS = ("auto", "example", "json")
@@ -130,14 +131,17 @@ def with_attributes(record: bytes, attributes: Mapping[str, str],
 
 
 class _ParseMessages(beam.DoFn):
-    """A message -> a chunk (event time, [its tf.Example]), or a Failure (stage parse).
+    """A message -> a chunk (event time, [its tf.Example]), or a dead letter (stage parse)
+    as `dead_letters` makes it of the Failure.
 
     attributes: the names of the message attributes copied into the tf.Example (the
       messages are PubsubMessages then, else their payloads)."""
 
-    def __init__(self, input_format: str, attributes: Sequence[str] = ()):
+    def __init__(self, input_format: str, attributes: Sequence[str],
+                 dead_letters: DeadLetters):
         self._format = input_format
         self._attributes = list(attributes)
+        self._dead_letters = dead_letters
 
     def process(self, message, timestamp=beam.DoFn.TimestampParam):
         data = message.data if hasattr(message, "data") else message  # PubsubMessage
@@ -147,9 +151,14 @@ class _ParseMessages(beam.DoFn):
                 record = with_attributes(record, message.attributes or {}, self._attributes)
             yield timestamp.micros / 1e6, [record]
         except MessageError as e:
-            yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+            dead = self._dead_letters(Failure.from_exception(
                 "parse", e, data if isinstance(data, bytes) else str(data).encode(),
                 source=_describe(message, self._attributes)))
+            if dead is not None:
+                yield beam.pvalue.TaggedOutput(FAILURES_TAG, dead)
+
+    def finish_bundle(self):
+        self._dead_letters.finish()
 
 
 def _describe(message, attributes: Sequence[str]) -> str:
@@ -168,7 +177,9 @@ class StreamOutputs(NamedTuple):
     # dead_letters)
     predictions: Dict[str, beam.PCollection]
     rows: beam.PCollection  # every model's rows (dicts, see inference.io.rows), or encode_row's
-    dead_letters: beam.PCollection  # Failures, counted, or encode_dead_letter's
+    # Failures, counted, or what build_pipeline's dead_letters made of them (nothing when
+    # it delivers them itself)
+    dead_letters: beam.PCollection
 
 
 def build_pipeline(messages: beam.PCollection,
@@ -181,8 +192,7 @@ def build_pipeline(messages: beam.PCollection,
                    model_check_secs: float = DEFAULT_MODEL_CHECK_SECS,
                    attributes: Sequence[str] = (),
                    encode_row: Optional[Callable[[Dict[str, Any]], Any]] = None,
-                   encode_dead_letter: Optional[Callable[[Failure], Any]] = None
-                   ) -> StreamOutputs:
+                   dead_letters: Optional[DeadLetters] = None) -> StreamOutputs:
     """Everything after the source: parse, window, InferExamples, rows.
 
     messages: PCollection of message payloads (bytes) or PubsubMessages (needed for
@@ -193,8 +203,10 @@ def build_pipeline(messages: beam.PCollection,
     window_secs: fixed event-time windows, applied with model updates or group_by_key
       (None: the global window, no model updates on runners that read side inputs per
       window).
-    encode_row, encode_dead_letter: what `rows` and `dead_letters` hold instead of the
-      rows and Failures (e.g. their JSON for Pub/Sub), encoded in the steps that make them.
+    encode_row: what `rows` holds instead of the rows (e.g. their JSON for Pub/Sub),
+      encoded in the step that makes them.
+    dead_letters: what the steps that make failures do with them (see `DeadLetters`; e.g.
+      `pubsub.PublishDeadLetters`); by default they count them, for `dead_letters`.
     """
     config.validate(bounded=False)
     handlers = dict(handlers) if handlers is not None else create_handlers(config)
@@ -219,27 +231,29 @@ def build_pipeline(messages: beam.PCollection,
     # them a window step is one more step per bundle and changes no output.
     if window_secs and (model_updates or config.group_by_key):
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
+    # The local runner runs every step once per bundle of a few messages, empty or not, so
+    # failures are counted and encoded where they are made, and each model's results are
+    # split from their failures, made rows and encoded in one step.
+    dead_letters = dead_letters or DeadLetters()
     parsed = messages | "Parse" >> beam.ParDo(_ParseMessages(
-        input_format, attributes)).with_outputs(
-        FAILURES_TAG, main="chunks")
-    # The local runner runs every step once per bundle of a few messages, so each model's
-    # results are split from their failures, made rows and encoded in one step.
+        input_format, attributes, dead_letters)).with_outputs(FAILURES_TAG, main="chunks")
     inferred = parsed.chunks | "Infer" >> InferExamples(handlers, config,
                                                          model_updates=model_updates,
                                                          model_check_secs=model_check_secs,
                                                          split_failures=False)
-    rows, dead = [], [parsed[FAILURES_TAG], inferred.failures]
+    rows = []
+    dead = [parsed[FAILURES_TAG],
+            inferred.failures | "CountDeadLetters" >> beam.ParDo(
+                CountFailures(dead_letters=dead_letters))]
     for name, results in inferred.predictions.items():
         encoded = results | f"ToRows[{name}]" >> Encode(
-            functools.partial(_rows, row_spec, encode_row), each=True)
+            functools.partial(_rows, row_spec, encode_row), each=True,
+            dead_letters=dead_letters)
         rows.append(encoded.main)
         dead.append(encoded[FAILURES_TAG])
     pipeline = messages.pipeline
-    return StreamOutputs(
-        inferred.predictions,
-        _flatten(rows, "FlattenRows", pipeline),
-        _flatten(dead, "FlattenDeadLetters", pipeline)
-        | "CountDeadLetters" >> beam.ParDo(CountFailures(encode_dead_letter)))
+    return StreamOutputs(inferred.predictions, _flatten(rows, "FlattenRows", pipeline),
+                         _flatten(dead, "FlattenDeadLetters", pipeline))
 
 
 def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
@@ -379,18 +393,14 @@ def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
         messages, config, handlers, patterns, spec, args.window_secs, args.input_format,
         args.model_check_secs, args.attributes_to_row,
         encode_row=rows_lib.to_json if json_rows else None,
-        encode_dead_letter=_dead_letter_json if args.dead_letter_topic else None)
+        dead_letters=PublishDeadLetters(_dead_letter_json, args.dead_letter_topic)
+        if args.dead_letter_topic else _LoggedDeadLetters())
     if args.output_topic:
         as_json = outputs.rows if json_rows else outputs.rows | "RowsToJson" >> beam.Map(
             rows_lib.to_json)
         _ = as_json | "WriteToPubSub" >> beam.io.WriteToPubSub(args.output_topic)
     if sink is not None:
         _ = outputs.rows | "WriteToBigQuery" >> sink
-    if args.dead_letter_topic:
-        _ = outputs.dead_letters | "WriteDeadLetters" >> beam.io.WriteToPubSub(
-            args.dead_letter_topic)
-    else:
-        _ = outputs.dead_letters | "LogDeadLetters" >> beam.Map(_log_dead_letter)
     return pipeline, args
 
 
@@ -477,9 +487,13 @@ def _dead_letter_json(failure: Failure) -> bytes:
     return rows_lib.to_json(failure.to_json_row())
 
 
-def _log_dead_letter(failure: Failure):
-    logging.warning("dead letter: %s at %s (model %r): %s", failure.error_type, failure.stage,
-                    failure.model, failure.message)
+class _LoggedDeadLetters(DeadLetters):
+    """Dead letters counted and logged by the steps that make them (no --dead_letter_topic)."""
+
+    def __call__(self, failure: Failure) -> None:
+        super().__call__(failure)
+        logging.warning("dead letter: %s at %s (model %r): %s", failure.error_type,
+                        failure.stage, failure.model, failure.message)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from inference.engine import routing as routing_lib
 from inference.observe import metrics
 from inference.config import InferenceConfig, ModelConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.io.dead_letters import DeadLetters
 from inference.engine.handler import ExampleModelHandler
 from inference.data.results import ChunkResult
 
@@ -171,14 +172,22 @@ class _SplitResults(beam.DoFn):
             yield result
 
 
-def _take_failures(result: ChunkResult, split: str):
-    """Yields a ChunkResult's failures stamped with the split (tagged `failures`); returns
-    the result without them."""
+def _take_failures(result: ChunkResult, split: str,
+                   dead_letters: Optional[DeadLetters] = None):
+    """Yields a ChunkResult's failures stamped with the split (tagged `failures`, as
+    `dead_letters` makes them when given); returns the result without them."""
     if not result.failures:
         return result
     for failure in result.failures:
-        yield beam.pvalue.TaggedOutput(FAILURES_TAG, failure.with_split(split))
+        yield from _dead_letter(failure.with_split(split), dead_letters)
     return result._replace(failures=[], origin=results.part_of(result.origin))
+
+
+def _dead_letter(failure: Failure, dead_letters: Optional[DeadLetters]):
+    """The failure, tagged; or what `dead_letters` makes of it, unless that is nothing."""
+    value = failure if dead_letters is None else dead_letters(failure)
+    if value is not None:
+        yield beam.pvalue.TaggedOutput(FAILURES_TAG, value)
 
 
 class Encode(beam.PTransform):
@@ -191,32 +200,33 @@ class Encode(beam.PTransform):
     each: the encoded records one by one in `main`, not one list per chunk.
     The failures a ChunkResult still holds (see InferExamples' split_failures) go to
     `failures` too.
+    dead_letters: failures counted, and encoded or delivered, in this step (see
+    `DeadLetters`): `failures` then holds what it returns.
     """
 
     def __init__(self, encoder: Callable[[ChunkResult], List[Any]], split: str = "",
-                 each: bool = False):
+                 each: bool = False, dead_letters: Optional[DeadLetters] = None):
         super().__init__()
-        self._encoder = encoder
-        self._split = split
-        self._each = each
+        self._encode = _Encode(encoder, split, each, dead_letters)
 
     def expand(self, chunk_results):
-        return chunk_results | beam.ParDo(_Encode(self._encoder, self._split, self._each)
-                                          ).with_outputs(FAILURES_TAG, main="main")
+        return chunk_results | beam.ParDo(self._encode).with_outputs(FAILURES_TAG,
+                                                                     main="main")
 
 
 class _Encode(beam.DoFn):
 
-    def __init__(self, encoder, split: str, each: bool):
+    def __init__(self, encoder, split: str, each: bool, dead_letters):
         self._encoder = encoder
         self._split = split
         self._each = each
+        self._dead_letters = dead_letters
 
     def setup(self):
         self._counters = {}
 
     def process(self, result: ChunkResult):
-        result = yield from _take_failures(result, self._split)
+        result = yield from _take_failures(result, self._split, self._dead_letters)
         if not result.records:
             return
         try:
@@ -228,9 +238,9 @@ class _Encode(beam.DoFn):
                 try:
                     encoded += self._encoder(one)
                 except Exception as e:  # pylint: disable=broad-except
-                    yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
+                    yield from _dead_letter(Failure.from_exception(
                         "encoding", e, record, result.model, self._split,
-                        results.describe(result.origin, i)))
+                        results.describe(result.origin, i)), self._dead_letters)
         if encoded:
             name = (metrics.PREDICTIONS, result.model, self._split)
             if name not in self._counters:
@@ -240,3 +250,7 @@ class _Encode(beam.DoFn):
                 yield from encoded
             else:
                 yield encoded
+
+    def finish_bundle(self):
+        if self._dead_letters is not None:
+            self._dead_letters.finish()

@@ -14,24 +14,47 @@ from inference.io.records import WriteRecordChunks
 from inference.observe import metrics
 
 
-class CountFailures(beam.DoFn):
-    """Counts each Failure (per model, split and stage; a read failure as the records it
-    stands for) on its way to a dead-letter sink: the one place failures are counted.
-
-    encoder: yields encoder(failure) instead, encoded for the sink in the same step."""
+class DeadLetters:
+    """Counts a Failure (per model, split and stage; a read failure as the records it
+    stands for) and returns it as its sink takes it (`encoder(failure)`, or the Failure):
+    the one place failures are counted. Called by `CountFailures`, or by the steps that
+    make the failures where a step less per bundle matters (streaming), which call
+    `finish` at the end of each bundle. A subclass may deliver the dead letter itself
+    (see `inference.io.pubsub.PublishDeadLetters`) and return None: nothing to yield."""
 
     def __init__(self, encoder: Optional[Callable[[Failure], Any]] = None):
         self._encoder = encoder
-
-    def setup(self):
         self._counters = {}
 
-    def process(self, failure: Failure):
+    def __getstate__(self):  # counters are made where the failures are, on the worker
+        return {"_encoder": self._encoder, "_counters": {}}
+
+    def __call__(self, failure: Failure) -> Any:
         name = (metrics.FAILURES, failure.model, failure.split, failure.stage)
         if name not in self._counters:
             self._counters[name] = metrics.counter(*name)
         self._counters[name].inc(failure.lost)
-        yield failure if self._encoder is None else self._encoder(failure)
+        return failure if self._encoder is None else self._encoder(failure)
+
+    def finish(self):
+        """The end of a bundle: dead letters delivered here are delivered by now."""
+
+
+class CountFailures(beam.DoFn):
+    """Failures -> counted, and encoded by `encoder` when given, on their way to a
+    dead-letter sink; or handled by `dead_letters` (see `DeadLetters`)."""
+
+    def __init__(self, encoder: Optional[Callable[[Failure], Any]] = None,
+                 dead_letters: Optional[DeadLetters] = None):
+        self._dead_letters = dead_letters or DeadLetters(encoder)
+
+    def process(self, failure: Failure):
+        value = self._dead_letters(failure)
+        if value is not None:
+            yield value
+
+    def finish_bundle(self):
+        self._dead_letters.finish()
 
 
 class WriteFailures(beam.PTransform):
