@@ -171,9 +171,9 @@ def _drift(inputs: Inputs) -> str:
             if m.measure == drift.CENTROID_SHIFT:
                 parts.append(_plot(_embedding_overlay(m.feature, s.vectors.get(m.feature),
                                                       before.get(m.feature + drift.NORM))))
-            elif m.feature in current:
+            elif m.feature in before and m.feature in current:  # else: Predictions shows it
                 parts.append(_plot(_overlay(m.feature, current[m.feature],
-                                            before.get(m.feature))))
+                                            before[m.feature])))
         if s.skew:
             rows = [[_e(m.feature), _e(m.measure),
                      _figure(f"skew.{split}.{m.feature}", round(m.value, 6))
@@ -575,8 +575,6 @@ def _overlay(feature: str, current, baseline) -> Figure:
     figure, axes = _axes(f"{feature}: this run and the baseline")
     for label, stats, colour in (("baseline", baseline, "#999999"),
                                  ("this run", current, "#4878a8")):
-        if stats is None:
-            continue
         if stats.HasField("num_stats"):
             buckets = next((h.buckets for h in stats.num_stats.histograms
                             if h.type == h.STANDARD), [])
