@@ -33,11 +33,11 @@ import glob
 import json
 import os
 import sys
-import time
 from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from benchmarks.clock import Clock
 from benchmarks import ray_data
 from benchmarks.data import FEATURES, record_files
 from template import beam_runner
@@ -162,7 +162,7 @@ def _raw(case):
     encoder = case.get("encoder", "proto")
     names = ("outputs",) if case["model"] == "keras" else ()
     model_id = case["model"]
-    started = time.perf_counter()
+    clock = Clock()
     forward = _Forward(case)
     count = 0
     for records in (records for path in record_files(case["data_root"])
@@ -183,8 +183,8 @@ def _raw(case):
             for i, record in enumerate(records):
                 tfx_style_log(model_id, record, columns.row(result.outputs, i)
                               ).SerializeToString()
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
+    seconds, cpu_seconds = clock.stop()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
 
 
 def tfx_style_log(model_id: str, record: bytes, outputs):
@@ -215,7 +215,7 @@ def _whole_job(case):
     from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
     from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
     names = ("outputs",) if case["model"] == "keras" else ()
-    started = time.perf_counter()
+    clock = Clock()
     forward = _Forward(case)
     for index, path in enumerate(record_files(case["data_root"])):
         out = os.path.join(case["out"], f"prediction_logs-{index:05d}.gz")
@@ -226,10 +226,10 @@ def _whole_job(case):
                                  [])
             writer.write(tfrecord.frame(encoding.encode_logs(result)))
         writer.close()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     pattern = os.path.join(case["out"], "prediction_logs-*.gz")
     checked = check_logs(pattern, case["data_root"])
-    return {"seconds": seconds, "records_out": checked, "batch_size": case["raw_batch_size"],
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": checked, "batch_size": case["raw_batch_size"],
             "logs_checked": checked}
 
 
@@ -372,7 +372,7 @@ def _plain_beam(case):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    started = time.perf_counter()
+    clock = Clock()
     handler, parse = _beam_handler(case)
     pattern = os.path.join(case["data_root"], "Split-*", "*.gz")
     prefix = os.path.join(case["out"], "predictions")
@@ -385,9 +385,9 @@ def _plain_beam(case):
          | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".txt"))
     with _CapturedRuns() as captured:
         pipeline.run().wait_until_finish()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     mean_batch, batches = captured.mean_batch_size()
-    return {"seconds": seconds, "records_out": _count_lines(prefix + "*.txt"),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": _count_lines(prefix + "*.txt"),
             "mean_batch_size": mean_batch, "batches": batches}
 
 
@@ -412,13 +412,13 @@ def _tfx(case):
     output.uri = os.path.join(case["out"], "inference_result")
     os.makedirs(output.uri, exist_ok=True)
     props = {"model_spec": "{}", "data_spec": "{}"}
-    started = time.perf_counter()
+    clock = Clock()
     with _CapturedRuns() as captured:
         executor.Executor(_context(case)).Do(_executor_inputs(case),
                                              {"inference_result": [output]}, props)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     mean_batch, batches = captured.mean_batch_size()
-    return {"seconds": seconds,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
             "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
             "mean_batch_size": mean_batch, "batches": batches}
 
@@ -462,11 +462,11 @@ def _ours(case):
         os.makedirs(artifact.uri, exist_ok=True)
     props = {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: ours_config(case).to_json()}
-    started = time.perf_counter()
+    clock = Clock()
     executor.Executor(_context(case)).Do(_executor_inputs(case), outputs, props)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     name = case["model"]
-    return {"seconds": seconds,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
             "records_out": _count_records(os.path.join(output.uri, "prediction_logs-*")),
             "mean_batch_size": output.get_float_custom_property(f"{name}.mean_batch_size"),
             "batches": output.get_int_custom_property(f"{name}.batches"),
@@ -483,7 +483,7 @@ def _core(case):
     from inference.io import encoding
     from inference.observe import metrics  # pylint: disable=import-outside-toplevel
     from inference.engine.models import create_handlers  # pylint: disable=import-outside-toplevel
-    started = time.perf_counter()
+    clock = Clock()
     config = ours_config(case)
     name = case["model"]
     prefix = os.path.join(case["out"], "prediction_logs")
@@ -497,9 +497,9 @@ def _core(case):
     plan.expand(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     figures = metrics.run_figures(result, config.models, [""], seconds).models[name]
-    return {"seconds": seconds, "records_out": _count_records(prefix + "-*"),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": _count_records(prefix + "-*"),
             "mean_batch_size": figures.mean_batch_size, "batches": figures.batches,
             "figures": {"predictions": figures.predictions, "failures": figures.failures,
                         "active_seconds": figures.active_seconds, **figures.remote}}

@@ -94,6 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of every case, in rounds; the table keeps each case's "
                              "fastest (on a noisy machine, 3 gives steadier ratios)")
+    parser.add_argument("--small", type=int, default=None,
+                        help="records of the small run: TFX's BulkInferrer and ours on the "
+                             "keras SavedModel (default 2,000, TFX's testdata size; --quick "
+                             "and --micro: 0); 0 skips it")
+    parser.add_argument("--small_repeat", type=int, default=5,
+                        help="runs of each small case; the table keeps the median")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile ours on pytorch (in_memory) and break it down")
     parser.add_argument("--profile_n", type=int, default=50_000)
@@ -128,6 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.n = args.n or DEFAULT_N
     if args.text_n is None:
         args.text_n = 0 if args.micro else 500 if args.quick else 2000
+    if args.small is None:
+        args.small = 0 if args.micro or args.quick else 2000
     args.models = [m for m in (args.models or "pytorch,keras,sklearn,onnx").split(",") if m]
     args.kinds = [k for k in (args.kinds or ",".join(k for k in KINDS if k not in NAMED_ONLY)
                               ).split(",") if k]
@@ -175,6 +183,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += f"-{extra['fault']}"
         if extra.get("drift") is False:
             name += "-nodrift"
+        if extra.get("small"):
+            name += "-small"
         cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
                                os.path.join(folder, "cases", name), workers, mode,
                                name=name, **extra))
@@ -197,6 +207,9 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     for model in args.models:
         add("core", model)
     add("ray_data", "pytorch")
+    if args.small:  # fixed costs: the executors on a small input, median of repeats
+        for kind in ("tfx", "ours"):
+            add(kind, "keras", n=args.small, small=True)
     scaling = args.direct_running_mode != "in_memory" and any(
         workers != 1 for workers in args.direct_num_workers)
 
@@ -229,6 +242,11 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
         for kind in ("ours", "core"):
             add(kind, "pytorch", min_batch_size=batch, max_batch_size=batch, sweep_batch=batch)
     return cases
+
+
+def data_sizes(args) -> List[int]:
+    """The record counts the run writes data sets of."""
+    return sorted({args.n, *args.sizes} | ({args.small} if args.small else set()))
 
 
 def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -335,11 +353,14 @@ def use_bytecode_cache(folder: str):
 
 
 def _run_cases(args, planned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each case's fastest run, in the planned order."""
+    """Each case's fastest run (a small case's median run), in the planned order."""
     from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
     best: Dict[str, Dict[str, Any]] = {}
     for _ in range(args.repeat):  # rounds over every case: noise spreads over all of them
         for case in planned:
+            if case.get("small"):
+                best[case["name"]] = _median_run(case_module.run_case, case, args)
+                continue
             result = _run(case_module.run_case, case, args)
             row = {**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
                                                                   "model_uri", "out")},
@@ -355,6 +376,23 @@ def _run_cases(args, planned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                          or row["seconds"] < kept["seconds"])):
                 best[case["name"]] = row
     return [best[case["name"]] for case in planned]
+
+
+def _median_run(fn, case, args) -> Dict[str, Any]:
+    """The run of median seconds among `--small_repeat` runs of a small case."""
+    runs = []
+    for _ in range(args.small_repeat):
+        result = _run(fn, case, args)
+        runs.append({**{k: v for k, v in case.items() if k not in ("data_root", "model_path",
+                                                                   "model_uri", "out")},
+                     **result})
+    done = sorted((r for r in runs if report.examples_per_sec(r)), key=lambda r: r["seconds"])
+    row = done[len(done) // 2] if len(done) == len(runs) else next(
+        r for r in runs if not report.examples_per_sec(r))
+    row["runs_seconds"] = [round(r["seconds"], 2) for r in runs if r.get("seconds")]
+    print(f"  {report.case_label(row)} [{row['model']}] N={row['n']:,}: median "
+          f"{row.get('seconds', 0):.2f} s of {row['runs_seconds']}", flush=True)
+    return row
 
 
 @contextlib.contextmanager
@@ -410,7 +448,7 @@ def main(argv=None) -> Dict[str, Any]:
         print(f"  imports preloaded in {time.perf_counter() - started:.0f} s", flush=True)
     env = environment(args)
 
-    sizes = sorted({args.n, *args.sizes})
+    sizes = data_sizes(args)
     prep = _run(prepare, {"sizes": sizes, "seed": args.seed, "shards": args.shards,
                           "folder": folder, "models": args.models,
                           "out": os.path.join(folder, "prepare")}, args)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from benchmarks.clock import Clock
 from benchmarks.data import FEATURES, PROJECT_DIR, record_files
 from tests import venvs
 
@@ -63,15 +64,19 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     log_path = os.path.join(case["out"], "ray_log.txt")
+    # CPU: the Ray job's whole process tree, its Python's start-up and Ray's included.
+    clock = Clock()
     with open(log_path, "w") as log:
         code = subprocess.run([str(VENV / "bin" / "python"), str(JOB), spec_path,
                                result_path], stdout=log, stderr=subprocess.STDOUT, env=env,
                               check=False).returncode
+    _, cpu_seconds = clock.stop()
     if code or not os.path.exists(result_path):
         raise RuntimeError(f"the Ray job failed (exit status {code}): {_tail(log_path)}")
     with open(result_path) as f:
         result = json.load(f)
-    return {"seconds": result["seconds"], "records_out": count_rows(out),
+    return {"seconds": result["seconds"], "cpu_seconds": cpu_seconds,
+            "records_out": count_rows(out),
             "batch_size": case["raw_batch_size"],
             "figures": {"init_seconds": result["init_seconds"],
                         "after_init_seconds": result["after_init_seconds"],

@@ -12,18 +12,22 @@ def test_micro_benchmark_runs_and_reports(tmp_path):
     result = run.main(["--micro", "--isolation", "inline", "--no_bytecode_cache",
                        "--output_dir", str(tmp_path)])
 
-    rows = {(r["kind"], r.get("encoder")): r for r in result["rows"]}
+    rows = {(r["kind"], r.get("encoder") or r.get("drift")): r for r in result["rows"]}
     assert set(rows) == {("raw", None), ("raw_encode", "proto"), ("raw_encode", "bytes"),
                          ("raw_encode", "batch"), ("whole_job", None), ("ours", None),
-                         ("core", None)}
+                         ("ours", False), ("core", None)}
     for row in rows.values():
         assert not row.get("error"), row
         assert row["records_out"] == row["n"] == run.MICRO_N
         assert row["examples_per_sec"] > 0
+        # CPU seconds of the timed part: a case that runs a model uses some.
+        assert 0 < row["cpu_seconds"] and row["examples_per_cpu_sec"] > 0
     assert rows[("ours", None)]["mean_batch_size"] > 0
     assert rows[("core", None)]["mean_batch_size"] > 0
     assert rows[("ours", None)]["x_raw"] > 0
     assert rows[("ours", None)]["x_whole_job"] > 0
+    assert rows[("ours", None)]["x_whole_job_cpu"] > 0
+    assert rows[("whole_job", None)]["x_whole_job_cpu"] == 1
     assert rows[("whole_job", None)]["logs_checked"] == run.MICRO_N
     # The model's active time is part of the run's, so its throughput is the higher.
     assert rows[("ours", None)]["active_examples_per_sec"] > rows[("ours", None)][
@@ -89,7 +93,7 @@ def test_every_kind_is_planned_where_it_belongs():
 
     def kinds(argv):
         args = run.parse_args(argv)
-        roots = {size: "d" for size in {args.n, *args.sizes}}
+        roots = {size: "d" for size in run.data_sizes(args)}
         return [(c["kind"], c["model"], c["n"]) for c in run.plan(args, roots, models, "out")
                 if c["workers"] == 1 and c["mode"] == "in_memory"]
 
@@ -102,8 +106,12 @@ def test_every_kind_is_planned_where_it_belongs():
         ("raw", "pytorch", 1_000_000), ("whole_job", "pytorch", 1_000_000),
         ("ours", "pytorch", 1_000_000)}
     assert not [k for k in kinds(["--quick"]) + kinds(["--micro"]) if k[0] == "ray_data"]
+    # The small run: both executors on the keras SavedModel at TFX's testdata size.
+    assert {k for k in full if k[2] == 2000} == {("tfx", "keras", 2000),
+                                                 ("ours", "keras", 2000)}
+    assert not [k for k in kinds(["--quick"]) if k[2] == 2000]
     args = run.parse_args(["--sizes", "1000000"])
-    sized = [(c["kind"], c["n"]) for c in run.plan(args, {args.n: "d", 1_000_000: "d1"},
+    sized = [(c["kind"], c["n"]) for c in run.plan(args, {n: "d" for n in run.data_sizes(args)},
                                                    models, "out") if c.get("sizes_row")]
     assert sorted(sized) == sorted((kind, n) for kind in ("raw", "whole_job", "ours")
                                    for n in (run.DEFAULT_N, 1_000_000))
@@ -226,3 +234,31 @@ def test_text_case_runs_every_kind_and_reports(tmp_path):
         assert row.get("records_out") == 8, (kind, row)
     assert [t["measured"] is not None for t in report["targets"]] == [True, True]
     assert (tmp_path / "text.md").read_text().startswith("Text: all-MiniLM-L6-v2")
+
+
+def test_cost_targets_compare_records_per_cpu_second():
+    """Per CPU-second: ours against the loop at 1M and plain Beam at 200k, a worker
+    process against the in-process worker; the small run's median against TFX's."""
+    def row(kind, n, seconds, cpu, model="pytorch", **extra):
+        return dict(dict(kind=kind, model=model, n=n, workers=1, mode="in_memory",
+                         seconds=seconds, cpu_seconds=cpu, records_out=n), **extra)
+
+    rows = [row("whole_job", 1_000_000, 10.0, 10.0), row("ours", 1_000_000, 12.0, 11.0),
+            row("ours", 1_000_000, 20.0, 22.0, workers=1, mode="multi_processing"),
+            row("plain_beam", 200_000, 30.0, 20.0), row("ours", 200_000, 3.0, 4.0),
+            row("tfx", 2000, 2.0, 2.0, model="keras", small=True),
+            row("ours", 2000, 2.5, 2.0, model="keras", small=True)]
+    report.add_ratios(rows)
+    items = {t["target"]: t for t in report.targets(rows, 200_000)}
+
+    loop = items["ours >= 0.85x the whole job in one loop per CPU-second, pytorch, "
+                 "N=1,000,000"]
+    assert (loop["measured"], loop["passed"]) == (0.909, True)
+    assert rows[1]["x_whole_job_cpu"] == 0.909 and rows[1]["examples_per_cpu_sec"] == 90909.1
+    plain = items["ours >= 1x plain Beam per CPU-second, pytorch"]
+    assert (plain["measured"], plain["passed"]) == (5.0, True)
+    worker = items["a worker process >= 0.8x the in-process worker per CPU-second (ours, "
+                   "pytorch, 1 worker)"]
+    assert (worker["measured"], worker["passed"]) == (0.5, False)
+    small = items["ours >= 1x TFX BulkInferrer at N=2,000 (keras SavedModel, median)"]
+    assert (small["measured"], small["passed"]) == (0.8, False)
