@@ -115,7 +115,7 @@ def _numpy(outputs):
 
 def _as_dtype(value: np.ndarray, dtype) -> np.ndarray:
     """`value` as the tf.DType `dtype` takes it (strings as they are)."""
-    return value if dtype.is_string else value.astype(dtype.as_numpy_dtype, copy=False)
+    return value if dtype.name == "string" else value.astype(dtype.as_numpy_dtype, copy=False)
 
 
 def _one(spec: ModelConfig, option: str):

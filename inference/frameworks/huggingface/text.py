@@ -44,6 +44,14 @@ def check(path: str, spec: ModelConfig):
             _class_names(config, spec)
 
 
+def load(path: str, spec: ModelConfig) -> "TextModel":
+    return TextModel.load(path, spec)
+
+
+def predict(model: "TextModel", inputs, spec: ModelConfig):  # pylint: disable=unused-argument
+    return model.predict(inputs)
+
+
 def _check_text_options(spec: ModelConfig):
     options = spec.options
     problems = []
