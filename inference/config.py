@@ -10,20 +10,23 @@ import json
 import typing
 from typing import Any, Dict, List, Optional, Union
 
-# Frameworks the registry knows (see inference/frameworks/). `None` means: detect from the
-# model's files.
-FRAMEWORKS = (
-    "tensorflow",  # SavedModel with a serialized-tf.Example signature (TFX BulkInferrer path)
-    "keras",  # SavedModel / Keras model taking dense tensors
-    "pytorch",
-    "sklearn",
-    "onnx",
-    "xgboost",
-    "huggingface",
-    "tensorrt",
-    "custom",
-    "remote",  # a model server or Vertex AI endpoint (inference/remote/)
-)
+# The framework registry: name -> the module that declares and runs it (see
+# `inference.frameworks`), in the order detection asks them when a model sets no framework.
+# Adding a framework is its module and its line here. The names live at this bottom layer so
+# that `validate()` checks a model's framework with no import of the engine (imports point
+# down); what each framework is, it declares in its module, read where models resolve.
+FRAMEWORKS = {
+    "tensorflow": "inference.frameworks.tensorflow",  # tf.Example signatures (TFX's path)
+    "keras": "inference.frameworks.keras",  # SavedModels and Keras files on dense tensors
+    "pytorch": "inference.frameworks.pytorch",
+    "sklearn": "inference.frameworks.sklearn",
+    "onnx": "inference.frameworks.onnx",
+    "xgboost": "inference.frameworks.xgboost",
+    "huggingface": "inference.frameworks.huggingface",
+    "tensorrt": "inference.frameworks.tensorrt",
+    "custom": "inference.frameworks.custom",
+    "remote": "inference.frameworks.remote",  # a model server or a Vertex AI endpoint
+}
 DTYPES = ("float32", "float64", "int32", "int64", "bytes")
 LAYOUTS = ("stacked", "dict")
 PADDINGS = ("none", "longest", "max_length")
@@ -271,7 +274,8 @@ def _model_problems(model: ModelConfig) -> List[str]:
     if not model.name or not model.name.replace("_", "").replace("-", "").isalnum():
         problems.append("name must be letters, digits, '-' or '_' (it names output folders)")
     if model.framework is not None and model.framework not in FRAMEWORKS:
-        problems.append(f"framework={model.framework!r}: choose one of {FRAMEWORKS} or None")
+        problems.append(f"framework={model.framework!r}: choose one of {tuple(FRAMEWORKS)} "
+                        f"or None")
     spec = model.inputs
     if spec.dtype not in DTYPES:
         problems.append(f"inputs.dtype={spec.dtype!r}: choose one of {DTYPES}")

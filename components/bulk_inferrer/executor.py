@@ -21,7 +21,7 @@ from tfx.utils import io_utils, path_utils, proto_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import drift, payloads, report, spec
-from inference import bounded, replay
+from inference import bounded, frameworks, replay
 from inference.io import encoding, publish
 from inference.io.records import ReadRecords
 from inference.observe import metrics, progress
@@ -220,9 +220,10 @@ def _inference_config(exec_properties: Mapping[str, Any]) -> InferenceConfig:
                           f"{e}") from e
     config = config.validate(bounded=True)
     model_spec = _proto(exec_properties, spec.MODEL_SPEC_KEY, bulk_inferrer_pb2.ModelSpec())
-    # TFX's ModelSpec (signature names, tags) applies to TensorFlow models, as in TFX.
+    # TFX's ModelSpec (signature names, tags) applies to the models run through SavedModel
+    # signatures (TensorFlow's, as in TFX), and to those whose framework is detected later.
     for model in config.models:
-        if model.framework in (None, "tensorflow"):
+        if model.framework is None or frameworks.declared(model.framework).signatures:
             model.options.setdefault("signature_name", list(model_spec.model_signature_name))
             model.options.setdefault("tag", list(model_spec.tag))
     return config.validate(bounded=True)

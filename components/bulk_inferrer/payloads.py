@@ -8,18 +8,17 @@ starts rather than in the middle of the run. Models of other frameworks read the
 features through their InputSpec (`inference.data.decoding.SequenceExampleDecoder`); a feature
 list as a model input is refused before Beam starts.
 """
-import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from tensorflow.core.protobuf import saved_model_pb2
 from tfx.components.util import tfxio_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact
 
+from inference import frameworks
 from inference.frameworks import detection
 from inference.io import tfrecord
 from inference.config import ConfigError, InferenceConfig
@@ -27,7 +26,6 @@ from inference.data.decoding import SEQUENCE_COLUMN
 
 EXAMPLE = example_gen_pb2.FORMAT_TF_EXAMPLE
 SEQUENCE_EXAMPLE = example_gen_pb2.FORMAT_TF_SEQUENCE_EXAMPLE
-_PREDICT = tf.saved_model.PREDICT_METHOD_NAME
 
 
 def payload_format(examples: List[artifact.Artifact]) -> int:
@@ -51,16 +49,14 @@ def check_sequence_examples(config: InferenceConfig, model_uris: Mapping[str, st
     for model in config.models:
         framework, path = detection.resolve(model_uris.get(model.name) or model.uri,
                                             model.framework)
-        if framework == "tensorflow":
-            problems += [f"model {model.name!r}: signature {name!r} is a {method} signature, "
-                         f"which takes tf.Examples only (as in TFX's BulkInferrer); export "
-                         f"a predict signature that parses serialized SequenceExamples"
-                         for name, method in _signature_methods(
-                             path, model.options.get("signature_name")).items()
-                         if method != _PREDICT]
+        module = frameworks.get(framework)
+        if frameworks.takes_records(module, model):
+            # It parses the serialized SequenceExamples itself (a TensorFlow predict
+            # signature, a custom handler given the raw records); its framework may say
+            # what it cannot read.
+            readable = getattr(module, "sequence_example_problems", None)
+            problems += readable(path, model) if readable else []
             continue
-        if framework == "custom" and model.options.get("raw_records"):
-            continue  # its handler takes the serialized SequenceExamples as they are
         if transform_dir:
             problems.append(f"model {model.name!r}: a transform_graph parses tf.Examples; "
                             f"with SequenceExamples, transform them in the model (a "
@@ -77,18 +73,6 @@ def check_sequence_examples(config: InferenceConfig, model_uris: Mapping[str, st
     if problems:
         raise ConfigError("The examples are tf.SequenceExamples:\n  - "
                           + "\n  - ".join(problems))
-
-
-def _signature_methods(path: str, names) -> Dict[str, str]:
-    """Signature name -> method name (predict, classify, regress) of a SavedModel."""
-    names = [names] if isinstance(names, str) else list(
-        names or [tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY])
-    saved_model = saved_model_pb2.SavedModel()
-    with fileio.open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    return {name: graph.signature_def[name].method_name
-            for graph in saved_model.meta_graphs for name in names
-            if name in graph.signature_def}
 
 
 def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:

@@ -7,7 +7,9 @@ Beam's `BatchElements` counts a chunk as its number of records (`chunk_size`), s
 sizes are in records as usual. A chunk fits in every model's largest batch, and a batch
 holds whole chunks.
 """
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from inference.config import ModelConfig
 
@@ -20,6 +22,22 @@ CHUNK_RECORDS = 1024
 CHUNK_BYTES = 4 << 20
 # Beam's default length buckets (BatchElements._DEFAULT_BUCKET_BOUNDARIES).
 DEFAULT_LENGTH_BUCKETS: Tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+
+
+def length_buckets(lengths: np.ndarray, boundaries: Sequence[int] = DEFAULT_LENGTH_BUCKETS,
+                   most: int = 0) -> List[np.ndarray]:
+    """The positions of `lengths` grouped by length bucket, shortest first: boundaries are
+    lower-inclusive (as Beam's, a bisect_right), each group is ordered by length (stable)
+    and cut into runs of at most `most` positions (0: no cut)."""
+    if not len(lengths):
+        return []
+    order = np.argsort(lengths, kind="stable")
+    bucket = np.searchsorted(boundaries, np.asarray(lengths)[order], side="right")
+    groups = np.split(order, np.flatnonzero(np.diff(bucket)) + 1)
+    if not most:
+        return groups
+    return [group[start:start + most] for group in groups
+            for start in range(0, len(group), most)]
 
 
 def chunk_size(element: Any) -> int:

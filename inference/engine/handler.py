@@ -192,11 +192,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         column = decoded.get(self._spec.length_feature)
         if column is None:  # no record has it: the input mapping says so, per record
             return [(everything, decoded)]
-        # side="right": boundaries are lower-inclusive, as Beam's bisect_right
-        buckets = np.searchsorted(self._buckets, column.lengths, side="right")
-        return [(np.flatnonzero(buckets == bucket),
-                 decoding.take(decoded, np.flatnonzero(buckets == bucket)))
-                for bucket in np.unique(buckets)]
+        return [(positions, decoding.take(decoded, positions))
+                for positions in batching.length_buckets(column.lengths, self._buckets)]
 
     def _slices(self, groups):
         """The groups, each cut into parts of at most max_batch_size records: chunks are

@@ -57,7 +57,7 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     spec = dataclasses.replace(model, framework=framework_name, uri=path)
     framework = frameworks.get(framework_name)
     frameworks.check(framework, path, spec)
-    trust.check(spec, path, getattr(framework, "SAFE_CONTENT", ()))
+    trust.check(spec, path)
     for option in ("preprocess_fn", "postprocess_fn"):
         if getattr(spec, option):
             frameworks.import_object(getattr(spec, option), option)

@@ -1,7 +1,9 @@
 """Frameworks: how a model's files load and how the model runs on a batch.
 
-A framework is a module here with two functions:
+A framework is a module with a declaration and two functions:
 
+    FRAMEWORK = Framework(...)      what it is: the files it recognises, what it loads
+                                    safely, ... (see `Framework`)
     load(path: str, spec: ModelConfig) -> model
     predict(model, inputs, spec: ModelConfig) -> Mapping[str, np.ndarray]
 
@@ -14,47 +16,91 @@ for input row i (see `inference.data.columns`). Optionally:
     batch_size(spec) -> int         the records of every batch, in place of the model's
                                     min and max (a remote model's batch is the requests it
                                     may have in flight)
-    SAFE_CONTENT = (...)            pickle-bearing contents its loader reads without running
-                                    code (see `inference.frameworks.trust`)
+    sequence_example_problems(path, spec) -> [str]
+                                    for a framework that takes records: what keeps the
+                                    model from reading tf.SequenceExamples (TFX's component)
 
 `predict` raises `PartialPredictions` when some rows failed on their own (a remote
 request that failed after its retries): those rows fail, the others keep their outputs.
 
+The registry is `inference.config.FRAMEWORKS` (name -> module). Adding a framework is its
+module and its line there; detection, the trust gate and the checks read its declaration.
+A module imports its framework's library where a model loads, not at its top: detection
+reads every declaration, and a run must not import every framework (see
+docs/adding-a-framework.md).
+
 `BeamHandler` adapts any Beam `ModelHandler` (a custom one, a Hugging Face pipeline,
-TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`. Adding a framework is a
-module here, a line in `_MODULES`, and a detection rule in `inference.frameworks.detection` when its
-files are recognisable.
+TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`.
 """
 import importlib
 import types
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, \
+    Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
+from inference import config
 from inference.data import columns
 from inference.config import ConfigError, ModelConfig
 
-_MODULES = {
-    "tensorflow": "inference.frameworks.tensorflow",
-    "keras": "inference.frameworks.keras",
-    "pytorch": "inference.frameworks.pytorch",
-    "sklearn": "inference.frameworks.sklearn",
-    "onnx": "inference.frameworks.onnx",
-    "xgboost": "inference.frameworks.xgboost",
-    "huggingface": "inference.frameworks.huggingface",
-    "tensorrt": "inference.frameworks.tensorrt",
-    "custom": "inference.frameworks.custom",
-    "remote": "inference.frameworks.remote",
-}
+
+class Framework(NamedTuple):
+    """What a framework is: its module's `FRAMEWORK`.
+
+    suffixes: the endings of the file names detected as its models (".onnx").
+    reads: more endings of files it loads when a model names the framework, not detected
+      as its own by name (another framework's, or a generic one such as ".json").
+    sniff: (path) -> whether a file its name does not place is this framework's model, from
+      the file's first bytes (read, never loaded); asked for a model file of any ending, and
+      for a folder's files ending in `reads`.
+    folder: (folder, the names in it) -> whether the folder as a whole is its model (a
+      SavedModel, a Hugging Face folder with its config.json); asked in registry order.
+    whole_folder: when a model names the framework, a folder is its model as it is.
+    safe_content: the pickle-bearing contents its loader reads without running code (see
+      `inference.frameworks.trust`).
+    reads_files: False for a framework whose uri is not files (a server's URL): no
+      detection and no trust gate, the server loads the model.
+    signatures: its models are SavedModels run through signatures, which TFX's ModelSpec
+      names (signature_name, tag) as in TFX's BulkInferrer.
+    """
+    suffixes: Tuple[str, ...] = ()
+    reads: Tuple[str, ...] = ()
+    sniff: Optional[Callable[[str], bool]] = None
+    folder: Optional[Callable[[str, Sequence[str]], bool]] = None
+    whole_folder: bool = False
+    safe_content: Tuple[str, ...] = ()
+    reads_files: bool = True
+    signatures: bool = False
 
 
 def get(name: str) -> types.ModuleType:
     """The framework module called `name`."""
-    if name not in _MODULES:
-        raise ConfigError(f"no framework {name!r}; known: {sorted(_MODULES)}")
-    return importlib.import_module(_MODULES[name])
+    if name not in config.FRAMEWORKS:
+        raise ConfigError(f"no framework {name!r}; known: {sorted(config.FRAMEWORKS)}")
+    module = importlib.import_module(config.FRAMEWORKS[name])
+    if not isinstance(getattr(module, "FRAMEWORK", None), Framework):
+        raise ConfigError(f"framework {name!r}: its module {module.__name__} declares no "
+                          f"FRAMEWORK = Framework(...)")
+    return module
+
+
+def declared(name: str) -> Framework:
+    """The declaration of the framework called `name`."""
+    return get(name).FRAMEWORK
+
+
+def declarations() -> List[Tuple[str, Framework]]:
+    """(name, declaration) of every framework, in registry order."""
+    return [(name, declared(name)) for name in config.FRAMEWORKS]
+
+
+def file_head(path: str, size: int = -1) -> bytes:
+    """The first `size` bytes of the file at `path` (all of it: -1), as stored: what a
+    declaration's `sniff` reads."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read(size)
 
 
 def takes_records(framework: types.ModuleType, spec: ModelConfig) -> bool:

@@ -13,7 +13,9 @@ unless the model is trusted, whatever the handler would do with it.
 from apache_beam.ml.inference.base import ModelHandler
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import BeamHandler, import_object, numpy_rows
+from inference.frameworks import BeamHandler, Framework, import_object, numpy_rows
+
+FRAMEWORK = Framework(whole_folder=True)  # the handler reads the path it is given
 
 
 def takes_records(spec: ModelConfig) -> bool:

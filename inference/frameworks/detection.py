@@ -2,49 +2,23 @@
 
 Detection reads only file names and headers (never unpickles or loads a model), works on
 local and remote (gs://) paths through Beam's FileSystems, and is overridden by an
-explicit `framework` in the configuration.
+explicit `framework` in the configuration. Its rules are the frameworks' declarations
+(`inference.frameworks.Framework`), asked in registry order.
 """
-import json
 import posixpath
-import zipfile
 from typing import List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from inference import frameworks
 from inference.config import ConfigError
-
-# File suffix -> framework, for files that say what they are by name.
-_SUFFIXES = {
-    ".onnx": "onnx",
-    ".ubj": "xgboost",
-    ".joblib": "sklearn",
-    ".pkl": "sklearn",
-    ".pickle": "sklearn",
-    ".skops": "sklearn",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".trt": "tensorrt",
-    ".pt": "pytorch",
-    ".pth": "pytorch",
-    ".torchscript": "pytorch",
-    ".keras": "keras",  # Keras 3 files (zip archives: checked before the zip rule)
-    ".h5": "keras",
-}
-_FRAMEWORK_SUFFIXES = {
-    "onnx": (".onnx",),
-    "xgboost": (".json", ".ubj"),
-    "sklearn": (".joblib", ".pkl", ".pickle", ".skops"),
-    "tensorrt": (".engine", ".plan", ".trt", ".onnx"),
-    "pytorch": (".pt", ".pth", ".torchscript"),
-    "keras": (".keras", ".h5"),
-}
-# Frameworks whose model is a whole folder.
-_FOLDER_FRAMEWORKS = ("tensorflow", "keras", "huggingface")
+from inference.frameworks import Framework
 
 
 def resolve(uri: str, framework: Optional[str] = None) -> Tuple[str, str]:
     """(framework, model path) for the model at `uri` (a file or a folder holding one)."""
-    if framework == "remote":  # a server's URL or an endpoint's name: no files to read
+    named = frameworks.declared(framework) if framework else None
+    if named is not None and not named.reads_files:  # a server's URL: no files to read
         return framework, uri
     uri = uri.rstrip("/") or uri
     names = _listdir(uri)
@@ -52,27 +26,36 @@ def resolve(uri: str, framework: Optional[str] = None) -> Tuple[str, str]:
         if not FileSystems.exists(uri):
             raise ConfigError(f"model not found: {uri!r} does not exist")
         return framework or _detect_file(uri), uri
-    saved_model = "saved_model.pb" in names
-    if framework == "keras" and not saved_model:
-        files = _model_files(uri, names, framework)  # a folder holding one .keras file
-        if len(files) == 1:
-            return framework, files[0]
-    if framework in _FOLDER_FRAMEWORKS or framework == "custom":
-        return framework, uri
-    if saved_model:
-        detected = _saved_model_kind(posixpath.join(uri, "saved_model.pb"))
-        if framework is None or framework == detected:
-            return detected, uri
-    if framework is None and "config.json" in names:
-        return "huggingface", uri
-    candidates = _model_files(uri, names, framework)
+    if named is not None:
+        return framework, _named_model(uri, names, framework, named)
+    for name, declared in frameworks.declarations():
+        if declared.folder is not None and declared.folder(uri, names):
+            return name, uri
+    candidates = _model_files(uri, names)
     if len(candidates) != 1:
-        want = f"a {framework} model file" if framework else "exactly one model file"
-        raise ConfigError(f"cannot tell which file in {uri!r} is the model: want {want}, "
-                          f"found {candidates or 'none'} among {sorted(names)}. Point the "
-                          f"model uri at the file, or set its framework.")
-    path = candidates[0]
-    return framework or _detect_file(path), path
+        _no_single_file(uri, names, candidates, "exactly one model file")
+    return _detect_file(candidates[0]), candidates[0]
+
+
+def _named_model(uri: str, names: List[str], name: str, declared: Framework) -> str:
+    """The model path in the folder `uri` for the framework the model names: the folder
+    when it is the framework's folder, else its one model file, else the folder when the
+    framework takes folders as they are."""
+    if declared.folder is not None and declared.folder(uri, names):
+        return uri
+    files = _with_suffix(uri, names, declared.suffixes + declared.reads)
+    if len(files) == 1:
+        return files[0]
+    if declared.whole_folder:
+        return uri
+    _no_single_file(uri, names, files, f"a {name} model file")
+    return uri  # not reached
+
+
+def _no_single_file(uri: str, names: List[str], candidates: List[str], want: str):
+    raise ConfigError(f"cannot tell which file in {uri!r} is the model: want {want}, "
+                      f"found {candidates or 'none'} among {sorted(names)}. Point the "
+                      f"model uri at the file, or set its framework.")
 
 
 def _listdir(path: str) -> Optional[List[str]]:
@@ -85,62 +68,34 @@ def _listdir(path: str) -> Optional[List[str]]:
     return sorted({m.path[len(prefix):].split("/", 1)[0] for m in found})
 
 
-def _model_files(folder: str, names: List[str], framework: Optional[str]) -> List[str]:
-    suffixes = _FRAMEWORK_SUFFIXES.get(framework) if framework else tuple(_SUFFIXES)
-    if suffixes is None:
-        return []
-    paths = [posixpath.join(folder, name) for name in names if name.endswith(suffixes)]
-    if framework is None:  # JSON files count when they are XGBoost models
-        paths += [posixpath.join(folder, name) for name in names
-                  if name.endswith(".json") and _is_xgboost_json(posixpath.join(folder, name))]
+def _with_suffix(folder: str, names: List[str], suffixes: Tuple[str, ...]) -> List[str]:
+    return sorted(posixpath.join(folder, name) for name in names
+                  if suffixes and name.lower().endswith(suffixes))
+
+
+def _model_files(folder: str, names: List[str]) -> List[str]:
+    """A folder's files that some framework names as its model, or reads and sniffs."""
+    declared = [d for _, d in frameworks.declarations()]
+    paths = set(_with_suffix(folder, names, sum((d.suffixes for d in declared), ())))
+    for d in declared:
+        if d.sniff is not None:
+            paths.update(p for p in _with_suffix(folder, names, d.reads) if d.sniff(p))
     return sorted(paths)
-
-
-def _read(path: str, size: int = -1) -> bytes:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read(size)
-
-
-def _is_xgboost_json(path: str) -> bool:
-    """From the file's head: XGBoost's JSON models start with their "learner" object."""
-    head = _read(path, 256)
-    return head.lstrip()[:1] == b"{" and b'"learner"' in head
 
 
 def _detect_file(path: str) -> str:
     suffix = posixpath.splitext(path)[1].lower()
-    if suffix == ".json":
-        return _json_kind(path)
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        if zipfile.is_zipfile(f):  # torch.save / torch.jit.save archives are zip files
-            return "pytorch"
+    declared = frameworks.declarations()
+    for name, d in declared:
+        if suffix in d.suffixes:
+            return name
+    for name, d in declared:
+        if d.sniff is not None and d.sniff(path):
+            return name
+    readers = [name for name, d in declared if suffix and suffix in d.reads]
+    if readers:
+        raise ConfigError(f"{path!r} is not an {' or '.join(readers)} model by its "
+                          f"content; set the model's framework")
     raise ConfigError(f"cannot detect the framework of {path!r} from its name or contents; "
                       f"set the model's framework explicitly")
 
-
-def _json_kind(path: str) -> str:
-    try:
-        content = json.loads(_read(path))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path!r} is not valid JSON: {e}") from e
-    if isinstance(content, dict) and "learner" in content:
-        return "xgboost"
-    raise ConfigError(f"{path!r} is JSON but not an XGBoost model; set the framework")
-
-
-def _saved_model_kind(saved_model_pb: str) -> str:
-    """'tensorflow' when the serving signature takes serialized examples, else 'keras'."""
-    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
-    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
-    saved_model = saved_model_pb2.SavedModel.FromString(_read(saved_model_pb))
-    for meta_graph in saved_model.meta_graphs:
-        signature = meta_graph.signature_def.get("serving_default")
-        if signature is None and meta_graph.signature_def:
-            signature = next(iter(meta_graph.signature_def.values()))
-        if signature is not None and len(signature.inputs) == 1:
-            (tensor,) = signature.inputs.values()
-            if tensor.dtype == types_pb2.DT_STRING:
-                return "tensorflow"
-    return "keras"

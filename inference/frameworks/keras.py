@@ -16,14 +16,18 @@ import posixpath
 from typing import Any, Mapping
 
 import numpy as np
-import tensorflow as tf
 
 from inference.data import columns
-from inference.frameworks import trust
+from inference.frameworks import Framework, trust
 from inference.config import ConfigError, ModelConfig
 
 DEFAULT_SIGNATURE = "serving_default"
 _KERAS_FILES = (".keras", ".h5")
+
+# A SavedModel folder is a Keras model when the tensorflow framework, asked before it,
+# found that its signature does not take serialized examples.
+FRAMEWORK = Framework(suffixes=_KERAS_FILES, whole_folder=True,
+                      folder=lambda folder, names: "saved_model.pb" in names)
 
 
 @dataclasses.dataclass
@@ -31,7 +35,7 @@ class Signature:
     """A loaded SavedModel's serving function; `module` keeps its variables alive."""
     module: Any
     function: Any
-    inputs: Mapping[str, tf.TensorSpec]
+    inputs: Mapping[str, Any]  # name -> tf.TensorSpec
 
 
 def check(path: str, spec: ModelConfig):
@@ -46,6 +50,7 @@ def load(path: str, spec: ModelConfig):
 
 
 def predict(model, inputs, spec: ModelConfig):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     device = "/GPU:0" if spec.device == "GPU" else "/CPU:0"
     size = len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
     with tf.device(device):
@@ -71,6 +76,7 @@ def _load_keras_file(path: str, spec: ModelConfig):
 
 
 def _load_signature(path: str, spec: ModelConfig) -> Signature:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     module = tf.saved_model.load(path, tags=_one(spec, "tag"))
     name = _one(spec, "signature_name") or DEFAULT_SIGNATURE
     if name not in module.signatures:
@@ -91,6 +97,7 @@ def _load_signature(path: str, spec: ModelConfig) -> Signature:
 
 
 def _call_signature(signature: Signature, inputs):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if not isinstance(inputs, Mapping):
         inputs = {next(iter(signature.inputs)): inputs}
     feeds = {name: tf.convert_to_tensor(_as_dtype(value, signature.inputs[name].dtype))
@@ -106,8 +113,9 @@ def _numpy(outputs):
     return outputs.numpy() if hasattr(outputs, "numpy") else np.asarray(outputs)
 
 
-def _as_dtype(value: np.ndarray, dtype: tf.DType) -> np.ndarray:
-    return value if dtype == tf.string else value.astype(dtype.as_numpy_dtype, copy=False)
+def _as_dtype(value: np.ndarray, dtype) -> np.ndarray:
+    """`value` as the tf.DType `dtype` takes it (strings as they are)."""
+    return value if dtype.name == "string" else value.astype(dtype.as_numpy_dtype, copy=False)
 
 
 def _one(spec: ModelConfig, option: str):

@@ -9,14 +9,18 @@ options:
     setting takes its member's name). By default a session runs one intra-op thread per
     core, and each Beam worker process (Dataflow starts one per vCPU) has its own session.
 """
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import onnxruntime
-from apache_beam.ml.inference import onnx_inference
 
 from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.frameworks import Framework
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+FRAMEWORK = Framework(suffixes=(".onnx",))
 
 # ONNX Runtime's input type names -> the NumPy dtype it accepts for them.
 _ORT_DTYPES = {
@@ -39,11 +43,12 @@ def check(path: str, spec: ModelConfig):  # pylint: disable=unused-argument
 def load(path: str, spec: ModelConfig):
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if spec.device == "GPU"
                  else ["CPUExecutionProvider"])
+    from apache_beam.ml.inference import onnx_inference  # pylint: disable=import-outside-toplevel
     return onnx_inference.OnnxModelHandlerNumpy(
         path, session_options=session_options(spec), providers=providers).load_model()
 
 
-def session_options(spec: ModelConfig) -> Optional[onnxruntime.SessionOptions]:
+def session_options(spec: ModelConfig) -> Optional["onnxruntime.SessionOptions"]:
     """The model's `options.session_options` as ONNX Runtime's SessionOptions (None: its
     defaults). Raises ConfigError for a setting it does not have or a value of the wrong
     type (a bool for a count, a negative count, an unknown enum member)."""
@@ -54,6 +59,7 @@ def session_options(spec: ModelConfig) -> Optional[onnxruntime.SessionOptions]:
     if not isinstance(settings, dict):
         raise ConfigError(f"{where} must map ONNX Runtime's SessionOptions settings to "
                           f"values, e.g. {{\"intra_op_num_threads\": 1}}; got {settings!r}")
+    import onnxruntime  # pylint: disable=import-outside-toplevel
     options = onnxruntime.SessionOptions()
     known = sorted(name for name in dir(options)
                    if not name.startswith("_") and not callable(getattr(options, name)))

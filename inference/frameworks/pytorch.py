@@ -17,11 +17,18 @@ from apache_beam.ml.inference import pytorch_inference
 from inference.data import columns
 from inference.frameworks import trust
 from inference.config import ModelConfig
-from inference.frameworks import import_object
+from inference.frameworks import Framework, file_head, import_object
+
+
+def _is_archive(path: str) -> bool:
+    """torch.save and torch.jit.save write zip archives, whatever the file's name."""
+    return file_head(path, 4) == b"PK\x03\x04"
+
 
 # State dicts load with torch.load(weights_only=True) unless the model is trusted, and
 # TorchScript with torch.jit.load: neither unpickles arbitrary objects.
-SAFE_CONTENT = (trust.PICKLE_ARCHIVE,)
+FRAMEWORK = Framework(suffixes=(".pt", ".pth", ".torchscript"), sniff=_is_archive,
+                      safe_content=(trust.PICKLE_ARCHIVE,))
 
 
 def check(path: str, spec: ModelConfig):

@@ -12,7 +12,10 @@ model (`inputs`), outputs come back by their names.
 import dataclasses
 
 from inference.config import ConfigError, ModelConfig
+from inference.frameworks import Framework
 from inference.remote import fanout, handlers, options as remote_options, probe, protocols
+
+FRAMEWORK = Framework(reads_files=False)  # the server loads the model
 
 
 def check(path: str, spec: ModelConfig):

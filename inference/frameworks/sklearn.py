@@ -12,11 +12,12 @@ import importlib.util
 import posixpath
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference import sklearn_inference
 
 from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.frameworks import Framework
 
+FRAMEWORK = Framework(suffixes=(".joblib", ".pkl", ".pickle", ".skops"))
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")
 _JOBLIB = (".joblib",)
 
@@ -41,6 +42,7 @@ def load(path: str, spec: ModelConfig):
             return skops.io.loads(f.read(), trusted=list(spec.options.get("trusted_types")
                                                          or []))
     # A pickle: the trust gate let it through only for a trusted model.
+    from apache_beam.ml.inference import sklearn_inference  # pylint: disable=import-outside-toplevel
     file_type = (sklearn_inference.ModelFileType.JOBLIB if path.endswith(_JOBLIB)
                  else sklearn_inference.ModelFileType.PICKLE)
     return sklearn_inference.SklearnModelHandlerNumpy(

@@ -16,20 +16,36 @@ import posixpath
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
-from tensorflow.core.protobuf import saved_model_pb2
-from tfx_bsl.public.beam.run_inference import CreateModelHandler
-from tfx_bsl.public.proto import model_spec_pb2
 
 from inference.data import columns
 from inference.config import ModelConfig
 from inference.io.encoding import encode_signature_logs
-from inference.frameworks import BeamHandler
+from inference.frameworks import BeamHandler, Framework, file_head
 from inference.data.results import PREDICTION_LOG
 
 # Packages whose custom ops a SavedModel may use; imported when present, as tfx_bsl does.
 _ADDON_OPS = ("tensorflow_text", "tensorflow_decision_forests", "struct2tensor")
+_PREDICT = "tensorflow/serving/predict"  # tf.saved_model.PREDICT_METHOD_NAME
+
+
+def _takes_examples(folder: str, names: Sequence[str]) -> bool:
+    """A SavedModel whose serving signature takes serialized examples (one string input),
+    from its saved_model.pb (read, not loaded)."""
+    if "saved_model.pb" not in names:
+        return False
+    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+    for meta_graph in _saved_model(folder).meta_graphs:
+        signature = meta_graph.signature_def.get("serving_default")
+        if signature is None and meta_graph.signature_def:
+            signature = next(iter(meta_graph.signature_def.values()))
+        if signature is not None and len(signature.inputs) == 1:
+            (tensor,) = signature.inputs.values()
+            if tensor.dtype == types_pb2.DT_STRING:
+                return True
+    return False
+
+
+FRAMEWORK = Framework(folder=_takes_examples, whole_folder=True, signatures=True)
 
 
 def takes_records(spec: ModelConfig) -> bool:
@@ -50,6 +66,9 @@ class PredictSignature:
 
 
 def load(path: str, spec: ModelConfig):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfx_bsl.public.beam.run_inference import CreateModelHandler  # pylint: disable=import-outside-toplevel
+    from tfx_bsl.public.proto import model_spec_pb2  # pylint: disable=import-outside-toplevel
     for package in _ADDON_OPS:
         try:
             importlib.import_module(package)
@@ -80,20 +99,40 @@ def _predict_signature(path: str, tags: List[str], names: List[str]) -> Optional
     None (read from saved_model.pb, before anything loads)."""
     if len(names) > 1:
         return None
-    name = names[0] if names else tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-    saved_model = saved_model_pb2.SavedModel()
-    with FileSystems.open(posixpath.join(path, "saved_model.pb")) as f:
-        saved_model.ParseFromString(f.read())
-    for meta_graph in saved_model.meta_graphs:
+    name = names[0] if names else _DEFAULT_SIGNATURE
+    for meta_graph in _saved_model(path).meta_graphs:
         if set(meta_graph.meta_info_def.tags) == set(tags):
             signature = meta_graph.signature_def.get(name)
-            if signature is not None and (signature.method_name
-                                          == tf.saved_model.PREDICT_METHOD_NAME):
+            if signature is not None and signature.method_name == _PREDICT:
                 return name
     return None
 
 
+_DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+
+
+def _saved_model(path: str):
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    return saved_model_pb2.SavedModel.FromString(
+        file_head(posixpath.join(path, "saved_model.pb")))
+
+
+def sequence_example_problems(path: str, spec: ModelConfig) -> List[str]:
+    """What keeps the model from reading tf.SequenceExamples: each signature it runs that is
+    not a predict signature (classify, regress and multi-inference ones take tf.Examples
+    only, as in TFX's BulkInferrer)."""
+    names = _names(spec, "signature_name") or [_DEFAULT_SIGNATURE]
+    methods = {name: graph.signature_def[name].method_name
+               for graph in _saved_model(path).meta_graphs for name in names
+               if name in graph.signature_def}
+    return [f"model {spec.name!r}: signature {name!r} is a {method} signature, which takes "
+            f"tf.Examples only (as in TFX's BulkInferrer); export a predict signature that "
+            f"parses serialized SequenceExamples"
+            for name, method in methods.items() if method != _PREDICT]
+
+
 def _load_predict(path: str, tags: List[str], name: str) -> PredictSignature:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     session = tf.compat.v1.Session(graph=tf.compat.v1.Graph())
     signature = tf.compat.v1.saved_model.loader.load(session, tags, path).signature_def[name]
     if len(signature.inputs) != 1:

@@ -11,7 +11,10 @@ import posixpath
 import numpy as np
 
 from inference.config import ConfigError, ModelConfig
-from inference.frameworks import BeamHandler
+from inference.frameworks import BeamHandler, Framework
+
+# ONNX files are ONNX Runtime's by name; TensorRT builds them into an engine when named.
+FRAMEWORK = Framework(suffixes=(".engine", ".plan", ".trt"), reads=(".onnx",))
 
 
 def check(path: str, spec: ModelConfig):

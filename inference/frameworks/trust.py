@@ -20,6 +20,7 @@ from typing import Iterable, List, Optional, Set
 
 from apache_beam.io.filesystems import FileSystems
 
+from inference import frameworks
 from inference.config import ConfigError, ModelConfig
 
 # What a file holds that can run code when loaded, as `check` finds it.
@@ -56,11 +57,13 @@ def require(spec: ModelConfig, path: str, why: str):
 
 def check(spec: ModelConfig, path: str, safe: Iterable[str] = ()):
     """Refuses, unless the model is trusted, a model at `path` (a file, or a folder's
-    files) holding contents that run code on load; `safe`: the contents the framework's
-    own loader reads without running code (e.g. PICKLE_ARCHIVE for PyTorch's weights-only
-    loader)."""
-    if trusted(spec) or spec.framework == "remote":  # a server loads it, not this process
+    files) holding contents that run code on load. The contents its framework's own loader
+    reads without running code (its declared `safe_content`, e.g. PICKLE_ARCHIVE for
+    PyTorch's weights-only loader) pass, and so do those in `safe`."""
+    framework = frameworks.declared(spec.framework)
+    if trusted(spec) or not framework.reads_files:  # a server loads it, not this process
         return
+    safe = set(safe) | set(framework.safe_content)
     for file in _files(path):
         found = sniff(file)
         if found and found not in safe:

@@ -7,16 +7,24 @@ options:
 """
 import functools
 
-import xgboost
-from apache_beam.ml.inference import xgboost_inference
-
 from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.frameworks import Framework, file_head
 
+
+def _is_model_json(path: str) -> bool:
+    """From the file's head: XGBoost's JSON models start with their "learner" object."""
+    head = file_head(path, 256)
+    return head.lstrip()[:1] == b"{" and b'"learner"' in head
+
+
+# JSON files are XGBoost's when their content says so (detection sniffs them).
+FRAMEWORK = Framework(suffixes=(".ubj",), reads=(".json",), sniff=_is_model_json)
+# options.model_class -> the xgboost class it names.
 MODEL_CLASSES = {
-    "classifier": xgboost.XGBClassifier,
-    "regressor": xgboost.XGBRegressor,
-    "booster": xgboost.Booster,
+    "classifier": "XGBClassifier",
+    "regressor": "XGBRegressor",
+    "booster": "Booster",
 }
 METHODS = ("predict", "predict_proba")
 
@@ -36,8 +44,10 @@ def check(path: str, spec: ModelConfig):
 
 
 def load(path: str, spec: ModelConfig):
+    import xgboost  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import xgboost_inference  # pylint: disable=import-outside-toplevel
     kind = spec.options.get("model_class", "classifier")
-    model_class = MODEL_CLASSES[kind]
+    model_class = getattr(xgboost, MODEL_CLASSES[kind])
     if spec.device == "GPU":
         model_class = (functools.partial(model_class, params={"device": "cuda"})
                        if kind == "booster" else functools.partial(model_class, device="cuda"))
@@ -47,6 +57,7 @@ def load(path: str, spec: ModelConfig):
 
 def predict(model, inputs, spec: ModelConfig):
     """One call on the whole batch (Beam's default calls predict once per element)."""
+    import xgboost  # pylint: disable=import-outside-toplevel
     if isinstance(model, xgboost.Booster):
         outputs = model.predict(xgboost.DMatrix(inputs))
     else:

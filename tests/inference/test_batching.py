@@ -1,4 +1,6 @@
 """Chunks and batches: sizes in records, whatever the element's shape."""
+import numpy as np
+
 from inference.data import batching
 from inference.config import ModelConfig
 
@@ -33,3 +35,14 @@ def test_large_records_make_small_chunks():
     assert batching.records_per_chunk([bytes(100)] * 3, 1024) == 1024
     assert batching.records_per_chunk([bytes(1 << 20)], 1024) == 4
     assert batching.records_per_chunk([bytes(8 << 20)], 1024) == 1
+
+
+def test_length_buckets_group_positions_shortest_first_and_cut_runs():
+    lengths = np.array([3, 40, 16, 2, 15, 600, 17])
+    # Boundaries are lower-inclusive, as Beam's: 16 opens the bucket [16, 32).
+    groups = batching.length_buckets(lengths, (16, 32))
+    assert [g.tolist() for g in groups] == [[3, 0, 4], [2, 6], [1, 5]]
+    assert [g.tolist() for g in batching.length_buckets(lengths, (16, 32), most=2)] == [
+        [3, 0], [4], [2, 6], [1, 5]]
+    assert sorted(np.concatenate(batching.length_buckets(lengths)).tolist()) == list(range(7))
+    assert batching.length_buckets(np.array([], np.int64)) == []

@@ -18,7 +18,7 @@ def test_detection_from_files(tmp_path):
     assert detection.resolve(str(tmp_path / "m.onnx")) == ("onnx", str(tmp_path / "m.onnx"))
     assert detection.resolve(str(tmp_path / "xgb.json"))[0] == "xgboost"
     assert detection.resolve(str(tmp_path / "model.bin"))[0] == "pytorch"
-    with pytest.raises(ConfigError, match="not an XGBoost model"):
+    with pytest.raises(ConfigError, match="not an xgboost model"):
         detection.resolve(str(tmp_path / "not_xgb.json"))
     with pytest.raises(ConfigError, match="does not exist"):
         detection.resolve(str(tmp_path / "missing.pt"))

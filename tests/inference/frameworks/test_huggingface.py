@@ -285,7 +285,15 @@ def test_pickled_weights_and_remote_code_need_trust(tmp_path, classifier):
                        folder)
     trusted = create_handler(ModelConfig(framework="huggingface", inputs=TEXT,
                                          options={**options, "trusted": True}), folder)
-    assert trusted.load_model() is not None
+    safe = create_handler(ModelConfig(framework="huggingface", inputs=TEXT, options=options),
+                          classifier)
+    records = [helpers.example({"text": [text]}) for text in SENTENCES]
+    [pickled] = trusted.run_inference([(None, records)], trusted.load_model())
+    [safetensors] = safe.run_inference([(None, records)], safe.load_model())
+    assert pickled.outputs["scores"].shape == (len(SENTENCES), 3)
+    np.testing.assert_allclose(pickled.outputs["scores"], safetensors.outputs["scores"],
+                               **TOL)
+    assert list(pickled.outputs["label"]) == list(safetensors.outputs["label"])
 
     for remote in ({"trust_remote_code": True},
                    {"load_model_args": {"trust_remote_code": True}}):

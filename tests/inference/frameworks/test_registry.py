@@ -1,11 +1,15 @@
-"""The framework registry (`inference/frameworks/__init__.py`): lookup, the BeamHandler
-adapter turning any Beam ModelHandler into load + predict, and import paths."""
+"""The framework registry (`inference.config.FRAMEWORKS`, `inference/frameworks/__init__.py`):
+lookup, the declarations, the BeamHandler adapter turning any Beam ModelHandler into load +
+predict, and import paths."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from inference import frameworks
-from inference.config import ConfigError, ModelConfig
+from inference import config, frameworks
+from inference.config import ConfigError, InferenceConfig, ModelConfig
 
 
 class _Doubler(ModelHandler):
@@ -57,3 +61,34 @@ def test_import_paths_name_the_option_when_they_fail(tmp_path):
         frameworks.import_object("numpy.nope", "options.model_class")
     with pytest.raises(ConfigError, match="defines no 'other'"):
         frameworks.import_object(f"{module}:other")
+
+
+def test_every_registered_framework_declares_what_it_is():
+    declared = dict(frameworks.declarations())
+    assert list(declared) == list(config.FRAMEWORKS)
+    assert all(isinstance(d, frameworks.Framework) for d in declared.values())
+    # A file ending belongs to one framework, so detection by name is unambiguous.
+    endings = [suffix for d in declared.values() for suffix in d.suffixes]
+    assert len(endings) == len(set(endings)), endings
+    assert [n for n, d in declared.items() if not d.reads_files] == ["remote"]
+
+
+def test_an_unregistered_module_and_a_module_without_a_declaration_are_refused(monkeypatch):
+    monkeypatch.setitem(config.FRAMEWORKS, "plain", "inference.data.columns")
+    with pytest.raises(ConfigError, match=r"inference.data.columns declares no FRAMEWORK"):
+        frameworks.get("plain")
+    with pytest.raises(ConfigError, match=r"framework='caffe': choose one of \('tensorflow'"):
+        InferenceConfig(models=[ModelConfig(name="m", uri="/m", framework="caffe")]).validate()
+
+
+def test_reading_every_declaration_imports_no_framework_library():
+    """Detection reads every declaration: a run must not import every framework's library."""
+    libraries = ("tensorflow", "keras", "sklearn", "onnxruntime", "xgboost", "transformers",
+                 "tensorrt")
+    code = ("import sys\n"
+            "from inference import frameworks\n"
+            "frameworks.declarations()\n"
+            f"print([m for m in {libraries!r} if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

@@ -1,43 +1,8 @@
-"""Hugging Face transformers models in a local (or mounted) folder.
-
-Which path a configuration takes:
-
-- options.task one of TEXT_TASKS: text in, the folder's own tokenizer and model, config
-  only. Each batch's texts (one bytes feature, InputSpec(features=["text"],
-  dtype="bytes"); or a dict layout of two bytes features: text pairs) are tokenised in one
-  call, truncated to the model's maximum length (options.max_length), sorted into length
-  buckets (Beam's boundaries, 16 to 512 tokens) and run a bucket at a time, each padded
-  only to its own longest text. Outputs are float32.
-    "feature-extraction": `embedding` [hidden], the token embeddings pooled over the
-      attention mask as sentence-transformers defines it (options.pooling "mean" or
-      "cls"; optionally L2-normalised, options.normalize); pooling "none":
-      `token_embeddings`, each text's [tokens, hidden] (a ragged column). Unset options
-      follow the folder's sentence-transformers files when it has them (pooling, Normalize
-      module, max_seq_length), else mean pooling, not normalised, the tokenizer's or the
-      model's maximum length.
-    "text-classification" (or "sentiment-analysis"): `label` (bytes, from the model's
-      `config.id2label`), `score`, `scores` (every label's, in id order); with
-      options.top_k > 1: `top_k_labels` and `top_k_scores`, best first (the engine's
-      `labels.Labeller`, as any framework's classifier with a LabelSpec). Scores as the
-      transformers pipeline computes them (options.function_to_apply: "softmax",
-      "sigmoid", "none").
-    "token-classification" (or "ner"): per text, its entities as the transformers
-      pipeline's postprocessing gives them (options.aggregation_strategy, default
-      "none"), as ragged columns: `entity` (or `entity_group` when aggregated), `score`,
-      `word`, `start`, `end` (character offsets), and `index` without aggregation.
-- another options.task (e.g. "question-answering"): Beam's
-  HuggingFacePipelineModelHandler (through `BeamHandler`), one example per text (or per
-  {feature: text} dict with a dict layout); options.pipeline_args: more
-  `transformers.pipeline(...)` keyword arguments.
-- no task: the model class options.model_class (default "transformers.AutoModel")
-  loaded with from_pretrained and run on the batch's int64 token tensors: a dict layout
-  passes each feature as the keyword argument of its name (input_ids, attention_mask, ...),
-  a stacked layout the one tensor positionally. Padding comes from the InputSpec.
-  options.load_model_args: from_pretrained keyword arguments.
-
-Weights load from safetensors files; pickle-based weights (`.bin`) need `trusted`, and so
-does `trust_remote_code` (code shipped in the model's folder). Nothing is downloaded:
-everything loads from the folder.
+"""The text tasks (TEXT_TASKS): text in, the folder's own tokenizer and model, configuration
+only. Each batch's texts are tokenised in one call, truncated to the model's maximum length,
+sorted into length buckets (`inference.data.batching.length_buckets`) and run a bucket at a
+time, each padded only to its own longest text (see the package's docstring for the tasks'
+outputs and options).
 """
 import itertools
 import json
@@ -48,18 +13,9 @@ import numpy as np
 import torch
 
 from inference.data import batching, columns, labels
-from inference.frameworks import trust
 from inference.config import ConfigError, LabelSpec, ModelConfig
-from inference.frameworks import BeamHandler, import_object
-
-# transformers imports TensorFlow wherever it is installed (this stack has it, for TFX):
-# seconds and hundreds of MB in each worker process, for PyTorch models that never use it.
-# USE_TF=0 is transformers' own switch, read when it is first imported in the process; a
-# user's own setting wins (USE_TF=AUTO: both frameworks, for a pipeline task on TensorFlow
-# weights).
-os.environ.setdefault("USE_TF", "0")
-
-DEFAULT_MODEL_CLASS = "transformers.AutoModel"
+from inference.frameworks import import_object
+from inference.frameworks.huggingface import common
 
 # The tasks run on the folder's tokenizer and model directly, and their model classes.
 TEXT_TASKS = {
@@ -74,47 +30,26 @@ POOLINGS = ("mean", "cls", "none")
 CLASSIFICATION_FUNCTIONS = ("softmax", "sigmoid", "none")
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
 TEXTS_PER_FORWARD_CPU = 32
-_ARGUMENT_OPTIONS = ("pipeline_args", "load_model_args")
 
 
 def check(path: str, spec: ModelConfig):
-    options, task = spec.options, spec.options.get("task")
-    _check_remote_code(spec)
-    if task:
-        inputs = spec.inputs
-        if inputs.dtype != "bytes" or (inputs.layout == "stacked"
-                                       and len(inputs.features) != 1):
-            raise ConfigError(
-                f"model {spec.name!r}: task {task!r} takes text: give inputs=InputSpec("
-                f"features=[<one bytes feature>], dtype='bytes'), or a dict layout of "
-                f"bytes features")
-        if task in TEXT_TASKS and inputs.layout == "dict" and len(inputs.features) != 2:
-            raise ConfigError(f"model {spec.name!r}: task {task!r} takes one text feature, "
-                              f"or a dict layout of two (text pairs); got "
-                              f"{inputs.features}")
-        if task in TEXT_TASKS:
-            _check_text_options(spec)
-        if task in CLASSIFICATION_TASKS:
-            config = _folder_config(path, spec)
-            if config is not None:
-                _class_names(config, spec)
-    else:
-        import_object(options.get("model_class") or DEFAULT_MODEL_CLASS,
-                      "options.model_class")
+    task, inputs = spec.options["task"], spec.inputs
+    if inputs.layout == "dict" and len(inputs.features) != 2:
+        raise ConfigError(f"model {spec.name!r}: task {task!r} takes one text feature, or a "
+                          f"dict layout of two (text pairs); got {inputs.features}")
+    _check_text_options(spec)
+    if task in CLASSIFICATION_TASKS:
+        config = _folder_config(path, spec)
+        if config is not None:
+            _class_names(config, spec)
 
 
-def _check_remote_code(spec: ModelConfig):
-    """`trust_remote_code` runs code from the model's folder: only for trusted models."""
-    asked = [name for name, value in [("options.trust_remote_code",
-                                       spec.options.get("trust_remote_code"))] + [
-        (f"options.{option}.trust_remote_code",
-         (spec.options.get(option) or {}).get("trust_remote_code"))
-        for option in _ARGUMENT_OPTIONS] if value]
-    if asked and not trust.trusted(spec):
-        raise ConfigError(
-            f"model {spec.name!r}: {asked[0]} runs Python code shipped in the model's "
-            f"folder; set it only for a model you trust, together with "
-            f"options={{'trusted': True}}")
+def load(path: str, spec: ModelConfig) -> "TextModel":
+    return TextModel.load(path, spec)
+
+
+def predict(model: "TextModel", inputs, spec: ModelConfig):  # pylint: disable=unused-argument
+    return model.predict(inputs)
 
 
 def _check_text_options(spec: ModelConfig):
@@ -136,59 +71,6 @@ def _check_text_options(spec: ModelConfig):
         raise ConfigError(f"model {spec.name!r}: " + "; ".join(problems))
 
 
-def load(path: str, spec: ModelConfig):
-    options = spec.options
-    task = options.get("task")
-    if task in TEXT_TASKS:
-        return TextModel.load(path, spec)
-    if task:
-        from apache_beam.ml.inference import huggingface_inference  # pylint: disable=import-outside-toplevel
-        return BeamHandler.load(huggingface_inference.HuggingFacePipelineModelHandler(
-            task=task, model=path, device=spec.device,
-            load_pipeline_args=dict(options.get("pipeline_args") or {})))
-    model_class = import_object(options.get("model_class") or DEFAULT_MODEL_CLASS,
-                                "options.model_class")
-    model = model_class.from_pretrained(path, **_load_args(spec))
-    return model.to(_device(spec)).eval()
-
-
-def predict(model, inputs, spec: ModelConfig):
-    if isinstance(model, TextModel):
-        return model.predict(inputs)
-    if isinstance(model, BeamHandler):
-        return model.predict(_texts(inputs), spec.output_names)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        if isinstance(inputs, dict):
-            size = len(next(iter(inputs.values())))
-            outputs = model(**{name: torch.from_numpy(np.ascontiguousarray(array)).to(device)
-                               for name, array in inputs.items()})
-        else:
-            size = len(inputs)
-            outputs = model(torch.from_numpy(np.ascontiguousarray(inputs)).to(device))
-    return columns.from_batch({name: value.detach().cpu().numpy()
-                               for name, value in outputs.items()
-                               if isinstance(value, torch.Tensor)}, size)
-
-
-def _device(spec: ModelConfig) -> str:
-    return "cuda" if spec.device == "GPU" and torch.cuda.is_available() else "cpu"
-
-
-def _load_args(spec: ModelConfig) -> dict:
-    """from_pretrained keyword arguments: the folder only (nothing downloaded), and
-    safetensors weights unless the model is trusted (`.bin` files are pickles)."""
-    args = {"local_files_only": True}
-    if not trust.trusted(spec):
-        args["use_safetensors"] = True
-    args.update(spec.options.get("load_model_args") or {})
-    if spec.options.get("trust_remote_code"):
-        args["trust_remote_code"] = True
-    return args
-
-
-# --- text tasks on the folder's tokenizer and model ----------------------------------------
-
 class TextModel:
     """A tokenizer and a model from one folder, run on batches of texts for a TEXT_TASK."""
 
@@ -201,7 +83,6 @@ class TextModel:
         self.max_length = max_length
         self.pooling = pooling
         self.normalize = normalize
-        self.buckets = list(batching.DEFAULT_LENGTH_BUCKETS)
         self.device = next(model.parameters()).device
         # On a CPU a forward pass costs per token, padding included: runs of texts of
         # similar lengths (sorted), each padded to its own longest, waste least. On a GPU a
@@ -217,12 +98,12 @@ class TextModel:
     def load(cls, path: str, spec: ModelConfig) -> "TextModel":
         import transformers  # pylint: disable=import-outside-toplevel
         options, task = spec.options, spec.options["task"]
-        args = _load_args(spec)
+        args = common.load_args(spec)
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             path, local_files_only=True, trust_remote_code=bool(args.get("trust_remote_code")))
         model_class = import_object(options.get("model_class") or TEXT_TASKS[task],
                                     "options.model_class")
-        model = model_class.from_pretrained(path, **args).to(_device(spec)).eval()
+        model = model_class.from_pretrained(path, **args).to(common.device(spec)).eval()
         sentence_transformers = _sentence_transformers_settings(path)
         max_length = (options.get("max_length") or sentence_transformers.get("max_length")
                       or _model_max_length(tokenizer, model))
@@ -249,7 +130,7 @@ class TextModel:
             return_special_tokens_mask=token_classification)
         lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
         parts = []
-        for positions in self._buckets(lengths):
+        for positions in batching.length_buckets(lengths, most=self.texts_per_forward):
             padded = self._padded(encoded, positions, lengths[positions])
             inputs = {name: torch.from_numpy(array).to(self.device)
                       for name, array in padded.items()}
@@ -279,18 +160,6 @@ class TextModel:
                 dtype=np.int64, count=int(lengths.sum()))
             padded[name] = array
         return padded
-
-    def _buckets(self, lengths: np.ndarray) -> List[np.ndarray]:
-        """Batch positions, shortest texts first, by token-count bucket (lower-inclusive
-        boundaries, as Beam's), each cut into runs of `texts_per_forward` (0: no cut)."""
-        order = np.argsort(lengths, kind="stable")
-        bucket = np.searchsorted(self.buckets, lengths[order], side="right")
-        groups = np.split(order, np.flatnonzero(np.diff(bucket)) + 1)
-        size = self.texts_per_forward
-        if not size:
-            return groups
-        return [group[start:start + size] for group in groups
-                for start in range(0, len(group), size)]
 
     def _outputs(self, outputs, mask: np.ndarray, device_mask: torch.Tensor,
                  positions: np.ndarray, encoded, texts: List[str]) -> Dict[str, np.ndarray]:
@@ -355,9 +224,9 @@ class TextModel:
 def _texts_and_pairs(inputs) -> Tuple[List[str], Optional[List[str]]]:
     """A batch's texts (one bytes feature), or its text pairs (a dict of two)."""
     if isinstance(inputs, dict):
-        first, second = (_texts(array) for array in inputs.values())
+        first, second = (common.texts(array) for array in inputs.values())
         return first, second
-    return _texts(inputs), None
+    return common.texts(inputs), None
 
 
 def _entity_values(entities: Sequence[dict], key: str) -> np.ndarray:
@@ -385,7 +254,7 @@ def _folder_config(path: str, spec: ModelConfig):
     or None when AutoConfig cannot read it (e.g. the own config type of a custom
     model_class): such a model's labels are checked where it loads."""
     import transformers  # pylint: disable=import-outside-toplevel
-    args = {k: v for k, v in _load_args(spec).items() if k != "use_safetensors"}
+    args = {k: v for k, v in common.load_args(spec).items() if k != "use_safetensors"}
     try:
         config, _ = transformers.AutoConfig.from_pretrained(path, return_unused_kwargs=True,
                                                             **args)
@@ -467,19 +336,3 @@ def _json(path: str):
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def _texts(inputs):
-    """Bytes features as str: one text per example, or a {feature: text} dict per example."""
-    if isinstance(inputs, dict):
-        texts = {name: [_text(row) for row in array] for name, array in inputs.items()}
-        return [dict(zip(texts, row)) for row in zip(*texts.values())]
-    return [_text(row) for row in inputs]
-
-
-def _text(row: np.ndarray) -> str:
-    if len(row) != 1:
-        raise ValueError(f"a pipeline example takes one text per feature, got {len(row)} "
-                         f"values")
-    value = row[0]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
