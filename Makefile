@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run run-text test bench bench-streaming reliability lock lock-ray clean env
+.PHONY: run run-text test docs bench bench-publish bench-streaming reliability lock lock-ray clean env
 
 env: $(STAMP)
 
@@ -29,13 +29,24 @@ run: $(STAMP)
 run-text: $(STAMP)
 	PIPELINE=text $(PY) local_runner.py
 
-# The report's browser test drives headless Chromium (Debian's package).
+# The report's browser test drives headless Chromium (Debian's package). The docs are
+# built first: a broken link or a page missing from the nav fails the tests.
 test: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	$(MAKE) docs
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# README.md and docs/ as a site in outputs/site (mkdocs.yml; --strict: warnings fail).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -q -d outputs/site
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# The newest `make bench` run (or BENCH_RUN=outputs/bench/<timestamp>) becomes
+# docs/benchmarks/results.md, the docs' benchmark page; commit it with the run's code.
+bench-publish: $(STAMP)
+	$(PY) -m benchmarks.report --publish $(BENCH_RUN)
 
 # Streaming against the Pub/Sub emulator on the local runner (benchmarks/streaming.py).
 bench-streaming: $(STAMP)
