@@ -478,19 +478,19 @@ def markdown(body: Dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
-def _commit() -> Optional[str]:
+def commit() -> Optional[str]:
     """The checkout's commit, with `+changes` when its tracked files differ from it."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True,
                               check=False).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD")
-    return commit and commit + ("+changes" if git("status", "--porcelain", "-uno") else "")
+    head = git("rev-parse", "--short", "HEAD")
+    return head and head + ("+changes" if git("status", "--porcelain", "-uno") else "")
 
 
 def write(folder: str, rows, target_items, environment, profile=None, prep=None) -> str:
     environment.setdefault("machine", f"{platform.node()} ({platform.machine()}, "
                                       f"{platform.processor() or 'cpu'})")
-    environment.setdefault("commit", _commit())
+    environment.setdefault("commit", commit())
     body = {"rows": rows, "targets": target_items, "environment": environment,
             "profile": profile, "preparation": prep}
     with open(os.path.join(folder, "results.json"), "w") as f:
