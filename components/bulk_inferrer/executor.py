@@ -26,7 +26,7 @@ from inference.io import encoding, publish
 from inference.io.records import ReadRecords
 from inference.observe import metrics, progress
 from inference.config import ConfigError, InferenceConfig
-from inference.engine.handler import worker_deaths
+from inference.engine.worker_health import worker_deaths
 from inference.engine.models import create_handlers
 
 # TFX's executor's names of the output file prefixes (TFX's own tests read them).
