@@ -35,7 +35,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from inference import bounded
+from inference import arguments, bounded
 from inference.io import encoding, tfrecord
 from inference.io.dead_letters import read_failures
 from inference.observe import metrics
@@ -173,9 +173,8 @@ def replay(config: InferenceConfig, failure_patterns: Sequence[str], output: str
 def parse_args(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inference_config", required=True,
-                        help="InferenceConfig JSON file: the configuration of the run whose "
-                             "dead letters are replayed (its models' uris)")
+    arguments.add_config(parser, "the configuration of the run whose dead letters are "
+                                 "replayed (its models' uris)")
     parser.add_argument("--failures", required=True, action="append",
                         help="file pattern of dead letters (e.g. '<failures uri>/failures-*'"
                              "); repeat for more")
@@ -192,14 +191,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, beam_args = parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     try:
-        with FileSystems.open(args.inference_config) as f:
-            text = f.read().decode("utf-8")
-    except (OSError, IOError) as e:
-        print(f"replay: cannot read --inference_config {args.inference_config}: {e}",
-              file=sys.stderr)
+        config = arguments.read_config(args.inference_config, bounded=True)
+    except ConfigError as e:
+        print(f"replay: {e}", file=sys.stderr)
         return 2
     try:
-        config = InferenceConfig.from_json(text).validate(bounded=True)
         figures = replay(config, args.failures, args.output, stages, beam_args,
                          args.max_failure_fraction)
     except (bounded.RunFailed, ConfigError) as e:

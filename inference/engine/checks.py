@@ -1,0 +1,116 @@
+"""Checks of a bounded run's models against its data, made before Beam starts: the
+features each model reads exist (in the examples' schema, or among a tf.Transform graph's
+outputs), and a model given tf.SequenceExamples can read them.
+
+TFX's BulkInferrer hands tf.SequenceExamples to tfx_bsl's RunInference: a predict
+signature takes them serialized, as it takes tf.Examples (the model parses them), while
+classify, regress and multi-inference signatures refuse them ("only supports raw or
+serialized tf.train.Example"). TensorFlow models get the same here, refused before Beam
+starts rather than in the middle of the run. Models of other frameworks read the context
+features through their InputSpec (`inference.data.decoding.SequenceExampleDecoder`); a
+feature list as a model input is refused before Beam starts.
+"""
+import os
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from tensorflow.core.protobuf import saved_model_pb2
+
+from inference.config import ConfigError, ModelConfig
+from inference.data.decoding import SEQUENCE_COLUMN
+from inference.io import tfrecord
+
+_PREDICT = tf.saved_model.PREDICT_METHOD_NAME
+
+
+def check_features(specs: Sequence[ModelConfig], available: Iterable[str], source: str):
+    """Model inputs must be available features: says which are not, up front."""
+    available = set(available)
+    problems = [f"model {m.name!r} reads {sorted(set(m.inputs.features) - available)}"
+                for m in specs if set(m.inputs.features) - available]
+    if problems:
+        raise ConfigError(f"model inputs do not match {source}: " + "; ".join(problems)
+                          + f". Available: {sorted(available)}")
+
+
+def check_sequence_examples(specs: Sequence[ModelConfig], schema,
+                            splits: Mapping[str, Sequence[str]],
+                            transform_dir: Optional[str]):
+    """Raises ConfigError, saying what to change, for a model (`specs`: the models, their
+    framework and uri resolved) that cannot read the SequenceExamples: a TensorFlow model through a signature other than predict, or a
+    model of another framework whose inputs name a feature list or that reads them
+    through a Transform graph."""
+    feature_lists = None  # read when a model needs them
+    problems = []
+    for model in specs:
+        framework, path = model.framework, model.uri
+        if framework == "tensorflow":
+            problems += [f"model {model.name!r}: signature {name!r} is a {method} signature, "
+                         f"which takes tf.Examples only (as in TFX's BulkInferrer); export "
+                         f"a predict signature that parses serialized SequenceExamples"
+                         for name, method in _signature_methods(
+                             path, model.options.get("signature_name")).items()
+                         if method != _PREDICT]
+            continue
+        if framework == "custom" and model.options.get("raw_records"):
+            continue  # its handler takes the serialized SequenceExamples as they are
+        if transform_dir:
+            problems.append(f"model {model.name!r}: a transform_graph parses tf.Examples; "
+                            f"with SequenceExamples, transform them in the model (a "
+                            f"TensorFlow predict signature) or upstream")
+        if feature_lists is None:
+            feature_lists = _feature_lists(schema, splits)
+        wanted = sorted(set(model.inputs.features) & feature_lists)
+        if wanted:
+            problems.append(f"model {model.name!r} ({framework}) reads feature list(s) "
+                            f"{wanted} of the SequenceExamples; models other than "
+                            f"TensorFlow SavedModels read context features only: give "
+                            f"it context features, or use a TensorFlow predict signature "
+                            f"that parses the SequenceExamples")
+    if problems:
+        raise ConfigError("The examples are tf.SequenceExamples:\n  - "
+                          + "\n  - ".join(problems))
+
+
+def _signature_methods(path: str, names) -> Dict[str, str]:
+    """Signature name -> method name (predict, classify, regress) of a SavedModel."""
+    names = [names] if isinstance(names, str) else list(
+        names or [tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY])
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return {name: graph.signature_def[name].method_name
+            for graph in saved_model.meta_graphs for name in names
+            if name in graph.signature_def}
+
+
+def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
+    """The feature lists' names: from the schema's sequence STRUCT feature when there is
+    a schema (TFX's SchemaGen writes one), else from the first record of the examples."""
+    if schema is not None:
+        return {f.name for feature in schema.feature if feature.name == SEQUENCE_COLUMN
+                for f in feature.struct_domain.feature}
+    record = _first_record([p for patterns in splits.values() for p in patterns])
+    if record is None:
+        return set()
+    return set(tf.train.SequenceExample.FromString(record).feature_lists.feature_list)
+
+
+def _first_record(patterns: Sequence[str]) -> Optional[bytes]:
+    for pattern in patterns:
+        for path in sorted(tf.io.gfile.glob(pattern)):
+            if tf.io.gfile.isdir(path):
+                continue
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+                for records in tfrecord.read_records(raw):
+                    if records:
+                        return records[0]
+    return None
+
+
+def transformed_features(transform_dir: str) -> List[str]:
+    """The features a tf.Transform graph outputs (what a model behind it may read)."""
+    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+    return list(tft.TFTransformOutput(transform_dir).transformed_feature_spec())
