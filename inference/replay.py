@@ -42,6 +42,7 @@ from inference.observe import metrics
 from inference.data.batching import CHUNK_RECORDS
 from inference.config import ConfigError, InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import FilePosition
 from inference.engine.models import create_handlers
 
 # What a retry can fix: the model or its server failed, not the record.
@@ -49,8 +50,8 @@ RETRYABLE_STAGES = ("inference", "timeout")
 
 
 class _ReadDeadLetterFile(beam.DoFn):
-    """A dead-letter file -> a chunk `((source, -1), [record])` per dead letter of `model`
-    in `split` at one of `stages`, counted as read in `split`."""
+    """A dead-letter file -> a chunk `(FilePosition(source), [record])` per dead letter of
+    `model` in `split` at one of `stages`, counted as read in `split`."""
 
     def __init__(self, split: str, model: str, stages: Sequence[str]):
         self._split, self._model, self._stages = split, model, tuple(stages)
@@ -65,7 +66,7 @@ class _ReadDeadLetterFile(beam.DoFn):
                     if replayable(failure, self._stages) and (
                             failure.model, failure.split) == (self._model, self._split):
                         self._read.inc()
-                        yield (failure.source, -1), [failure.record]
+                        yield FilePosition(failure.source), [failure.record]
 
 
 class ReadDeadLetters(beam.PTransform):

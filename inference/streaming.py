@@ -55,6 +55,7 @@ from inference.data import examples
 from inference.io import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import EventTime
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
 from inference.io.dead_letters import CountFailures
@@ -146,7 +147,7 @@ class _ParseMessages(beam.DoFn):
             record = to_example(data, self._format)
             if self._attributes:
                 record = with_attributes(record, message.attributes or {}, self._attributes)
-            yield timestamp.micros / 1e6, [record]
+            yield EventTime(timestamp.micros / 1e6), [record]
         except MessageError as e:
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                 "parse", e, data if isinstance(data, bytes) else str(data).encode(),
@@ -246,7 +247,9 @@ def build_pipeline(messages: beam.PCollection,
 def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
           result) -> List[Any]:
     """A ChunkResult's rows, stamped with its chunk's event time, encoded by `encode`."""
-    made = spec.to_rows(result, timestamp=result.origin)
+    origin = result.origin
+    made = spec.to_rows(result, timestamp=origin.seconds if isinstance(origin, EventTime)
+                        else None)
     return made if encode is None else [encode(row) for row in made]
 
 

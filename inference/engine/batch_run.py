@@ -19,8 +19,8 @@ from inference import frameworks
 from inference.config import ModelConfig
 from inference.data import columns, decoding, labels
 from inference.data.failures import Failure
-from inference.data.results import PREDICTION_LOG, ChunkResult, Origin, PartialPredictions, \
-    describe
+from inference.data.columns import PREDICTION_LOG
+from inference.data.results import ChunkResult, Origin, PartialPredictions, describe
 from inference.engine.worker_health import Breadcrumbs, TimedCalls
 from inference.observe import metrics, progress
 
@@ -195,8 +195,13 @@ class BatchRun:
                                                                self._spec.output_names))
 
     def _per_chunk(self, batch: Sequence[Element], outcome: "Outcome") -> List[ChunkResult]:
-        """The batch's outcome split back into its chunks: slices of the output arrays."""
+        """The batch's outcome split back into its chunks: slices of the output arrays
+        (the PredictionLogs a framework wrote itself become each result's own)."""
         positions, outputs = outcome.collect()
+        logs = outputs.get(PREDICTION_LOG)
+        if logs is not None:
+            outputs = {name: column for name, column in outputs.items()
+                       if name != PREDICTION_LOG}
         ends = np.cumsum([len(records) for _, records in batch])
         cuts = np.searchsorted(positions, ends)  # where each chunk's predictions end
         results, first, start = [], 0, 0
@@ -209,7 +214,8 @@ class BatchRun:
                         ] if outcome.failures else []
             results.append(ChunkResult(self.model_name, origin, kept,
                                        {name: column[first:cut]
-                                        for name, column in outputs.items()}, failures))
+                                        for name, column in outputs.items()}, failures,
+                                       None if logs is None else logs[first:cut]))
             first, start = cut, end
         return results
 

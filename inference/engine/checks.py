@@ -39,9 +39,9 @@ def check_sequence_examples(specs: Sequence[ModelConfig], schema,
                             splits: Mapping[str, Sequence[str]],
                             transform_dir: Optional[str]):
     """Raises ConfigError, saying what to change, for a model (`specs`: the models, their
-    framework and uri resolved) that cannot read the SequenceExamples: a TensorFlow model through a signature other than predict, or a
-    model of another framework whose inputs name a feature list or that reads them
-    through a Transform graph."""
+    framework and uri resolved) that cannot read the SequenceExamples: a TensorFlow model
+    through a signature other than predict, or a model of another framework whose inputs
+    name a feature list or that reads them through a Transform graph."""
     feature_lists = None  # read when a model needs them
     problems = []
     for model in specs:

@@ -12,6 +12,7 @@ import torch
 from inference.engine import worker_health
 from inference.config import InputSpec, ModelConfig
 from inference.engine.models import create_handler
+from inference.data.results import FilePosition
 from tests import helpers
 from tests.components import faulty_models
 
@@ -45,7 +46,8 @@ def test_each_chunk_gets_its_records_outputs_and_failures(sum_model):
     model = handler.load_model()
     first = _records([[1, 2, 3], [faulty_models.RAISE_MARKER, 0, 0], [4, 5, 6]])
     second = [b"not an example"] + _records([[0.5, 0.5, 0.5]])
-    results = handler.run_inference([(("a.gz", 10), first), (("b.gz", 0), second)], model)
+    results = handler.run_inference([(FilePosition("a.gz", 10), first),
+                                     (FilePosition("b.gz", 0), second)], model)
     assert [r.origin for r in results] == [("a.gz", 10), ("b.gz", 0)]
     assert results[0].records == [first[0], first[2]]
     assert results[0].outputs["output_0"][:, 0].tolist() == [6.0, 15.0]
@@ -124,7 +126,7 @@ def test_the_handler_pickles_and_loads_where_it_lands(sum_model):
 def test_a_worker_notes_the_batch_in_flight_and_clears_it(tmp_path, sum_model):
     crumbs = str(tmp_path / "crumbs")
     handler = _handler(sum_model, breadcrumbs=crumbs)
-    handler.run_inference([(("a.gz", 0), _records([[1, 2, 3]]))], handler.load_model())
+    handler.run_inference([(FilePosition("a.gz", 0), _records([[1, 2, 3]]))], handler.load_model())
     assert worker_health.worker_deaths(crumbs) == []  # done: nothing in flight
     with open(os.path.join(crumbs, "inflight-1234.json"), "w") as f:  # a dead worker's
         json.dump({"model": "sum", "records": 2, "pid": 1234,
