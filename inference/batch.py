@@ -62,9 +62,9 @@ class _RowsEncoder:
         return [rows_lib.to_json(row) for row in self._spec.to_rows(result)]
 
 
-def make_plan(config: InferenceConfig, inputs: List[str], output: str,
-              output_format: str = "prediction_logs",
-              row_spec: Optional[rows_lib.RowSpec] = None) -> bounded.Plan:
+def plan(config: InferenceConfig, inputs: List[str], output: str,
+         output_format: str = "prediction_logs",
+         row_spec: Optional[rows_lib.RowSpec] = None) -> bounded.Plan:
     """The bounded plan of a batch run: `inputs` (file patterns) scored by every model of
     `config`, written under `output` as the module says; ConfigError when it cannot run."""
     if output_format not in OUTPUT_FORMATS:
@@ -85,14 +85,14 @@ def make_plan(config: InferenceConfig, inputs: List[str], output: str,
                              FileSystems.join(output, "failures"))
 
 
-def run(plan: bounded.Plan, beam_args: List[str] = (),
+def run(batch_plan: bounded.Plan, beam_args: List[str] = (),
         max_failure_fraction: float = bounded.DEFAULT_MAX_FAILURE_FRACTION
         ) -> Dict[str, metrics.ModelFigures]:
-    """Runs `plan` and waits for it; {model: its figures}. Raises bounded.RunFailed (or
+    """Runs `batch_plan` and waits for it; {model: its figures}. Raises bounded.RunFailed (or
     ValueError when no record was read) when the run failed its failure budget."""
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-    plan.expand(pipeline)
-    return bounded.check(pipeline.run(), plan, max_failure_fraction).models
+    batch_plan.expand(pipeline)
+    return bounded.check(pipeline.run(), batch_plan, max_failure_fraction).models
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -117,13 +117,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, beam_args = parse_args(argv)
     try:
         config = arguments.read_config(args.inference_config, bounded=True)
-        plan = make_plan(config, args.input, args.output, args.output_format,
-                         arguments.row_spec(args, config))
+        batch_plan = plan(config, args.input, args.output, args.output_format,
+                          arguments.row_spec(args, config))
     except ConfigError as e:
         print(f"batch: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     try:
-        figures = run(plan, beam_args, args.max_failure_fraction)
+        figures = run(batch_plan, beam_args, args.max_failure_fraction)
     except (bounded.RunFailed, ValueError) as e:
         print(f"batch: {e}", file=sys.stderr)
         return 1
@@ -131,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"batch: model {model!r}: {f.examples_in} record(s) in, {f.predictions} "
               f"predicted, {f.failures} failed "
               f"(outputs: {FileSystems.join(args.output, model)}, dead letters: "
-              f"{plan.failures_prefix}-*)")
+              f"{batch_plan.failures_prefix}-*)")
     return 0
 
 
