@@ -13,16 +13,15 @@ feature list as a model input is refused before Beam starts.
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
-import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from tensorflow.core.protobuf import saved_model_pb2
 
 from inference.config import ConfigError, ModelConfig
 from inference.data.decoding import SEQUENCE_COLUMN
 from inference.io import tfrecord
 
-_PREDICT = tf.saved_model.PREDICT_METHOD_NAME
+# tf.saved_model.PREDICT_METHOD_NAME; TensorFlow is imported only where a check needs it.
+_PREDICT = "tensorflow/serving/predict"
 
 
 def check_features(specs: Sequence[ModelConfig], available: Iterable[str], source: str):
@@ -76,6 +75,8 @@ def check_sequence_examples(specs: Sequence[ModelConfig], schema,
 
 def _signature_methods(path: str, names) -> Dict[str, str]:
     """Signature name -> method name (predict, classify, regress) of a SavedModel."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
     names = [names] if isinstance(names, str) else list(
         names or [tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY])
     saved_model = saved_model_pb2.SavedModel()
@@ -89,6 +90,7 @@ def _signature_methods(path: str, names) -> Dict[str, str]:
 def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
     """The feature lists' names: from the schema's sequence STRUCT feature when there is
     a schema (TFX's SchemaGen writes one), else from the first record of the examples."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if schema is not None:
         return {f.name for feature in schema.feature if feature.name == SEQUENCE_COLUMN
                 for f in feature.struct_domain.feature}
@@ -99,6 +101,7 @@ def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
 
 
 def _first_record(patterns: Sequence[str]) -> Optional[bytes]:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     for pattern in patterns:
         for path in sorted(tf.io.gfile.glob(pattern)):
             if tf.io.gfile.isdir(path):
