@@ -213,7 +213,7 @@ def _whole_job(case):
     encoded from columns, framed and gzipped into one file per input file."""
     from inference.data import columns
     from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
-    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult, FilePosition  # pylint: disable=import-outside-toplevel
     names = ("outputs",) if case["model"] == "keras" else ()
     clock = Clock()
     forward = _Forward(case)
@@ -221,7 +221,7 @@ def _whole_job(case):
         out = os.path.join(case["out"], f"prediction_logs-{index:05d}.gz")
         writer = tfrecord.GzipWriter(open(out, "wb"))  # pylint: disable=consider-using-with
         for start, records in _read_batches(path, case["raw_batch_size"]):
-            result = ChunkResult(case["model"], (path, start), records,
+            result = ChunkResult(case["model"], FilePosition(path, start), records,
                                  columns.from_batch(forward(records), len(records), names),
                                  [])
             writer.write(tfrecord.frame(encoding.encode_logs(result)))

@@ -10,13 +10,13 @@ or a streaming one. The folders are its layers, each importing only those below 
     remote       model servers over HTTP: protocols, retries, the circuit breaker
     frameworks   how each framework's model files load and run on a batch
     engine       RunInference over chunks: handlers, routing, the shared transforms
-    bounded, streaming, replay    the runs (`python -m inference.streaming`, ...)
+    bounded, batch, streaming, replay    the runs (`python -m inference.batch`, ...)
 
 The record's path: chunks of serialized records -> `InferExamples` (one decode per batch,
 the framework's predict, per-record failure isolation) -> a `ChunkResult` per model ->
 `Encode` (PredictionLogs, tf.Examples or rows) -> a sink; every failure -> a dead letter.
 """
-from inference.bounded import Output, Plan, RunFailed
+from inference.bounded import Output, Plan, RunFailed, check, make_plan
 from inference.config import ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec, \
     ModelConfig
 from inference.data.failures import Failure
@@ -32,5 +32,5 @@ __all__ = [
     "ConfigError", "CountFailures", "Encode", "Failure", "ImageSpec", "InferExamples",
     "InferenceConfig", "InputSpec", "LabelSpec", "ModelConfig", "Output", "Plan",
     "ReadImages", "ReadRecords", "RowSpec", "RunFailed", "WriteFailures", "WriteRecordChunks",
-    "create_handler", "create_handlers", "encode_logs", "read_failures",
+    "check", "create_handler", "create_handlers", "encode_logs", "make_plan", "read_failures",
 ]

@@ -21,7 +21,9 @@ from inference.io.dead_letters import WriteFailures, read_failures
 from inference.observe import metrics
 from inference.config import InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.engine import checks
 from inference.engine.handler import ExampleModelHandler
+from inference.engine.models import create_handlers
 from inference.data.results import ChunkResult
 from inference.engine.transforms import Encode, InferExamples
 
@@ -33,14 +35,17 @@ DEFAULT_MAX_FAILURE_FRACTION = 0.01
 
 @dataclasses.dataclass
 class Output:
-    """A model's predictions of one split, encoded by `encoder`, written at
-    `<prefix>-SSSSS-of-NNNNN.gz`; `kind` names its steps (e.g. "PredictionLogs"). Outputs
-    that share a prefix are one file set, numbered across them (see `inference.io.publish`)."""
+    """A model's predictions of one split, encoded by `encoder`, written by `write(prefix)`
+    (by default TFRecord files `<prefix>-SSSSS-of-NNNNN.gz`); `kind` names its steps (e.g.
+    "PredictionLogs"). Outputs that share a prefix are one file set, numbered across them
+    (see `inference.io.publish`)."""
     model: str
     split: str
     prefix: str
     encoder: Encoder
     kind: str
+    # prefix -> a PTransform from lists of encoded records (one per chunk) to file names.
+    write: Callable[[str], beam.PTransform] = WriteRecordChunks
 
 
 @dataclasses.dataclass
@@ -87,7 +92,7 @@ class Plan:
                 prefix = output.prefix
                 if prefix in staging:
                     prefix = posixpath.join(staging[prefix], split, posixpath.basename(prefix))
-                files = encoded.main | f"Write{label}" >> WriteRecordChunks(prefix)
+                files = encoded.main | f"Write{label}" >> output.write(prefix)
                 if output.prefix in staged:
                     staged[output.prefix].append(files)
                 dead_letters.append(encoded[FAILURES_TAG])
@@ -106,6 +111,36 @@ class Plan:
         _ = (dead_letters
              | "FlattenFailures" >> beam.Flatten(pipeline=pipeline)
              | "WriteFailures" >> WriteFailures(self.failures_prefix))
+
+
+def make_plan(config: InferenceConfig, splits: Mapping[str, Sequence[str]],
+              outputs: Sequence[Output], failures_prefix: str, *,
+              model_uris: Optional[Mapping[str, str]] = None, schema=None,
+              transform_dir: Optional[str] = None, sequence_examples: bool = False,
+              breadcrumbs: Optional[str] = None, samples_prefix: Optional[str] = None,
+              read: Callable[..., beam.PTransform] = ReadRecords) -> Plan:
+    """Checks everything a bounded run needs, before Beam starts, and builds its Plan;
+    raises ConfigError saying what to change.
+
+    Each model is resolved once (framework and path, from `model_uris` where its config
+    leaves `uri` empty) and its handler made (see `create_handlers`: `schema`,
+    `transform_dir`, `sequence_examples` say how records decode, `breadcrumbs` where
+    worker deaths are noted); with `sequence_examples`, each model must be able to read
+    tf.SequenceExamples; and the features each reads must be a tf.Transform graph's
+    outputs (`transform_dir`), else in the examples' `schema`, when one is given.
+    """
+    handlers = create_handlers(config, model_uris, schema, transform_dir, breadcrumbs,
+                               sequence_examples)
+    specs = [handler.spec for handler in handlers.values()]
+    if sequence_examples:
+        checks.check_sequence_examples(specs, schema, splits, transform_dir)
+    if transform_dir:
+        checks.check_features(specs, checks.transformed_features(transform_dir),
+                              "Transform's outputs")
+    elif schema is not None:
+        checks.check_features(specs, [f.name for f in schema.feature],
+                              "the examples' schema")
+    return Plan(config, handlers, splits, outputs, failures_prefix, samples_prefix, read)
 
 
 class RunFailed(RuntimeError):

@@ -7,6 +7,7 @@ streaming job can take it from a flag; `validate()` checks it once, before any B
 import dataclasses
 import difflib
 import json
+import os
 import typing
 from typing import Any, Dict, List, Optional, Union
 
@@ -88,6 +89,9 @@ class LabelSpec:
     softmax: bool = False
     top_k: int = 1
 
+    def __post_init__(self):
+        self.file = _path(self.file)
+
 
 @dataclasses.dataclass
 class InputSpec:
@@ -119,9 +123,9 @@ class InputSpec:
 class ModelConfig:
     """One model: where it is, what runs it, and the controls passed to Beam's handler.
 
-    uri: the model's path. Empty: taken from the component's `model` input: the Model
-      artifact made by the component named `model_input` (e.g. "Trainer.pytorch"), or the
-      `model_input`-th one (by default the first).
+    uri: the model's path (a string or an os.PathLike). Empty: taken from the component's
+      `model` input: the Model artifact made by the component named `model_input` (e.g.
+      "Trainer.pytorch"), or the `model_input`-th one (by default the first).
     framework: one of FRAMEWORKS; None detects it from the files at `uri`.
     options: framework-specific settings (e.g. `model_class` for a PyTorch state dict,
       `handler` for a custom ModelHandler, `signature_name` for TensorFlow).
@@ -156,6 +160,9 @@ class ModelConfig:
     # part runs, padded, on its own, so short records are not padded to the batch's longest.
     length_feature: str = ""
     length_buckets: List[int] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.uri = _path(self.uri)
 
 
 @dataclasses.dataclass
@@ -422,6 +429,11 @@ def _typed(value: Any, hint: Any, path: str, problems: List[str], from_json: boo
     problems.append(f"{path or 'the configuration'}: expected {_type_name(hint)}, "
                     f"got {_shown(value)}")
     return value
+
+
+def _path(value: Any) -> Any:
+    """A path field's value: an os.PathLike (e.g. a pathlib.Path) as its string."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _join(path: str, name: str) -> str:

@@ -35,13 +35,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from inference import bounded
+from inference import arguments, bounded
 from inference.io import encoding, tfrecord
 from inference.io.dead_letters import read_failures
 from inference.observe import metrics
 from inference.data.batching import CHUNK_RECORDS
 from inference.config import ConfigError, InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import FilePosition
 from inference.engine.models import create_handlers
 
 # What a retry can fix: the model or its server failed, not the record.
@@ -49,8 +50,8 @@ RETRYABLE_STAGES = ("inference", "timeout")
 
 
 class _ReadDeadLetterFile(beam.DoFn):
-    """A dead-letter file -> a chunk `((source, -1), [record])` per dead letter of `model`
-    in `split` at one of `stages`, counted as read in `split`."""
+    """A dead-letter file -> a chunk `(FilePosition(source), [record])` per dead letter of
+    `model` in `split` at one of `stages`, counted as read in `split`."""
 
     def __init__(self, split: str, model: str, stages: Sequence[str]):
         self._split, self._model, self._stages = split, model, tuple(stages)
@@ -65,7 +66,7 @@ class _ReadDeadLetterFile(beam.DoFn):
                     if replayable(failure, self._stages) and (
                             failure.model, failure.split) == (self._model, self._split):
                         self._read.inc()
-                        yield (failure.source, -1), [failure.record]
+                        yield FilePosition(failure.source), [failure.record]
 
 
 class ReadDeadLetters(beam.PTransform):
@@ -173,9 +174,8 @@ def replay(config: InferenceConfig, failure_patterns: Sequence[str], output: str
 def parse_args(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inference_config", required=True,
-                        help="InferenceConfig JSON file: the configuration of the run whose "
-                             "dead letters are replayed (its models' uris)")
+    arguments.add_config(parser, "the configuration of the run whose dead letters are "
+                                 "replayed (its models' uris)")
     parser.add_argument("--failures", required=True, action="append",
                         help="file pattern of dead letters (e.g. '<failures uri>/failures-*'"
                              "); repeat for more")
@@ -192,14 +192,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, beam_args = parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     try:
-        with FileSystems.open(args.inference_config) as f:
-            text = f.read().decode("utf-8")
-    except (OSError, IOError) as e:
-        print(f"replay: cannot read --inference_config {args.inference_config}: {e}",
-              file=sys.stderr)
+        config = arguments.read_config(args.inference_config, bounded=True)
+    except ConfigError as e:
+        print(f"replay: {e}", file=sys.stderr)
         return 2
     try:
-        config = InferenceConfig.from_json(text).validate(bounded=True)
         figures = replay(config, args.failures, args.output, stages, beam_args,
                          args.max_failure_fraction)
     except (bounded.RunFailed, ConfigError) as e:

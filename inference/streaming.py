@@ -50,10 +50,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
     StandardOptions
 from apache_beam.transforms import window
 
+from inference import arguments
 from inference.data import examples
 from inference.io import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import EventTime
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
 from inference.io.dead_letters import CountFailures, DeadLetters
@@ -149,7 +151,7 @@ class _ParseMessages(beam.DoFn):
             record = to_example(data, self._format)
             if self._attributes:
                 record = with_attributes(record, message.attributes or {}, self._attributes)
-            yield timestamp.micros / 1e6, [record]
+            yield EventTime(timestamp.micros / 1e6), [record]
         except MessageError as e:
             dead = self._dead_letters(Failure.from_exception(
                 "parse", e, data if isinstance(data, bytes) else str(data).encode(),
@@ -259,7 +261,9 @@ def build_pipeline(messages: beam.PCollection,
 def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
           result) -> List[Any]:
     """A ChunkResult's rows, stamped with its chunk's event time, encoded by `encode`."""
-    made = spec.to_rows(result, timestamp=result.origin)
+    origin = result.origin
+    made = spec.to_rows(result, timestamp=origin.seconds if isinstance(origin, EventTime)
+                        else None)
     return made if encode is None else [encode(row) for row in made]
 
 
@@ -311,8 +315,7 @@ def parse_args(argv: Optional[List[str]] = None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input_subscription", help="projects/P/subscriptions/S")
     source.add_argument("--input_topic", help="projects/P/topics/T (a subscription is made)")
-    parser.add_argument("--inference_config", required=True,
-                        help="InferenceConfig JSON file (the BulkInferrer's configuration)")
+    arguments.add_config(parser, "the BulkInferrer's configuration")
     parser.add_argument("--model_pattern", action="append", default=[],
                         help="file pattern of model versions to watch: PATTERN, or "
                              "NAME=PATTERN per model; the newest file serves")
@@ -321,12 +324,7 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--bigquery_table", help="PROJECT:DATASET.TABLE: typed rows")
     parser.add_argument("--bigquery_method", default="STREAMING_INSERTS",
                         choices=["STREAMING_INSERTS", "STORAGE_WRITE_API"])
-    parser.add_argument("--row_features", default=None,
-                        help="features copied into rows: name[:TYPE],... (default: the "
-                             "models' input features, FLOAT)")
-    parser.add_argument("--row_outputs", default=None,
-                        help="outputs: name[:FLOAT|ARRAY<FLOAT>|...],... (required for "
-                             "BigQuery; default for JSON: every output as it comes)")
+    arguments.add_rows(parser)
     parser.add_argument("--attributes_to_row", default="",
                         help="message attributes copied into each row (STRING columns), "
                              "e.g. request_id: what joins a prediction back to its request")
@@ -349,30 +347,14 @@ def parse_args(argv: Optional[List[str]] = None):
     return args, beam_args
 
 
-def row_spec(args, config: InferenceConfig) -> rows_lib.RowSpec:
-    """The rows' layout from the command line: features, outputs, then the attributes
-    (STRING)."""
-    if args.row_features is not None or args.row_outputs is not None:
-        spec = rows_lib.RowSpec.parse(args.row_features or "", args.row_outputs)
-        if args.row_features is None:
-            spec.features = rows_lib.RowSpec.for_config(config).features
-    else:
-        spec = rows_lib.RowSpec.for_config(config)
-    names = {f.name for f in spec.features}
-    spec.features += [rows_lib.Field(a, "STRING") for a in args.attributes_to_row
-                      if a not in names]
-    return spec
-
-
 def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
     """The streaming pipeline of a command line, not yet run; and the parsed arguments."""
     args, beam_args = parse_args(argv)
-    with FileSystems.open(args.inference_config) as f:
-        config = InferenceConfig.from_json(f.read().decode("utf-8")).validate(bounded=False)
+    config = arguments.read_config(args.inference_config, bounded=False)
     patterns = _model_patterns(args.model_pattern, config)
     handlers = create_handlers(config, {name: latest_model(pattern)
                                         for name, pattern in patterns.items()})
-    spec = row_spec(args, config)
+    spec = arguments.row_spec(args, config)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     options.view_as(SetupOptions).save_main_session = save_main_session

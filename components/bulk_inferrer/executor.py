@@ -8,7 +8,6 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
-import tensorflow_transform as tft
 from absl import logging
 from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
@@ -26,8 +25,7 @@ from inference.io import encoding, publish
 from inference.io.records import ReadRecords
 from inference.observe import metrics, progress
 from inference.config import ConfigError, InferenceConfig
-from inference.engine.handler import worker_deaths
-from inference.engine.models import create_handlers
+from inference.engine.worker_health import worker_deaths
 
 # TFX's executor's names of the output file prefixes (TFX's own tests read them).
 _PREDICTION_LOGS_FILE_NAME = spec.PREDICTION_LOGS_FILE_NAME
@@ -65,52 +63,31 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             sequence_examples = (payloads.payload_format(examples)
                                  == payloads.SEQUENCE_EXAMPLE)
         model_uris = _model_uris(config, input_dict.get(spec.MODEL_KEY, []))
-        schema = _schema(input_dict)
         transform_graph = input_dict.get(spec.TRANSFORM_GRAPH_KEY)
-        transform_dir = artifact_utils.get_single_uri(transform_graph) if transform_graph else None
-        if sequence_examples:
-            payloads.check_sequence_examples(config, model_uris, schema, splits,
-                                             transform_dir)
-        if transform_dir:
-            _check_features(config, tft.TFTransformOutput(transform_dir)
-                            .transformed_feature_spec(), "Transform's outputs")
-        elif schema is not None:
-            _check_features(config, [f.name for f in schema.feature], "the examples' schema")
-        breadcrumbs = os.path.join(self._scratch_dir(), "workers")
-        handlers = create_handlers(config, model_uris, schema, transform_dir, breadcrumbs,
-                                   sequence_examples)
-
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         output_examples = _single(output_dict, spec.OUTPUT_EXAMPLES_KEY)
         failures = _single(output_dict, spec.FAILURES_KEY)
         failures_uri = failures.uri if failures else os.path.join(self._scratch_dir(),
                                                                   spec.FAILURES_KEY)
-        output_example_spec = _proto(exec_properties, spec.OUTPUT_EXAMPLE_SPEC_KEY,
-                                     bulk_inferrer_pb2.OutputExampleSpec())
         if output_examples:
             output_examples.split_names = artifact_utils.encode_split_names(sorted(splits))
+        names = [model.name for model in config.models]
         # TFX's layout: one model's logs of every split in one file set (see bounded.Output).
-        logs_prefixes = {name: os.path.join(_logs_dir(inference_result.uri, name,
-                                                      len(handlers)),
+        logs_prefixes = {name: os.path.join(_logs_dir(inference_result.uri, name, len(names)),
                                             spec.PREDICTION_LOGS_FILE_NAME)
-                         for name in handlers} if inference_result else {}
-        outputs = []
-        for split in sorted(splits):
-            for name in handlers:
-                if inference_result:
-                    outputs.append(bounded.Output(name, split, logs_prefixes[name],
-                                                  encoding.encode_logs, "PredictionLogs"))
-                if output_examples:
-                    prefix = spec.EXAMPLES_FILE_NAME if len(handlers) == 1 else (
-                        f"{spec.EXAMPLES_FILE_NAME}-{name}")
-                    outputs.append(bounded.Output(
-                        name, split, os.path.join(artifact_utils.get_split_uri(
-                            [output_examples], split), prefix),
-                        _ExamplesEncoder(output_example_spec), "Examples"))
-        plan = bounded.Plan(config, handlers, splits, outputs,
-                            os.path.join(failures_uri, spec.FAILURES_FILE_NAME),
-                            os.path.join(self._scratch_dir(), "samples", "predictions"),
-                            read=read)
+                         for name in names} if inference_result else {}
+        outputs = _outputs(splits, names, logs_prefixes, output_examples, _proto(
+            exec_properties, spec.OUTPUT_EXAMPLE_SPEC_KEY,
+            bulk_inferrer_pb2.OutputExampleSpec()))
+        breadcrumbs = os.path.join(self._scratch_dir(), "workers")
+        plan = bounded.make_plan(
+            config, splits, outputs, os.path.join(failures_uri, spec.FAILURES_FILE_NAME),
+            model_uris=model_uris, schema=_schema(input_dict),
+            transform_dir=(artifact_utils.get_single_uri(transform_graph)
+                           if transform_graph else None),
+            sequence_examples=sequence_examples, breadcrumbs=breadcrumbs,
+            samples_prefix=os.path.join(self._scratch_dir(), "samples", "predictions"),
+            read=read)
 
         # Outputs are written as if new: what an earlier run into the same folders left
         # behind goes (its shards, when this run's are finalized; its temporary folders,
@@ -202,6 +179,26 @@ class _ExamplesEncoder:
             for log in encoding.encode_logs(result)]
 
 
+def _outputs(splits, names, logs_prefixes, output_examples, output_example_spec
+             ) -> List[bounded.Output]:
+    """Per split and model: its PredictionLogs (when the component has `inference_result`)
+    and its output examples (when it has `output_examples`)."""
+    outputs = []
+    for split in sorted(splits):
+        for name in names:
+            if name in logs_prefixes:
+                outputs.append(bounded.Output(name, split, logs_prefixes[name],
+                                              encoding.encode_logs, "PredictionLogs"))
+            if output_examples:
+                prefix = spec.EXAMPLES_FILE_NAME if len(names) == 1 else (
+                    f"{spec.EXAMPLES_FILE_NAME}-{name}")
+                outputs.append(bounded.Output(
+                    name, split, os.path.join(artifact_utils.get_split_uri(
+                        [output_examples], split), prefix),
+                    _ExamplesEncoder(output_example_spec), "Examples"))
+    return outputs
+
+
 def _job_only(pipeline: beam.Pipeline) -> bool:
     """True when the runner only builds the job (Dataflow --dry_run, --template_location)."""
     options = pipeline.options.get_all_options()
@@ -272,16 +269,6 @@ def _schema(input_dict) -> Optional[Any]:
         return None
     return io_utils.SchemaReader().read(
         io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema)))
-
-
-def _check_features(config: InferenceConfig, available, source: str):
-    """Model inputs must be available features: say which are not, up front."""
-    available = set(available)
-    problems = [f"model {m.name!r} reads {sorted(set(m.inputs.features) - available)}"
-                for m in config.models if set(m.inputs.features) - available]
-    if problems:
-        raise ValueError(f"model inputs do not match {source}: " + "; ".join(problems)
-                         + f". Available: {sorted(available)}")
 
 
 def _replay(config: InferenceConfig, failures: List[types.Artifact]):

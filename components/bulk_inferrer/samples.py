@@ -19,7 +19,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from inference.io import sampling, tfrecord
 from inference.data.failures import Failure
-from inference.data.results import PREDICTION_LOG
+from inference.data.columns import PREDICTION_LOG
 
 SCAN_LIMIT = 1000
 

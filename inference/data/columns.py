@@ -9,9 +9,12 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
-from inference.data.results import PREDICTION_LOG
-
 Columns = Dict[str, np.ndarray]
+
+# The output name under which a framework's `predict` returns the serialized
+# PredictionLogs it builds itself; the engine makes them the result's `prediction_logs`
+# (see `inference.data.results.ChunkResult`).
+PREDICTION_LOG = "prediction_log"
 
 _PREDICTION_LOG_MODULE = "tensorflow_serving.apis.prediction_log_pb2"
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Uni
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
 
-from inference.data import batching, columns, results
+from inference.data import batching, results
 from inference.engine import routing as routing_lib
 from inference.observe import metrics
 from inference.config import InferenceConfig, ModelConfig
@@ -234,7 +234,7 @@ class _Encode(beam.DoFn):
         except Exception:  # pylint: disable=broad-except
             encoded = []
             for i, record in enumerate(result.records):
-                one = result._replace(records=[record], outputs=columns.take(result.outputs, [i]))
+                one = result.take([i])
                 try:
                     encoded += self._encoder(one)
                 except Exception as e:  # pylint: disable=broad-except

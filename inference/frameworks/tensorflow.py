@@ -21,7 +21,7 @@ from inference.data import columns
 from inference.config import ModelConfig
 from inference.io.encoding import encode_signature_logs
 from inference.frameworks import BeamHandler, Framework, file_head
-from inference.data.results import PREDICTION_LOG
+from inference.data.columns import PREDICTION_LOG
 
 # Packages whose custom ops a SavedModel may use; imported when present, as tfx_bsl does.
 _ADDON_OPS = ("tensorflow_text", "tensorflow_decision_forests", "struct2tensor")

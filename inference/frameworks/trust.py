@@ -16,7 +16,7 @@ import pickletools
 import posixpath
 import zipfile
 import zlib
-from typing import Iterable, List, Optional, Set
+from typing import List, Optional, Set
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -55,15 +55,15 @@ def require(spec: ModelConfig, path: str, why: str):
             f"loads no code: {SAFE_FORMATS}.")
 
 
-def check(spec: ModelConfig, path: str, safe: Iterable[str] = ()):
+def check(spec: ModelConfig, path: str):
     """Refuses, unless the model is trusted, a model at `path` (a file, or a folder's
     files) holding contents that run code on load. The contents its framework's own loader
     reads without running code (its declared `safe_content`, e.g. PICKLE_ARCHIVE for
-    PyTorch's weights-only loader) pass, and so do those in `safe`."""
+    PyTorch's weights-only loader) pass."""
     framework = frameworks.declared(spec.framework)
     if trusted(spec) or not framework.reads_files:  # a server loads it, not this process
         return
-    safe = set(safe) | set(framework.safe_content)
+    safe = set(framework.safe_content)
     for file in _files(path):
         found = sniff(file)
         if found and found not in safe:

@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from inference.data.examples import text
-from inference.data.results import PREDICTION_LOG, ChunkResult
+from inference.data.results import ChunkResult
 
 EXAMPLES_INPUT = "examples"
 
@@ -192,8 +192,8 @@ def _request_spec(model_id: str) -> bytes:
 
 def encode_logs(result: ChunkResult) -> List[bytes]:
     """The serialized PredictionLog of each predicted record of a chunk."""
-    if PREDICTION_LOG in result.outputs:
-        return list(result.outputs[PREDICTION_LOG])
+    if result.prediction_logs is not None:
+        return list(result.prediction_logs)
     encoded = _encode_columns(result.records, result.outputs, result.model)
     if encoded is not None:
         return encoded

@@ -9,6 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inference.data import examples
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import FilePosition
 from inference.io.records import _matched_files
 from inference.observe import metrics
 
@@ -49,12 +50,13 @@ class _ReadImageFile(beam.DoFn):
             return
         self._read.inc()
         self._bytes.inc(len(data))
-        yield (path, -1), [image_example(path, data, *self._features)]
+        yield FilePosition(path), [image_example(path, data, *self._features)]
 
 
 class ReadImages(beam.PTransform):
     """File patterns of images (JPEG, PNG, ...; local, gs://, any Beam filesystem) -> one
-    chunk `((file, -1), [example])` per file (`main`), and read failures (`failures`).
+    chunk `(FilePosition(file), [example])` per file (`main`), and read failures
+    (`failures`).
 
     Each example holds the file's bytes, undecoded, as `image_feature` and its path as
     `file_feature`, so the path travels with the prediction (PredictionLogs keep the

@@ -3,9 +3,9 @@
 `ReadRecords` reads TFRecord files tolerantly (see `inference.io.tfrecord`): a damaged file
 ends as a dead letter (stage "read") naming the file, what was read and what was lost,
 instead of killing the run; compression is found from each file's content. It yields
-chunks `(origin, records)`, the origin being the file and the index of the chunk's first
-record, and `WriteRecordChunks` writes chunks back as TFRecords, so no stage in between
-pays Beam's per-element cost per record.
+chunks `(origin, records)`, the origin a `FilePosition` (the file and the index of the
+chunk's first record), and `WriteRecordChunks` writes chunks back as TFRecords, so no stage
+in between pays Beam's per-element cost per record.
 """
 import logging
 from typing import List, Sequence
@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inference.data.batching import CHUNK_RECORDS, records_per_chunk
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import FilePosition
 from inference.io import publish, tfrecord
 from inference.observe import metrics, progress
 
@@ -83,7 +84,7 @@ class _ReadTFRecordFile(beam.DoFn):
 
     def _emit(self, path: str, start: int, records: List[bytes]):
         self._read.inc(len(records))
-        return (path, start), records
+        return FilePosition(path, start), records
 
 
 class ReadRecords(beam.PTransform):

@@ -24,7 +24,7 @@ import numpy as np
 
 from inference.data import examples
 from inference.config import InferenceConfig
-from inference.data.results import PREDICTION_LOG, ChunkResult
+from inference.data.results import ChunkResult
 
 TYPES = ("FLOAT", "INTEGER", "STRING", "BOOLEAN")
 _FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -179,7 +179,7 @@ class RowSpec:
     def to_rows(self, result: ChunkResult, timestamp: Optional[float] = None
                 ) -> List[Dict[str, Any]]:
         """The rows of a chunk's predictions. Raises RowError when one does not fit."""
-        outputs = _outputs(result.outputs)
+        outputs = _outputs(result)
         return [self._row(record, result.model, {n: o[i] for n, o in outputs.items()},
                           timestamp)
                 for i, record in enumerate(result.records)]
@@ -235,11 +235,12 @@ def _parse(record: bytes):
         raise RowError(f"the record is not a serialized tf.Example: {e}") from e
 
 
-def _outputs(columns: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-    """Output columns; the PredictionLogs a TensorFlow model wrote, as their outputs."""
-    if PREDICTION_LOG not in columns:
-        return columns
-    rows = [_log_outputs(_predict_log(serialized)) for serialized in columns[PREDICTION_LOG]]
+def _outputs(result: ChunkResult) -> Mapping[str, np.ndarray]:
+    """A result's output columns; the PredictionLogs a TensorFlow model wrote, as their
+    outputs."""
+    if result.prediction_logs is None:
+        return result.outputs
+    rows = [_log_outputs(_predict_log(serialized)) for serialized in result.prediction_logs]
     return {name: [row[name] for row in rows] for name in (rows[0] if rows else {})}
 
 

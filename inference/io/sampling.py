@@ -86,7 +86,7 @@ class _BundleBottomK(beam.DoFn):
             return
         self._kept.append(SampleSet(hashes[rows], [self._split] * len(rows),
                                     [result.records[i] for i in rows],
-                                    columns.take(result.outputs, rows)))
+                                    columns.take(_columns(result), rows)))
         self._count += len(rows)
         if self._count >= 2 * self._size:  # keep memory at a few samples' worth
             kept = concatenate(self._kept).bottom(self._size)
@@ -97,6 +97,14 @@ class _BundleBottomK(beam.DoFn):
         if self._kept:
             yield window.GlobalWindows.windowed_value(
                 concatenate(self._kept).bottom(self._size))
+
+
+def _columns(result: ChunkResult) -> Dict[str, np.ndarray]:
+    """A result's outputs, and its PredictionLogs (a TensorFlow model's own) under
+    PREDICTION_LOG: what a sample keeps."""
+    if result.prediction_logs is None:
+        return result.outputs
+    return {**result.outputs, columns.PREDICTION_LOG: columns.objects(result.prediction_logs)}
 
 
 class _MergeBottomK(beam.CombineFn):

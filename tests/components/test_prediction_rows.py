@@ -11,7 +11,7 @@ from tfx.types import standard_artifacts
 from components.prediction_rows import executor, spec
 from components.prediction_rows.component import PredictionRows
 from inference.io import encoding
-from inference.data.results import ChunkResult
+from inference.data.results import ChunkResult, FilePosition
 from inference.io.rows import RowSpec, RowError
 from tests import helpers
 
@@ -24,7 +24,7 @@ def _logs(folder, model, ids):
     records = [helpers.example({"review_id": [i], "text": [f"review {i}"]}) for i in ids]
     outputs = {"embedding": np.array([[i, i + 0.5] for i in ids], np.float32),
                "label": np.array([b"good" if i % 2 else b"bad" for i in ids], dtype=object)}
-    logs = encoding.encode_logs(ChunkResult(model, ("", 0), records, outputs, []))
+    logs = encoding.encode_logs(ChunkResult(model, FilePosition("", 0), records, outputs, []))
     helpers.write_tfrecords(os.path.join(folder, model, "prediction_logs-00000-of-00001.gz"),
                             logs)
 

@@ -11,6 +11,7 @@ import torch
 from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from inference.engine.models import create_handler
+from inference.data.results import FilePosition
 from tests import helpers
 
 FEATURES = ["f0", "f1"]
@@ -135,7 +136,7 @@ def test_module_file_functions_pickle_with_the_handler(tokenizing_module):
     handler = create_handler(_tokenizing_model(tokenizing_module))
     records = [helpers.example({"text": [text]}) for text in TEXTS]
     for copy in (pickle.loads(pickle.dumps(handler)), pickler.loads(pickler.dumps(handler))):
-        [result] = copy.run_inference([(("texts", 0), records)], copy.load_model())
+        [result] = copy.run_inference([(FilePosition("texts", 0), records)], copy.load_model())
         assert not result.failures and result.outputs["logits"].shape == (len(TEXTS), 2)
 
 

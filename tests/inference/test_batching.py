@@ -3,10 +3,11 @@ import numpy as np
 
 from inference.data import batching
 from inference.config import ModelConfig
+from inference.data.results import FilePosition
 
 
 def test_a_chunk_counts_as_its_records_plain_or_keyed():
-    chunk = (("f.gz", 0), [b"a", b"b", b"c"])
+    chunk = (FilePosition("f.gz", 0), [b"a", b"b", b"c"])
     assert batching.chunk_size(chunk) == 3
     assert batching.chunk_size(("key", chunk)) == 3
 

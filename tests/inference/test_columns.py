@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from inference.data import columns
-from inference.data.results import PREDICTION_LOG
+from inference.data.columns import PREDICTION_LOG
 
 
 def test_batch_outputs_are_named_and_must_hold_a_row_per_record():

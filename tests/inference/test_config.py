@@ -2,10 +2,11 @@
 configuration comes as JSON (a component property, a streaming flag) or is built in Python."""
 import dataclasses
 import json
+import pathlib
 
 import pytest
 
-from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.config import ConfigError, InferenceConfig, InputSpec, LabelSpec, ModelConfig
 
 
 def _problems(raised) -> list:
@@ -143,3 +144,12 @@ def test_length_buckets_need_a_feature_and_sorted_boundaries():
     InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids")]).validate()
     InferenceConfig(models=[ModelConfig(name="m", inputs=ids, length_feature="ids",
                                         length_buckets=[8])]).validate()
+
+
+def test_paths_may_be_path_objects_and_are_kept_as_strings(tmp_path):
+    model = ModelConfig(name="m", uri=tmp_path / "model.pt", inputs=InputSpec(features=["x"]),
+                        labels=LabelSpec(file=pathlib.Path("labels.txt")))
+    config = InferenceConfig(models=[model]).validate()
+    assert config.models[0].uri == str(tmp_path / "model.pt")
+    assert config.models[0].labels.file == "labels.txt"
+    assert InferenceConfig.from_json(config.to_json()) == config

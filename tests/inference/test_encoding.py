@@ -9,7 +9,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from inference.data import columns
 from inference.io import encoding
-from inference.data.results import PREDICTION_LOG, ChunkResult
+from inference.data.results import ChunkResult, FilePosition
 
 RECORD = tf.train.Example(features=tf.train.Features(feature={"a": tf.train.Feature(
     float_list=tf.train.FloatList(value=[1.5]))})).SerializeToString()
@@ -17,7 +17,8 @@ RECORD = tf.train.Example(features=tf.train.Features(feature={"a": tf.train.Feat
 
 def _chunk(outputs, records=None, model="m") -> ChunkResult:
     size = len(next(iter(outputs.values())))
-    return ChunkResult(model, ("file", 0), records or [RECORD] * size, outputs, [])
+    return ChunkResult(model, FilePosition("file", 0), records or [RECORD] * size, outputs,
+                       [])
 
 
 def _tfx_log(record: bytes, outputs) -> prediction_log_pb2.PredictionLog:
@@ -114,10 +115,9 @@ def test_bytes_outputs_keep_their_trailing_nul_bytes():
 
 
 def test_logs_a_framework_wrote_pass_through_as_they_are():
-    written = np.empty(2, dtype=object)
-    written[:] = [b"first log", b"second log"]
-    assert encoding.encode_logs(_chunk({PREDICTION_LOG: written})) == [b"first log",
-                                                                        b"second log"]
+    result = ChunkResult("m", None, [RECORD] * 2, {}, [], [b"first log", b"second log"])
+    assert encoding.encode_logs(result) == [b"first log", b"second log"]
+    assert encoding.encode_logs(result.take([1])) == [b"second log"]
 
 
 def test_signature_logs_are_what_tfx_bsl_builds():

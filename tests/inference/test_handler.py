@@ -3,14 +3,16 @@ records isolated, slow ones timed out, user functions applied, worker deaths not
 import json
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from inference.engine import handler as handler_lib
+from inference.engine import worker_health
 from inference.config import InputSpec, ModelConfig
 from inference.engine.models import create_handler
+from inference.data.results import FilePosition
 from tests import helpers
 from tests.components import faulty_models
 
@@ -44,7 +46,8 @@ def test_each_chunk_gets_its_records_outputs_and_failures(sum_model):
     model = handler.load_model()
     first = _records([[1, 2, 3], [faulty_models.RAISE_MARKER, 0, 0], [4, 5, 6]])
     second = [b"not an example"] + _records([[0.5, 0.5, 0.5]])
-    results = handler.run_inference([(("a.gz", 10), first), (("b.gz", 0), second)], model)
+    results = handler.run_inference([(FilePosition("a.gz", 10), first),
+                                     (FilePosition("b.gz", 0), second)], model)
     assert [r.origin for r in results] == [("a.gz", 10), ("b.gz", 0)]
     assert results[0].records == [first[0], first[2]]
     assert results[0].outputs["output_0"][:, 0].tolist() == [6.0, 15.0]
@@ -109,9 +112,12 @@ def test_postprocess_runs_on_each_prediction_and_its_failures_are_its_own(tmp_pa
 
 def test_the_handler_pickles_and_loads_where_it_lands(sum_model):
     handler = pickle.loads(pickle.dumps(_handler(sum_model, timeout_secs=5)))
+    started = time.time()
     model = handler.load_model()
+    elapsed = time.time() - started
     seconds, transform_seconds = model.take_load_seconds()
-    assert seconds >= 0 and transform_seconds is None  # no tf.Transform graph
+    assert 0 < seconds <= elapsed  # the model's load, within the whole load_model
+    assert transform_seconds is None  # no tf.Transform graph
     assert model.take_load_seconds() is None
     [result] = handler.run_inference([(None, _records([[1, 2, 3]]))], model)
     assert result.outputs["output_0"].tolist() == [[6.0]]
@@ -120,8 +126,8 @@ def test_the_handler_pickles_and_loads_where_it_lands(sum_model):
 def test_a_worker_notes_the_batch_in_flight_and_clears_it(tmp_path, sum_model):
     crumbs = str(tmp_path / "crumbs")
     handler = _handler(sum_model, breadcrumbs=crumbs)
-    handler.run_inference([(("a.gz", 0), _records([[1, 2, 3]]))], handler.load_model())
-    assert handler_lib.worker_deaths(crumbs) == []  # done: nothing in flight
+    handler.run_inference([(FilePosition("a.gz", 0), _records([[1, 2, 3]]))], handler.load_model())
+    assert worker_health.worker_deaths(crumbs) == []  # done: nothing in flight
     with open(os.path.join(crumbs, "inflight-1234.json"), "w") as f:  # a dead worker's
         json.dump({"model": "sum", "records": 2, "pid": 1234,
                    "sources": ["a.gz:record 0 to record 1"]}, f)
@@ -129,7 +135,7 @@ def test_a_worker_notes_the_batch_in_flight_and_clears_it(tmp_path, sum_model):
         f.write("Fatal Python error: Segmentation fault\n\nThread 0x1 (most recent call "
                 "first):\n  File x\n\nCurrent thread 0x2 (most recent call first):\n"
                 "  File \"model.py\", line 3 in forward\n")
-    [report] = handler_lib.worker_deaths(crumbs)
+    [report] = worker_health.worker_deaths(crumbs)
     assert report.startswith("model 'sum' was inferring a batch of 2 record(s) in worker "
                              "process 1234, from a.gz:record 0 to record 1")
     assert "Segmentation fault" in report and "in forward" in report

@@ -21,6 +21,7 @@ from inference.config import (ConfigError, ImageSpec, InferenceConfig, InputSpec
 from inference.data.failures import FAILURES_TAG
 from inference.engine.models import create_handlers
 from inference.engine.transforms import Encode, InferExamples
+from inference.data.results import FilePosition
 from tests import helpers
 
 SIZE = [16, 16]
@@ -216,7 +217,7 @@ def test_scores_that_do_not_fit_the_labels_fail_at_postprocess(image_folder, cla
     for path in sorted(files)[:3]:
         with open(path, "rb") as f:
             records.append(image_example(path, f.read()))
-    [result] = handler.run_inference([(("images", 0), records)], handler.load_model())
+    [result] = handler.run_inference([(FilePosition("images", 0), records)], handler.load_model())
     assert result.records == []
     assert [(f.stage, f.record) for f in result.failures] == [("postprocess", r)
                                                                 for r in records]

@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from inference.engine import routing
 from inference.config import InferenceConfig, ModelConfig
 from inference.data.failures import FAILURES_TAG
-from inference.data.results import ChunkResult
+from inference.data.results import ChunkResult, FilePosition
 from tests import helpers
 
 
@@ -31,7 +31,7 @@ def test_a_chunk_splits_by_model_and_parts_lose_their_positions():
     config = InferenceConfig(models=[ModelConfig(name="a"), ModelConfig(name="b")],
                              routing="ab", routing_feature="id")
     records = _records(20)
-    parts = list(routing.SplitAB(config).process((("f.gz", 0), records)))
+    parts = list(routing.SplitAB(config).process((FilePosition("f.gz", 0), records)))
     assert sorted(r for part in parts for r in part.value[1]) == sorted(records)
     assert {part.tag for part in parts} == {"0", "1"}
     assert all(part.value[0] == ("f.gz", -1) for part in parts)
@@ -42,7 +42,7 @@ def test_keys_route_records_and_records_without_a_model_fail_at_routing():
         ModelConfig(name="a", keys=["a"])])
     key_records = routing.KeyRecords(config)
     key_records.setup()
-    out = list(key_records.process((("f.gz", 0), _records(4))))
+    out = list(key_records.process((FilePosition("f.gz", 0), _records(4))))
     keyed = [o for o in out if not hasattr(o, "tag")]
     failed = [o.value for o in out if getattr(o, "tag", None) == FAILURES_TAG]
     assert [(key, len(part[1])) for key, part in keyed] == [("a", 2)]
@@ -52,13 +52,14 @@ def test_keys_route_records_and_records_without_a_model_fail_at_routing():
 
 
 def test_grouped_records_are_rechunked_by_size():
-    out = list(routing.rechunk(("k", [(("f", 0), [b"1", b"2", b"3"]), (("f", 3), [b"4"])]), 3))
+    out = list(routing.rechunk(("k", [(FilePosition("f", 0), [b"1", b"2", b"3"]),
+                                      (FilePosition("f", 3), [b"4"])]), 3))
     assert out == [("k", (("f", -1), [b"1", b"2", b"3"])), ("k", (("f", -1), [b"4"]))]
 
 
 def test_the_next_model_reads_the_previous_outputs_as_features():
     records = _records(2)
-    result = ChunkResult("first", ("f.gz", 0), records,
+    result = ChunkResult("first", FilePosition("f.gz", 0), records,
                          {"output_0": np.float32([[0.5], [1.5]]),
                           "label": np.array([b"x", b"y"], dtype=object)}, [])
     origin, enriched = routing.enrich(result)
@@ -73,7 +74,7 @@ def test_in_a_pipeline_every_record_reaches_one_model():
     config = InferenceConfig(models=[ModelConfig(name="a"), ModelConfig(name="b")],
                              routing="ab")
     with beam.Pipeline() as pipeline:
-        parts = (pipeline | beam.Create([(("f", 0), _records(50))])
+        parts = (pipeline | beam.Create([(FilePosition("f", 0), _records(50))])
                  | beam.ParDo(routing.SplitAB(config)).with_outputs("0", "1"))
         both = (parts["0"], parts["1"]) | beam.Flatten() | beam.FlatMap(lambda c: c[1])
         assert_that(both | beam.combiners.Count.Globally(), equal_to([50]))

@@ -9,7 +9,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from inference import streaming
 from inference.io import rows
-from inference.data.results import PREDICTION_LOG, ChunkResult
+from inference.data.results import ChunkResult
 from tests import helpers
 
 
@@ -50,8 +50,6 @@ def test_rows_are_typed_by_the_spec():
     log = prediction_log_pb2.PredictionLog()  # a TensorFlow model's own log
     log.predict_log.response.outputs["outputs"].CopyFrom(
         tf.make_tensor_proto(np.array([[0.75]], np.float32)))
-    logs = np.empty(1, dtype=object)
-    logs[0] = log.SerializeToString()
-    [row] = rows.RowSpec(time_field=None).to_rows(ChunkResult("tf", None, [record],
-                                                              {PREDICTION_LOG: logs}, []))
+    [row] = rows.RowSpec(time_field=None).to_rows(ChunkResult(
+        "tf", None, [record], {}, [], prediction_logs=[log.SerializeToString()]))
     assert row == {"model": "tf", "outputs": 0.75}

@@ -6,12 +6,12 @@ import apache_beam as beam
 import numpy as np
 
 from inference.io import sampling, tfrecord
-from inference.data.results import ChunkResult
+from inference.data.results import ChunkResult, FilePosition
 
 
 def _results(model, records, offset=0.0):
     chunks = [records[i:i + 7] for i in range(0, len(records), 7)]
-    return [ChunkResult(model, ("f", i * 7), chunk,
+    return [ChunkResult(model, FilePosition("f", i * 7), chunk,
                         {"score": np.arange(len(chunk), dtype=np.float32)[:, None] + offset,
                          "label": np.array([b"x"] * len(chunk), dtype=object)}, [])
             for i, chunk in enumerate(chunks)]

@@ -14,6 +14,7 @@ from inference.engine.models import create_handlers
 from inference.data.results import ChunkResult
 from inference.io.dead_letters import CountFailures
 from inference.engine.transforms import Encode, InferExamples
+from inference.data.results import FilePosition
 from tests import helpers
 
 
@@ -24,7 +25,7 @@ def _counters(result) -> dict:
 
 def _chunks():
     good = helpers.float_examples(np.arange(6, dtype=np.float32).reshape(6, 1), ["x"])
-    return [(("f.gz", 0), good[:3]), (("f.gz", 3), good[3:] + [b"junk"])]
+    return [(FilePosition("f.gz", 0), good[:3]), (FilePosition("f.gz", 3), good[3:] + [b"junk"])]
 
 
 def _config(tmp_path, routing="shadow"):
@@ -69,7 +70,8 @@ def test_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path):
         inputs=InputSpec(features=["x"]), options={"trusted": True})])
     records = helpers.float_examples(x, ["x"])
     with beam.Pipeline() as pipeline:
-        out = (pipeline | beam.Create([(("f.gz", 0), records[:10]), (("f.gz", 10), records[10:])])
+        out = (pipeline | beam.Create([(FilePosition("f.gz", 0), records[:10]),
+                                       (FilePosition("f.gz", 10), records[10:])])
                | InferExamples(create_handlers(config), config))
         assert_that(out.predictions["m"] | beam.FlatMap(lambda r: r.outputs["output_0"]
                                                          .round().tolist()),
@@ -84,7 +86,8 @@ def test_keyed_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path
         model.keys, model.min_batch_size = [key], 2
     records = [helpers.example({"x": [float(i)], "k": ["ab"[i % 2]]}) for i in range(20)]
     with beam.Pipeline() as pipeline:
-        out = (pipeline | beam.Create([(("f.gz", 0), records[:10]), (("f.gz", 10), records[10:])])
+        out = (pipeline | beam.Create([(FilePosition("f.gz", 0), records[:10]),
+                                       (FilePosition("f.gz", 10), records[10:])])
                | InferExamples(create_handlers(config), config))
         for name, first in (("a", 0), ("b", 1)):
             assert_that(out.predictions[name] | f"Values[{name}]" >> beam.FlatMap(
@@ -105,7 +108,7 @@ def _encode_output_0(result: ChunkResult):
 def test_encode_counts_what_it_writes_and_fails_only_what_it_cannot(tmp_path):
     column = np.empty(3, dtype=object)
     column[:] = [np.float32(1.0), np.complex64(1 + 1j), np.float32(3.0)]
-    result = ChunkResult("m", ("f.gz", 0), [b"r0", b"r1", b"r2"], {"output_0": column}, [])
+    result = ChunkResult("m", FilePosition("f.gz", 0), [b"r0", b"r1", b"r2"], {"output_0": column}, [])
     with beam.Pipeline() as pipeline:
         encoded = pipeline | beam.Create([result]) | Encode(_encode_output_0, "eval")
         assert_that(encoded.main, equal_to([[b"1", b"3"]]), label="encoded")

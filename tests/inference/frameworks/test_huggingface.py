@@ -15,6 +15,7 @@ import torch
 from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from inference.engine.models import create_handler
+from inference.data.results import FilePosition
 from tests import helpers
 from tests.inference.frameworks import common
 from tests.inference.frameworks.common import (_assert_equal, Data, _padded, _run, _serving,
@@ -219,7 +220,7 @@ def test_text_pairs_from_two_features(classifier):
         inputs=InputSpec(features=["premise", "hypothesis"], dtype="bytes", layout="dict"),
         options={"task": "text-classification"}))
     records = [helpers.example({"premise": [a], "hypothesis": [b]}) for a, b in pairs]
-    [result] = handler.run_inference([(("pairs", 0), records)], handler.load_model())
+    [result] = handler.run_inference([(FilePosition("pairs", 0), records)], handler.load_model())
     direct = transformers.pipeline("text-classification", model=classifier, device="cpu")(
         [{"text": a, "text_pair": b} for a, b in pairs])
     assert list(result.outputs["label"]) == [p["label"].encode() for p in direct]

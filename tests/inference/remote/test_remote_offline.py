@@ -18,6 +18,7 @@ from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfi
 from inference.engine.models import create_handler
 from inference.remote import protocols
 from inference.remote.fanout import request_bounds
+from inference.data.results import FilePosition
 from tests import helpers
 from tests.inference.remote.servers import free_port
 
@@ -247,7 +248,7 @@ def test_vertex_ai_endpoint_through_beams_handler_offline(tmp_path, vertex_sdk):
         config = vertex_model(vertex, str(tmp_path / "key.json"))
         handler = create_handler(config)
         loaded = handler.load_model()
-        result = handler.run_inference([(("examples", 0), records)], loaded)[0]
+        result = handler.run_inference([(FilePosition("examples", 0), records)], loaded)[0]
 
     beam_handler = loaded._model._handler  # the remote model's Beam handler
     assert isinstance(beam_handler, VertexAIModelHandlerJSON)
