@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: run run-text test docs bench bench-publish bench-streaming reliability lock lock-ray clean env
+.PHONY: run run-text test lint docs bench bench-publish bench-streaming reliability lock lock-ray clean env
 
 env: $(STAMP)
 
@@ -29,12 +29,17 @@ run: $(STAMP)
 run-text: $(STAMP)
 	PIPELINE=text $(PY) local_runner.py
 
-# The report's browser test drives headless Chromium (Debian's package). The docs are
-# built first: a broken link or a page missing from the nav fails the tests.
+# The report's browser test drives headless Chromium (Debian's package). The linter runs
+# and the docs are built first: a lint finding, a broken link or a page missing from the
+# nav fails the tests.
 test: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
-	$(MAKE) docs
+	$(MAKE) lint docs
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff, configured in ruff.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --no-cache .
 
 # README.md and docs/ as a site in outputs/site (mkdocs.yml; --strict: warnings fail).
 docs: $(STAMP)

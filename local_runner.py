@@ -22,14 +22,12 @@ import time
 from components import console
 from template import config
 
-
 # Run as a script (`make run`, `tfx run create`), not read in by `tfx pipeline create`
 # (which executes this file inside the CLI's own process): the full logs go to a file from
 # here on, before TensorFlow's import writes its own.
 _AS_SCRIPT = __name__ == "__main__" and vars(sys.modules["__main__"]) is globals()
 CONSOLE = console.start(config.OUTPUT_DIR, config.pipeline_name()) if _AS_SCRIPT else None
 
-# pylint: disable=wrong-import-position
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
@@ -86,7 +84,7 @@ def run():
     try:
         if _ran_since(metadata_path, name, started):
             out.print("\n" + run_summary.render(metadata_path, name))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         # The run itself succeeded; a summary that cannot be read must not fail it.
         logging.warning("Could not read the run summary from %s: %s", metadata_path, e)
     if out.log_path:

@@ -14,9 +14,9 @@ from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
 from tfx.types import channel_utils
 
 from components import BulkInferrer, image_example_gen
-from components.prediction_rows.component import PredictionRows
 from components.bulk_inferrer import drift
 from components.bulk_inferrer.spec import DEFAULT_MAX_FAILURE_FRACTION
+from components.prediction_rows.component import PredictionRows
 from inference.config import InferenceConfig
 from inference.observe.drift import DriftConfig
 from template import config, models

@@ -16,6 +16,7 @@ template/config.py (environment variables override them).
 Compiling needs no Google Cloud access.
 """
 import os
+
 from absl import logging
 from tfx import v1 as tfx
 

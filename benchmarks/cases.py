@@ -37,8 +37,8 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from benchmarks.clock import Clock
 from benchmarks import ray_data
+from benchmarks.clock import Clock
 from benchmarks.data import FEATURES, record_files
 from template import beam_runner
 
@@ -55,12 +55,12 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
     os.makedirs(case["out"], exist_ok=True)
     threads = case.get("threads")
     if threads:  # every case alike (`--threads`); ONNX Runtime's: `onnx_session_options`
-        import threadpoolctl  # pylint: disable=import-outside-toplevel
+        import threadpoolctl
         # threadpoolctl comes with scikit-learn. Not a `with`: the limits hold for the
         # case's whole process (BLAS and OpenMP pools).
         threadpoolctl.threadpool_limits(threads)
         if case["model"] == "pytorch":
-            import torch  # pylint: disable=import-outside-toplevel
+            import torch
             torch.set_num_threads(threads)
     runner = KINDS[case["kind"]]
     return runner(case)
@@ -76,22 +76,22 @@ class _Forward:
         self.name = case["model"]
         path = case["model_path"]
         if self.name == "keras":
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            import tensorflow as tf
             self._tf = tf
             self._serve = tf.saved_model.load(path).signatures["serving_default"]
             return
-        from tfx_bsl.coders import example_coder  # pylint: disable=import-outside-toplevel
+        from tfx_bsl.coders import example_coder
         self._decoder = example_coder.ExamplesToRecordBatchDecoder()
         if self.name == "pytorch":
-            import torch  # pylint: disable=import-outside-toplevel
+            import torch
             self._torch = torch
             self._device = torch_device(case)
             self._module = torch.jit.load(path, map_location=self._device)
         elif self.name == "sklearn":
-            import joblib  # pylint: disable=import-outside-toplevel
+            import joblib
             self._model = joblib.load(path)
         elif self.name == "onnx":
-            import onnxruntime  # pylint: disable=import-outside-toplevel
+            import onnxruntime
             self._session = onnxruntime.InferenceSession(
                 path, onnx_session_options(case.get("threads")),
                 providers=["CPUExecutionProvider"])
@@ -122,7 +122,7 @@ def onnx_session_options(threads: int):
     """ONNX Runtime's session settings for `threads` intra-op threads (0: its defaults)."""
     if not threads:
         return None
-    import onnxruntime  # pylint: disable=import-outside-toplevel
+    import onnxruntime
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     return options
@@ -131,9 +131,9 @@ def onnx_session_options(threads: int):
 def torch_device(case):
     """The case's PyTorch device: the GPU when asked for and CUDA is usable, else the CPU
     (as Beam's PyTorch handler decides)."""
-    import torch  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference import pytorch_inference  # pylint: disable=import-outside-toplevel
-    if case.get("device") == "GPU" and pytorch_inference._cuda_device_is_usable():  # pylint: disable=protected-access
+    import torch
+    from apache_beam.ml.inference import pytorch_inference
+    if case.get("device") == "GPU" and pytorch_inference._cuda_device_is_usable():
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -141,7 +141,7 @@ def torch_device(case):
 def _read_batches(path: str, size: int):
     """(index of the first record, records): the file's records in batches of `size`, read
     with the engine's TFRecord codec."""
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord
     pending, start = [], 0
     with open(path, "rb") as raw:
         for records in tfrecord.read_records(raw):
@@ -157,8 +157,8 @@ def _read_batches(path: str, size: int):
 
 def _raw(case):
     from inference.data import columns
-    from inference.io import encoding  # pylint: disable=import-outside-toplevel
-    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult
+    from inference.io import encoding
     encoder = case.get("encoder", "proto")
     names = ("outputs",) if case["model"] == "keras" else ()
     model_id = case["model"]
@@ -184,15 +184,16 @@ def _raw(case):
                 tfx_style_log(model_id, record, columns.row(result.outputs, i)
                               ).SerializeToString()
     seconds, cpu_seconds = clock.stop()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": count, "batch_size": case["raw_batch_size"]}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": count,
+            "batch_size": case["raw_batch_size"]}
 
 
 def tfx_style_log(model_id: str, record: bytes, outputs):
     """The PredictionLog built field by field, each output with tf.make_tensor_proto, as
     tfx_bsl builds them (the per-record encoding anchor)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import prediction_log_pb2
     log = prediction_log_pb2.PredictionLog()
     request = log.predict_log.request
     request.model_spec.name = model_id
@@ -212,14 +213,14 @@ def _whole_job(case):
     with the engine's codec, batches of `raw_batch_size` decoded and run, PredictionLogs
     encoded from columns, framed and gzipped into one file per input file."""
     from inference.data import columns
-    from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
-    from inference.data.results import ChunkResult, FilePosition  # pylint: disable=import-outside-toplevel
+    from inference.data.results import ChunkResult, FilePosition
+    from inference.io import encoding, tfrecord
     names = ("outputs",) if case["model"] == "keras" else ()
     clock = Clock()
     forward = _Forward(case)
     for index, path in enumerate(record_files(case["data_root"])):
         out = os.path.join(case["out"], f"prediction_logs-{index:05d}.gz")
-        writer = tfrecord.GzipWriter(open(out, "wb"))  # pylint: disable=consider-using-with
+        writer = tfrecord.GzipWriter(open(out, "wb"))
         for start, records in _read_batches(path, case["raw_batch_size"]):
             result = ChunkResult(case["model"], FilePosition(path, start), records,
                                  columns.from_batch(forward(records), len(records), names),
@@ -229,7 +230,8 @@ def _whole_job(case):
     seconds, cpu_seconds = clock.stop()
     pattern = os.path.join(case["out"], "prediction_logs-*.gz")
     checked = check_logs(pattern, case["data_root"])
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": checked, "batch_size": case["raw_batch_size"],
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": checked,
+            "batch_size": case["raw_batch_size"],
             "logs_checked": checked}
 
 
@@ -238,7 +240,7 @@ def check_logs(pattern: str, data_root: str) -> int:
     holds one input record and a response with outputs, and that the logs' inputs are the
     records of `data_root`, each once (as multisets: counts and a sum of hashes, so that
     the check holds no records in memory). Returns the number of logs checked."""
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2
     logs, inputs = 0, 0
     for records in _read_all(pattern):
         for serialized in records:
@@ -260,7 +262,7 @@ def check_logs(pattern: str, data_root: str) -> int:
 
 def _read_all(pattern: str):
     """Lists of the records of the TFRecord files at `pattern` (the engine's codec)."""
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord
     for path in sorted(glob.glob(pattern)):
         with open(path, "rb") as raw:
             yield from tfrecord.read_records(raw)
@@ -290,7 +292,7 @@ class _CapturedRuns:
         self._original = None
 
     def __enter__(self):
-        import apache_beam as beam  # pylint: disable=import-outside-toplevel
+        import apache_beam as beam
         self._original = original = beam.Pipeline.run
 
         def run(pipeline, *args, **kwargs):
@@ -302,11 +304,11 @@ class _CapturedRuns:
         return self
 
     def __exit__(self, *exc_info):
-        import apache_beam as beam  # pylint: disable=import-outside-toplevel
+        import apache_beam as beam
         beam.Pipeline.run = self._original
 
     def mean_batch_size(self):
-        from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
+        from apache_beam.metrics.metric import MetricsFilter
         total = count = 0
         for result in self.results:
             query = result.metrics().query(
@@ -320,14 +322,14 @@ class _CapturedRuns:
 
 def parse_features(record: bytes) -> np.ndarray:
     """What a user writes: parse the tf.Example, pick the features, make an array."""
-    from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow.core.example import example_pb2
     feature = example_pb2.Example.FromString(record).features.feature
     return np.array([feature[name].float_list.value[0] for name in FEATURES],
                     dtype=np.float32)
 
 
 def parse_tensor(record: bytes):
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     return torch.from_numpy(parse_features(record))
 
 
@@ -339,12 +341,12 @@ def _beam_handler(case):
     name, path = case["model"], case["model_path"]
     kwargs = {key: case[key] for key in ("min_batch_size", "max_batch_size") if case.get(key)}
     if name == "pytorch":
-        from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor  # pylint: disable=import-outside-toplevel
+        from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
         return PytorchModelHandlerTensor(torch_script_model_path=path,
                                          device=case.get("device", "CPU"),
                                          **kwargs), parse_tensor
     if name == "sklearn":
-        from apache_beam.ml.inference import sklearn_inference  # pylint: disable=import-outside-toplevel
+        from apache_beam.ml.inference import sklearn_inference
         return sklearn_inference.SklearnModelHandlerNumpy(
             model_uri=path, model_file_type=sklearn_inference.ModelFileType.JOBLIB,
             **kwargs), parse_features
@@ -358,7 +360,7 @@ def _onnx_handler(threads: int, **kwargs):
     """Beam's ONNX handler with its session run on `threads` intra-op threads. Its
     `session_options` argument does not pickle (ONNX Runtime's SessionOptions), and
     RunInference pickles the handler: they are built where the model loads."""
-    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 
     class Handler(OnnxModelHandlerNumpy):
         def load_model(self):
@@ -369,9 +371,9 @@ def _onnx_handler(threads: int, **kwargs):
 
 
 def _plain_beam(case):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.options.pipeline_options import PipelineOptions
     clock = Clock()
     handler, parse = _beam_handler(case)
     pattern = os.path.join(case["data_root"], "Split-*", "*.gz")
@@ -387,27 +389,29 @@ def _plain_beam(case):
         pipeline.run().wait_until_finish()
     seconds, cpu_seconds = clock.stop()
     mean_batch, batches = captured.mean_batch_size()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": _count_lines(prefix + "*.txt"),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
+            "records_out": _count_lines(prefix + "*.txt"),
             "mean_batch_size": mean_batch, "batches": batches}
 
 
 def _executor_inputs(case):
-    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
-    from benchmarks.data import examples_artifact  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts
+
+    from benchmarks.data import examples_artifact
     model = standard_artifacts.Model()
     model.uri = case["model_uri"]
     return {"examples": [examples_artifact(case["data_root"])], "model": [model]}
 
 
 def _context(case):
-    from tfx.dsl.components.base import base_beam_executor  # pylint: disable=import-outside-toplevel
+    from tfx.dsl.components.base import base_beam_executor
     return base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=beam_args(case), tmp_dir=os.path.join(case["out"], "tmp"))
 
 
 def _tfx(case):
-    from tfx.components.bulk_inferrer import executor  # pylint: disable=import-outside-toplevel
-    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    from tfx.components.bulk_inferrer import executor
+    from tfx.types import standard_artifacts
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
     os.makedirs(output.uri, exist_ok=True)
@@ -424,7 +428,7 @@ def _tfx(case):
 
 
 def ours_config(case):
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
     name = case["model"]
     model = ModelConfig(name=name, min_batch_size=case.get("min_batch_size"),
                         max_batch_size=case.get("max_batch_size"),
@@ -442,8 +446,9 @@ def ours_config(case):
 
 
 def _ours(case):
-    from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
-    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts
+
+    from components.bulk_inferrer import executor, spec
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
     failures = spec.InferenceFailures()
@@ -477,12 +482,13 @@ def _ours(case):
 
 
 def _core(case):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from inference import bounded
+    from inference.engine.models import create_handlers
     from inference.io import encoding
-    from inference.observe import metrics  # pylint: disable=import-outside-toplevel
-    from inference.engine.models import create_handlers  # pylint: disable=import-outside-toplevel
+    from inference.observe import metrics
     clock = Clock()
     config = ours_config(case)
     name = case["model"]
@@ -499,7 +505,8 @@ def _core(case):
     result.wait_until_finish()
     seconds, cpu_seconds = clock.stop()
     figures = metrics.run_figures(result, config.models, [""], seconds).models[name]
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": _count_records(prefix + "-*"),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds,
+            "records_out": _count_records(prefix + "-*"),
             "mean_batch_size": figures.mean_batch_size, "batches": figures.batches,
             "figures": {"predictions": figures.predictions, "failures": figures.failures,
                         "active_seconds": figures.active_seconds, **figures.remote}}
@@ -515,7 +522,7 @@ def main(argv):
     """`python -m benchmarks.cases <case.json> <result.json>` (the harness's spawn mode)."""
     with open(argv[1]) as f:
         case = json.load(f)
-    from benchmarks import harness  # pylint: disable=import-outside-toplevel
+    from benchmarks import harness
     harness.preload()  # imports outside the timings, as in fork mode
     result = run_case(case)
     with open(argv[2], "w") as f:

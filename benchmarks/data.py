@@ -36,7 +36,7 @@ def resample(matrix: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _example(values: Sequence[float], features: Sequence[str]) -> bytes:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     feature = {name: tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
                for name, v in zip(features, values)}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
@@ -79,7 +79,7 @@ class ExampleSerializer:
 def write_examples(root: str, matrix: np.ndarray, shards: int,
                    features: Sequence[str] = FEATURES, chunk: int = 50_000) -> str:
     """Gzipped TFRecord shards laid out as ExampleGen writes them; returns the split folder."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     serializer = ExampleSerializer(features)
     serializer.check(matrix)
     folder = os.path.join(root, f"Split-{SPLIT}")
@@ -99,7 +99,7 @@ def write_examples(root: str, matrix: np.ndarray, shards: int,
 
 def examples_artifact(root: str):
     """The Examples artifact for records written by `write_examples(root, ...)`."""
-    from tfx.types import artifact_utils, standard_artifacts  # pylint: disable=import-outside-toplevel
+    from tfx.types import artifact_utils, standard_artifacts
     artifact = standard_artifacts.Examples()
     artifact.uri = root
     artifact.split_names = artifact_utils.encode_split_names([SPLIT])

@@ -37,11 +37,11 @@ HEAVY_MODULES = (
 
 def preload():
     """Imports what the cases use, so forked children start with it (nothing is run)."""
-    import importlib  # pylint: disable=import-outside-toplevel
+    import importlib
     for name in HEAVY_MODULES:
         try:
             importlib.import_module(name)
-        except Exception:  # pylint: disable=broad-except  (the case will report it)
+        except Exception:  # the case will report it
             pass
 
 
@@ -155,7 +155,7 @@ def _child(fn, case, result_path, log_file):
         try:
             result = fn(case)
             code = 0
-        except BaseException as e:  # pylint: disable=broad-except
+        except BaseException as e:
             traceback.print_exc()
             result = {"error": f"{type(e).__name__}: {e}"[:500]}
         with open(result_path, "w") as f:
@@ -163,4 +163,4 @@ def _child(fn, case, result_path, log_file):
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
-        os._exit(code)  # pylint: disable=protected-access
+        os._exit(code)

@@ -40,7 +40,7 @@ def serving_dir(root: str, name: str) -> str:
 
 
 def torch_mlp(matrix: np.ndarray, seed: int):
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     torch.manual_seed(seed)
     mlp = torch.nn.Sequential(torch.nn.Linear(matrix.shape[1], HIDDEN), torch.nn.ReLU(),
                               torch.nn.Linear(HIDDEN, 1))
@@ -59,7 +59,7 @@ def weights_of(mlp) -> Weights:
 
 
 def save_pytorch(mlp, root: str) -> BuiltModel:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     path = os.path.join(serving_dir(root, "pytorch"), "model.pt")
     torch.jit.save(torch.jit.script(mlp), path)
     return BuiltModel("pytorch", os.path.join(root, "pytorch"), path)
@@ -68,7 +68,7 @@ def save_pytorch(mlp, root: str) -> BuiltModel:
 def save_tensorflow(weights: Weights, root: str,
                     features: Sequence[str] = FEATURES) -> BuiltModel:
     """A SavedModel whose serving signature parses serialized tf.Examples (output "outputs")."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     spec = {n: tf.io.FixedLenFeature([1], tf.float32) for n in features}
     w1, b1 = tf.constant(weights.w1.T), tf.constant(weights.b1)
     w2, b2 = tf.constant(weights.w2.T), tf.constant(weights.b2)
@@ -88,8 +88,8 @@ def save_tensorflow(weights: Weights, root: str,
 
 
 def save_sklearn(weights: Weights, matrix: np.ndarray, root: str) -> BuiltModel:
-    import joblib  # pylint: disable=import-outside-toplevel
-    from sklearn.neural_network import MLPRegressor  # pylint: disable=import-outside-toplevel
+    import joblib
+    from sklearn.neural_network import MLPRegressor
     model = MLPRegressor(hidden_layer_sizes=(HIDDEN,), activation="relu", max_iter=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one iteration: ConvergenceWarning
@@ -103,8 +103,8 @@ def save_sklearn(weights: Weights, matrix: np.ndarray, root: str) -> BuiltModel:
 
 def save_onnx(weights: Weights, root: str) -> BuiltModel:
     """The MLP as an ONNX graph (Gemm, Relu, Gemm), input "x" [batch, 8], output "y"."""
-    import onnx  # pylint: disable=import-outside-toplevel
-    from onnx import TensorProto, helper, numpy_helper  # pylint: disable=import-outside-toplevel
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
     initializers = [numpy_helper.from_array(array, name) for name, array in
                     (("w1", weights.w1), ("b1", weights.b1), ("w2", weights.w2),
                      ("b2", weights.b2))]
@@ -143,18 +143,18 @@ def build_models(root: str, matrix: np.ndarray, seed: int,
 def predict(model: BuiltModel, matrix: np.ndarray, records: Sequence[bytes]) -> np.ndarray:
     """The model's outputs for rows `matrix` (== `records`), as a flat float array."""
     if model.name == "pytorch":
-        import torch  # pylint: disable=import-outside-toplevel
+        import torch
         with torch.no_grad():
             return torch.jit.load(model.path)(torch.from_numpy(matrix)).numpy().reshape(-1)
     if model.name == "keras":
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
         serve = tf.saved_model.load(model.path).signatures["serving_default"]
         return serve(examples=tf.constant(list(records)))["outputs"].numpy().reshape(-1)
     if model.name == "sklearn":
-        import joblib  # pylint: disable=import-outside-toplevel
+        import joblib
         return joblib.load(model.path).predict(matrix).reshape(-1)
     if model.name == "onnx":
-        import onnxruntime  # pylint: disable=import-outside-toplevel
+        import onnxruntime
         session = onnxruntime.InferenceSession(model.path, providers=["CPUExecutionProvider"])
         return session.run(None, {"x": matrix})[0].reshape(-1)
     raise ValueError(model.name)

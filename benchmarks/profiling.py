@@ -34,7 +34,8 @@ _FILE_RULES: List[Tuple[str, Tuple[str, ...]]] = [
                                           "inference/engine/batch_run.py",
                                           "model_manager.py")),
     ("our per-element steps (count, split failures, encode wrapper)",
-     ("inference/engine/transforms.py", "inference/data/failures.py", "inference/observe/metrics.py")),
+     ("inference/engine/transforms.py", "inference/data/failures.py",
+      "inference/observe/metrics.py")),
     ("Beam runner / element passing / metrics", ("apache_beam/runners", "apache_beam/coders",
                                                  "apache_beam/transforms/core.py",
                                                  "apache_beam/metrics", "apache_beam/utils",
@@ -114,7 +115,7 @@ def top_functions(stats: pstats.Stats, key: int, count: int = 25):
 
 def profile_case(case: Dict[str, Any]) -> Dict[str, Any]:
     """Runs `case` (kind "ours", mode in_memory) under cProfile; returns the breakdown."""
-    from benchmarks import cases  # pylint: disable=import-outside-toplevel
+    from benchmarks import cases
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()

@@ -24,9 +24,10 @@ FEATURES = ["f0", "f1", "f2"]
 
 
 def _setup():
-    import torch  # pylint: disable=import-outside-toplevel
-    from tests import helpers  # pylint: disable=import-outside-toplevel
-    from tests.components import faulty_models  # pylint: disable=import-outside-toplevel
+    import torch
+
+    from tests import helpers
+    from tests.components import faulty_models
     return torch, helpers, faulty_models
 
 
@@ -36,7 +37,7 @@ def _good(n, seed=0):
 
 
 def _config(**params):
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
     timeout = params.pop("timeout_secs", None)
     return InferenceConfig(timeout_secs=timeout, models=[ModelConfig(
         name="sum", framework="pytorch", inputs=InputSpec(features=FEATURES),
@@ -54,9 +55,10 @@ def _model(folder: str):
 def _run(folder: str, splits: Dict[str, List[bytes]], config=None, fraction=1.0,
          beam_args=(), prepare: Callable[[str], None] = None) -> Dict:
     """Runs the executor; returns what is on disk and how the run ended."""
-    from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts
+
+    from components.bulk_inferrer import executor, spec
     from inference.io.dead_letters import read_failures
-    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
     _, helpers, _ = _setup()
     examples = helpers.examples_artifact(os.path.join(folder, "examples"), splits)
     if prepare:
@@ -73,7 +75,7 @@ def _run(folder: str, splits: Dict[str, List[bytes]], config=None, fraction=1.0,
             {spec.MODEL_SPEC_KEY: "{}", spec.DATA_SPEC_KEY: "{}",
              spec.INFERENCE_CONFIG_KEY: (config or _config()).to_json(),
              spec.MAX_FAILURE_FRACTION_KEY: fraction})
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         outcome = f"failed: {' '.join(str(e).split())[:240]}"
     logs = _count(os.path.join(folder, "result", "prediction_logs-*"))
     dead = list(read_failures(os.path.join(folder, "dead", "failures-*.gz")))
@@ -82,8 +84,9 @@ def _run(folder: str, splits: Dict[str, List[bytes]], config=None, fraction=1.0,
 
 
 def _count(pattern: str) -> int:
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from apache_beam.io.filesystems import FileSystems
+
+    from inference.io import tfrecord
     total = 0
     for metadata in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(metadata.path, compression_type="uncompressed") as raw:
@@ -106,7 +109,7 @@ def bad_records(folder):
 
 def cut_off_file(folder):
     """500 records cut to 250 and a few bytes of the 251st: the file holds 251."""
-    import gzip  # pylint: disable=import-outside-toplevel
+    import gzip
 
     def cut(root):
         path = os.path.join(root, "Split-eval", "data_tfrecord-00001-of-00002.gz")
@@ -173,7 +176,7 @@ def too_many_failures(folder):
 
 
 def unencodable_output(folder):
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
     _, _, faulty = _setup()
     os.makedirs(os.path.join(folder, "handler"))
     config = InferenceConfig(models=[ModelConfig(
@@ -189,12 +192,13 @@ def rerun_same_prefix(folder):
 
 
 def hostile_model_file(folder):
-    import pathlib  # pylint: disable=import-outside-toplevel
-    import pickle  # pylint: disable=import-outside-toplevel
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    import pathlib
+    import pickle
+
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
     marker = os.path.join(folder, "marker")
 
-    class Evil:  # pylint: disable=too-few-public-methods
+    class Evil:
         def __reduce__(self):
             return pathlib.Path.touch, (pathlib.Path(marker),)
     path = os.path.join(folder, "model.bin")
@@ -210,7 +214,7 @@ def hostile_model_file(folder):
 
 
 def ill_typed_config(folder):
-    from inference.config import InferenceConfig  # pylint: disable=import-outside-toplevel
+    from inference.config import InferenceConfig
     try:
         InferenceConfig.from_json('{"timeout_secs": "5", "models": [{"large_model": "false",'
                                   ' "inputs": {"features": "f0"}, "min_batch_size": true}]}')
@@ -239,8 +243,8 @@ def _alone(folder, marker, options, beam_args=()):
     started = time.time()
     out = subprocess.run([sys.executable, "-c", _ALONE, ROOT, folder, marker, repr(options),
                           *beam_args], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    line = [l for l in out.stdout.splitlines() if l.startswith("FOUND ")]
-    found = eval(line[-1][6:]) if line else {  # pylint: disable=eval-used
+    line = [text for text in out.stdout.splitlines() if text.startswith("FOUND ")]
+    found = eval(line[-1][6:]) if line else {
         "predicted": 0, "dead": 0, "stages": [], "outcome": f"crashed: {out.stderr[-200:]}"}
     found["outcome"] += f"; the process ended after {time.time() - started:.0f} s"
     return 30, found

@@ -305,7 +305,8 @@ _COLUMNS = [("case", "case"), ("model", "model"), ("n", "N"), ("workers", "worke
             ("examples_per_cpu_sec", "examples/CPU-s"),
             ("x_whole_job_cpu", "x whole job per CPU-s"), ("x_raw", "x raw"),
             ("x_whole_job", "x whole job"),
-            ("x_plain_beam", "x plain Beam"), ("x_bulk_inferrer", "x BulkInferrer"), ("x_ray_data", "x Ray Data"),
+            ("x_plain_beam", "x plain Beam"), ("x_bulk_inferrer", "x BulkInferrer"),
+            ("x_ray_data", "x Ray Data"),
             ("max_rss_mb", "peak RSS MB"), ("tree_rss_mb", "tree RSS MB"),
             ("mean_batch_size", "mean batch"), ("check", "check")]
 

@@ -251,7 +251,7 @@ def data_sizes(args) -> List[int]:
 
 def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
     """Writes the data sets and the models; checks the models agree. (In a child process.)"""
-    from benchmarks import data, models  # pylint: disable=import-outside-toplevel
+    from benchmarks import data, models
     started = time.perf_counter()
     matrix = data.taxi_matrix()
     roots = {}
@@ -264,7 +264,7 @@ def prepare(job: Dict[str, Any]) -> Dict[str, Any]:
     sample = data.resample(matrix, 256, job["seed"] + 1)
     parity = models.check_parity(built, sample, data.ExampleSerializer()(sample))
     built = {name: model for name, model in built.items() if name in job["models"]}
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     # Asked here, in a child: CUDA initialised in the parent would fail in forked cases.
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"data_roots": {str(n): r for n, r in roots.items()}, "cuda": cuda,
@@ -281,16 +281,16 @@ def environment(args) -> Dict[str, Any]:
         "isolation": args.isolation, "repeat": args.repeat, "argv": sys.argv[1:],
     }
     try:
-        from importlib import metadata  # pylint: disable=import-outside-toplevel
+        from importlib import metadata
         env["versions"] = {p: _version(metadata, p) for p in (
             "apache-beam", "tfx", "tfx-bsl", "tensorflow", "torch", "scikit-learn",
             "onnxruntime", "protobuf", "google-crc32c", "crcmod", "python-snappy")}
-        from google.protobuf.internal import api_implementation  # pylint: disable=import-outside-toplevel
+        from google.protobuf.internal import api_implementation
         env["protobuf_backend"] = api_implementation.Type()
-        import google_crc32c  # pylint: disable=import-outside-toplevel
+        import google_crc32c
         env["crc32c"] = google_crc32c.implementation
         env["device"] = args.device
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         env["environment_error"] = repr(e)
     return env
 
@@ -314,7 +314,7 @@ def _run(fn, job, args):
         started = time.perf_counter()
         try:
             result = fn(job)
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
             result = {"error": f"{type(e).__name__}: {e}"}
         result.setdefault("process_seconds", round(time.perf_counter() - started, 2))
         return result
@@ -327,7 +327,7 @@ def _run(fn, job, args):
 def _build_ray_venv():
     """The Ray Data case's virtualenv, built before any case runs (outside the timings);
     if it cannot be built, the case reports why."""
-    from benchmarks import ray_data  # pylint: disable=import-outside-toplevel
+    from benchmarks import ray_data
     if ray_data.ready():
         return
     print(f"  building {ray_data.VENV} for the Ray Data case (first use; a few minutes)",
@@ -354,7 +354,7 @@ def use_bytecode_cache(folder: str):
 
 def _run_cases(args, planned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Each case's fastest run (a small case's median run), in the planned order."""
-    from benchmarks import cases as case_module  # pylint: disable=import-outside-toplevel
+    from benchmarks import cases as case_module
     best: Dict[str, Dict[str, Any]] = {}
     for _ in range(args.repeat):  # rounds over every case: noise spreads over all of them
         for case in planned:
@@ -405,9 +405,10 @@ def _model_server(args, models: Dict[str, Dict[str, str]], folder: str):
     if "remote" not in args.kinds or "sklearn" not in models:
         yield
         return
-    from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
-    from benchmarks import data  # pylint: disable=import-outside-toplevel
-    from tests.inference.remote import servers  # pylint: disable=import-outside-toplevel
+    from sklearn.linear_model import LogisticRegression
+
+    from benchmarks import data
+    from tests.inference.remote import servers
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(servers.MLServer(
             Path(folder) / "mlserver", "sklearn", Path(models["sklearn"]["path"]),
@@ -472,7 +473,7 @@ def main(argv=None) -> Dict[str, Any]:
         if root is None:
             # Profile on the main data set; the breakdown is per record either way.
             n, root = args.n, data_roots[args.n]
-        from benchmarks import profiling  # pylint: disable=import-outside-toplevel
+        from benchmarks import profiling
         profile = _run(profiling.profile_case, make_case(
             args, "ours", "pytorch", n, root, prep["models"]["pytorch"],
             os.path.join(folder, "profile")), args)
@@ -502,7 +503,7 @@ def main(argv=None) -> Dict[str, Any]:
         print()
         print(report.profile_markdown(profile))
     if args.text_n:
-        from benchmarks import text  # pylint: disable=import-outside-toplevel
+        from benchmarks import text
         print(f"\ntext case: N={args.text_n:,}", flush=True)
         text.run(args.text_n, folder, threads=args.threads or 1, repeat=args.repeat,
                  inline=args.isolation == "inline")

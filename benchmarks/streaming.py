@@ -31,7 +31,7 @@ PUBLISHED = os.path.join(report.PROJECT_DIR, "docs", "benchmarks", "streaming-re
 
 
 def _model(folder: Path) -> str:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
 
     class Linear(torch.nn.Module):
         def forward(self, x):
@@ -43,7 +43,7 @@ def _model(folder: Path) -> str:
 
 
 def _floor(pipeline, subscription, topic, _model_path):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
 
     def respond(message):
         x = json.loads(message.data)["x"]
@@ -56,10 +56,10 @@ def _floor(pipeline, subscription, topic, _model_path):
 
 
 def _plain_beam(pipeline, subscription, topic, model_path):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    import torch  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    import torch
+    from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+    from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
     handler = KeyedModelHandler(PytorchModelHandlerTensor(
         torch_script_model_path=model_path, max_batch_size=256))
@@ -74,11 +74,11 @@ def _plain_beam(pipeline, subscription, topic, model_path):
 
 
 def _run_case(kind, emulator, n, folder, model_path):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from inference import streaming  # pylint: disable=import-outside-toplevel
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
+    from inference import streaming
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
 
     name = f"{kind.replace('_', '-')}-{os.getpid()}-{int(time.time())}"
     requests = emulator.topic(f"requests-{name}")

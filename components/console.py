@@ -95,12 +95,12 @@ class _ComponentLines(logging.Handler):
                     self._console.event(f"{node} skipped")
                 else:
                     self._console.event(self._finished(node))
-        except Exception:  # pylint: disable=broad-except  (a line must never fail the run)
+        except Exception:  # a line must never fail the run
             self.handleError(record)
 
     def _finished(self, node: str) -> str:
         seconds = time.time() - self._began.pop(node, time.time())
-        from components import run_summary  # pylint: disable=import-outside-toplevel
+        from components import run_summary
         store = run_summary.open_store(self._metadata_path)
         run = run_summary.latest_run(store, self._pipeline_name)
         rows = [r for r in run_summary.node_states(store, run) if r[0] == node] if run else []

@@ -17,8 +17,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
-from inference.io.image_files import ReadImages
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.io.image_files import ReadImages
 
 
 def image_example_gen(input_base: str, pattern: str = "*",

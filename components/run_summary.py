@@ -2,9 +2,9 @@
 from typing import Any, List, Tuple
 
 from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
 from components.bulk_inferrer import spec
-from ml_metadata.proto import metadata_store_pb2
 
 _STATES = metadata_store_pb2.Execution.State
 

@@ -17,8 +17,14 @@ the framework's predict, per-record failure isolation) -> a `ChunkResult` per mo
 `Encode` (PredictionLogs, tf.Examples or rows) -> a sink; every failure -> a dead letter.
 """
 from inference.bounded import Output, Plan, RunFailed, check, make_plan
-from inference.config import ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec, \
-    ModelConfig
+from inference.config import (
+    ConfigError,
+    ImageSpec,
+    InferenceConfig,
+    InputSpec,
+    LabelSpec,
+    ModelConfig,
+)
 from inference.data.failures import Failure
 from inference.engine.models import create_handler, create_handlers
 from inference.engine.transforms import Encode, InferExamples

@@ -14,18 +14,18 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
 
-from inference.data import batching
-from inference.io import publish, sampling
-from inference.io.records import ReadRecords, WriteRecordChunks
-from inference.io.dead_letters import WriteFailures, read_failures
-from inference.observe import metrics
 from inference.config import InferenceConfig
+from inference.data import batching
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.data.results import ChunkResult
 from inference.engine import checks
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
-from inference.data.results import ChunkResult
 from inference.engine.transforms import Encode, InferExamples
+from inference.io import publish, sampling
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.io.records import ReadRecords, WriteRecordChunks
+from inference.observe import metrics
 
 Encoder = Callable[[ChunkResult], List[bytes]]
 

@@ -36,14 +36,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from inference import arguments, bounded
-from inference.io import encoding, tfrecord
-from inference.io.dead_letters import read_failures
-from inference.observe import metrics
-from inference.data.batching import CHUNK_RECORDS
 from inference.config import ConfigError, InferenceConfig
+from inference.data.batching import CHUNK_RECORDS
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import FilePosition
 from inference.engine.models import create_handlers
+from inference.io import encoding, tfrecord
+from inference.io.dead_letters import read_failures
+from inference.observe import metrics
 
 # What a retry can fix: the model or its server failed, not the record.
 RETRYABLE_STAGES = ("inference", "timeout")

@@ -46,21 +46,20 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, \
-    StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.transforms import window
 
 from inference import arguments
-from inference.data import examples
-from inference.io import rows as rows_lib
 from inference.config import ConfigError, InferenceConfig
+from inference.data import examples
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import EventTime
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
+from inference.engine.transforms import Encode, InferExamples, ModelUpdates
+from inference.io import rows as rows_lib
 from inference.io.dead_letters import CountFailures, DeadLetters
 from inference.io.pubsub import PublishDeadLetters
-from inference.engine.transforms import Encode, InferExamples, ModelUpdates
 
 INPUT_FORMATS = ("auto", "example", "json")
 DEFAULT_WINDOW_SECS = 60
@@ -111,7 +110,7 @@ def to_example(message: bytes, input_format: str = "auto") -> bytes:
         return json_to_example(obj)
     try:
         examples.parse(message)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         raise MessageError(f"not a serialized tf.Example: {e}") from e
     return message
 
@@ -453,14 +452,14 @@ def cancel(result, timeout_secs: float = STOP_TIMEOUT_SECS):
 
 def _is_direct(pipeline: beam.Pipeline) -> bool:
     """Whether the pipeline runs on Beam's DirectRunner (the default, local runner)."""
-    from apache_beam.runners.direct import direct_runner  # pylint: disable=import-outside-toplevel
+    from apache_beam.runners.direct import direct_runner
     return isinstance(pipeline.runner, (direct_runner.SwitchingDirectRunner,
                                         direct_runner.BundleBasedDirectRunner))
 
 
 def _is_dataflow(pipeline: beam.Pipeline) -> bool:
     """Whether the pipeline runs on Dataflow (a job submitted elsewhere)."""
-    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner  # pylint: disable=import-outside-toplevel
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
     return isinstance(pipeline.runner, DataflowRunner)
 
 

@@ -7,6 +7,7 @@ Naming the FnApiRunner itself skips that, but its worker processes then start wi
 pipeline's options. `LocalRunner` does what the DirectRunner does once it has given up on
 Prism, and only that.
 """
+
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -21,7 +22,7 @@ class LocalRunner(PipelineRunner):
 
     def run_pipeline(self, pipeline, options):
         provision = beam_provision_api_pb2.ProvisionInfo(
-            pipeline_options=JobServiceHandle.encode_pipeline_options(
-                options.get_all_options()))
+            pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        )
         runner = fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
         return runner.run_pipeline(pipeline, options)

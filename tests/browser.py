@@ -2,10 +2,10 @@
 import os
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from typing import Dict
 
 import numpy as np
-from html.parser import HTMLParser
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--hide-scrollbars"]
@@ -33,7 +33,7 @@ def dump_dom(page: str, profile: str) -> str:
 
 def screenshot(page: str, png: str, profile: str, size=(1200, 3400)) -> np.ndarray:
     """Chromium's screenshot of the page, saved at `png`, as an RGB array."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from PIL import Image
     os.makedirs(os.path.dirname(png), exist_ok=True)
     _run(page, profile, f"--window-size={size[0]},{size[1]}", f"--screenshot={png}")
     with Image.open(png) as image:

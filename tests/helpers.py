@@ -133,6 +133,7 @@ def run_bulk_inferrer(tmp_path, inputs, inference_config=None, failures_uri=None
     folder of `tmp_path`.
     """
     import tempfile
+
     from tfx.utils import proto_utils
 
     from components.bulk_inferrer import executor, spec

@@ -82,7 +82,7 @@ class PubSubEmulator:
 
     def _clients(self):
         os.environ.update(self.env)  # the Pub/Sub clients read it as they are made
-        from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+        from google.cloud import pubsub_v1
         return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
 
     def topic(self, name: str, subscribe: bool = True) -> str:
@@ -103,7 +103,7 @@ class PubSubEmulator:
             try:
                 subscriber.get_subscription(subscription=self.subscription(name))
                 return
-            except Exception:  # pylint: disable=broad-except
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
@@ -142,7 +142,7 @@ class PubSubEmulator:
                     break
             try:
                 response = subscriber.pull(subscription=path, max_messages=1000, timeout=5)
-            except Exception:  # pylint: disable=broad-except
+            except Exception:
                 response = None  # the emulator answers an empty pull with DEADLINE_EXCEEDED
             received = response.received_messages if response else []
             if not received:

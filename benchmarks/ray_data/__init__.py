@@ -85,7 +85,7 @@ def run_case(case: Dict[str, Any]) -> Dict[str, Any]:
 
 def count_rows(folder: str) -> int:
     """Rows of the Parquet files in `folder`, from their footers."""
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq
     return sum(pq.ParquetFile(os.path.join(folder, name)).metadata.num_rows
                for name in os.listdir(folder) if name.endswith(".parquet"))
 

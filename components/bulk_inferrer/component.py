@@ -8,7 +8,7 @@ from tfx.proto import bulk_inferrer_pb2
 from tfx.types import standard_artifacts
 
 # visualizations: registers the notebook views of the outputs (InteractiveContext.show).
-from components.bulk_inferrer import executor, spec, visualizations  # pylint: disable=unused-import
+from components.bulk_inferrer import executor, spec, visualizations  # noqa: F401
 from inference.config import InferenceConfig
 from inference.observe.drift import DriftConfig
 

@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 from absl import logging
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import types
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.input_resolution import canned_resolver_functions
 from tfx.types import artifact_utils, channel, standard_artifacts
 from tfx.utils import io_utils
-from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components.bulk_inferrer import payloads, samples, spec
 from inference.observe import drift

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import apache_beam as beam
 from absl import logging
+from tensorflow_serving.apis import prediction_log_pb2
 from tfx import types
 from tfx.components.bulk_inferrer import prediction_to_example_utils
 from tfx.components.util import model_utils
@@ -17,15 +18,14 @@ from tfx.dsl.io import fileio
 from tfx.proto import bulk_inferrer_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
-from tensorflow_serving.apis import prediction_log_pb2
 
 from components.bulk_inferrer import drift, payloads, report, spec
 from inference import bounded, frameworks, replay
+from inference.config import ConfigError, InferenceConfig
+from inference.engine.worker_health import worker_deaths
 from inference.io import encoding, publish
 from inference.io.records import ReadRecords
 from inference.observe import metrics, progress
-from inference.config import ConfigError, InferenceConfig
-from inference.engine.worker_health import worker_deaths
 
 # TFX's executor's names of the output file prefixes (TFX's own tests read them).
 _PREDICTION_LOGS_FILE_NAME = spec.PREDICTION_LOGS_FILE_NAME
@@ -148,7 +148,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             path = report.write_run_report(
                 config, figures, title, outputs[0].uri if outputs else failures_uri,
                 sample_paths, failures_uri, _single(output_dict, spec.REPORT_KEY), checked)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             logging.exception("The run report could not be written.")
             return
         logging.info("Run report: %s", path)

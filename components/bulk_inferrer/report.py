@@ -22,10 +22,10 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components.bulk_inferrer import samples
-from inference.io import sampling
-from inference.observe import drift, metrics
 from inference.config import InferenceConfig
 from inference.data.failures import STAGES
+from inference.io import sampling
+from inference.observe import drift, metrics
 
 REPORT_FILE_NAME = "report.html"
 # Sections, in page order; each is a <section id=...> (the notebook view and tests use them).
@@ -439,7 +439,7 @@ def _short(values: np.ndarray, limit: int = 4) -> str:
 def _features(record: bytes, limit: int = 4) -> str:
     try:
         feature = tf.train.Example.FromString(record).features.feature
-    except Exception:  # pylint: disable=broad-except  (a record that is no tf.Example)
+    except Exception:  # a record that is no tf.Example
         return f"{len(record)} bytes"
     parts = []
     for name in sorted(feature)[:limit]:
@@ -617,7 +617,7 @@ def _embedding_overlay(feature: str, vectors: Optional[np.ndarray], baseline_nor
         points["this run"] = summary.project(vectors)
     figure = _scatter(points, f"{feature}: this run and the baseline (PCA)")
     axes = figure.axes[0]
-    for name, xy in points.items():
+    for xy in points.values():
         centre = xy.mean(axis=0)
         axes.scatter([centre[0]], [centre[1]], marker="x", s=80, color="black")
     return figure

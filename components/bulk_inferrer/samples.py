@@ -17,9 +17,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_serving.apis import prediction_log_pb2
 
-from inference.io import sampling, tfrecord
-from inference.data.failures import Failure
 from inference.data.columns import PREDICTION_LOG
+from inference.data.failures import Failure
+from inference.io import sampling, tfrecord
 
 SCAN_LIMIT = 1000
 

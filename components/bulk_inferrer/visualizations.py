@@ -23,7 +23,7 @@ class _ReportView(visualizations.ArtifactVisualization):
     """The run report in a frame, then a table read from the artifact's files."""
 
     def display(self, artifact: types.Artifact):
-        from IPython.display import HTML, display  # pylint: disable=import-outside-toplevel
+        from IPython.display import HTML, display
         display(HTML(self.html(artifact)))
 
     def html(self, artifact: types.Artifact) -> str:

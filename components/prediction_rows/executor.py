@@ -8,8 +8,8 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components.prediction_rows import spec
-from inference.io.records import ReadRecords
 from inference.data.failures import FAILURES_TAG
+from inference.io.records import ReadRecords
 from inference.io.rows import RowSpec
 
 

@@ -118,7 +118,7 @@ def row(columns: Mapping[str, np.ndarray], index: int) -> Dict[str, np.ndarray]:
 def _is_prediction_log(value: Any) -> bool:
     """Whether `value` is a tensorflow_serving PredictionLog, without importing it: if the
     module was never imported, no value can be one."""
-    import sys  # pylint: disable=import-outside-toplevel
+    import sys
     module = sys.modules.get(_PREDICTION_LOG_MODULE)
     return module is not None and isinstance(value, module.PredictionLog)
 

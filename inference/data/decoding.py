@@ -17,8 +17,8 @@ import pyarrow as pa
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder, sequence_example_coder
 
-from inference.data import images
 from inference.config import InputSpec
+from inference.data import images
 
 ModelInputs = Union[np.ndarray, Dict[str, np.ndarray]]
 
@@ -127,7 +127,7 @@ _pool = _new_pool()
 
 def _forget_pool():
     """A forked child has none of its parent's threads: it starts a pool of its own."""
-    global _pool  # pylint: disable=global-statement
+    global _pool
     _pool = _new_pool()
 
 
@@ -324,8 +324,8 @@ class TransformDecoder:
         self._fn = None
 
     def _build(self):
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
+        import tensorflow_transform as tft
 
         output = tft.TFTransformOutput(self._dir)
         spec = output.raw_feature_spec()

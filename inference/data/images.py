@@ -42,7 +42,7 @@ def decode(values: Sequence[bytes], spec: ImageSpec):
         except UnidentifiedImageError:
             errors[row] = ("Pillow recognises no image format in its bytes (not an image "
                            "file?)")
-        except Exception as e:  # pylint: disable=broad-except  (Pillow raises many kinds)
+        except Exception as e:  # Pillow raises many kinds
             errors[row] = f"{type(e).__name__}: {e}"
     return out, errors
 

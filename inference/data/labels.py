@@ -37,7 +37,7 @@ class Labeller:
         if spec.file:
             try:
                 names = read_names(spec.file)
-            except Exception as e:  # pylint: disable=broad-except  (any filesystem's error)
+            except Exception as e:  # any filesystem's error
                 raise ConfigError(f"model {model_name!r}: cannot read labels.file "
                                   f"{spec.file!r}: {type(e).__name__}: {e}") from e
         if spec.top_k > len(names):

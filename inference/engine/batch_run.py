@@ -18,8 +18,8 @@ from apache_beam.ml.inference.base import PredictionResult
 from inference import frameworks
 from inference.config import ModelConfig
 from inference.data import columns, decoding, labels
-from inference.data.failures import Failure
 from inference.data.columns import PREDICTION_LOG
+from inference.data.failures import Failure
 from inference.data.results import ChunkResult, Origin, PartialPredictions, describe
 from inference.engine.worker_health import Breadcrumbs, TimedCalls
 from inference.observe import metrics, progress
@@ -90,7 +90,7 @@ class BatchRun:
         try:
             inputs = batch if takes_records else (
                 decoded if decoded is not None else self._decoder(batch))
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
             self._split_or_fail("decode", e, records, positions, predict, outcome)
             return
         if not takes_records:
@@ -106,7 +106,7 @@ class BatchRun:
                 if not bad.all():
                     self._infer(records, positions[~bad], predict, outcome)
                 return
-            except Exception as e:  # pylint: disable=broad-except
+            except Exception as e:
                 self._split_or_fail("preprocess", e, records, positions, predict, outcome)
                 return
         try:
@@ -129,7 +129,7 @@ class BatchRun:
             for i in range(len(positions)):  # only the records slow on their own fail
                 self._infer(records, positions[i:i + 1], predict, outcome)
             return
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
             self._split_or_fail("inference", e, records, positions, predict, outcome)
             return
         outcome.predicted(positions, outputs)
@@ -172,7 +172,7 @@ class BatchRun:
             return
         try:
             outcome.replace(positions, self._labeller(outputs))
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
             for position in positions:
                 outcome.fail(position, self._failure("postprocess", e, records[position]))
 
@@ -189,7 +189,7 @@ class BatchRun:
                                                    self.model_name))
                 inferences.append(result.inference)
                 kept.append(row)
-            except Exception as e:  # pylint: disable=broad-except
+            except Exception as e:
                 outcome.fail(position, self._failure("postprocess", e, records[position]))
         outcome.replace(positions[kept], columns.from_examples(inferences,
                                                                self._spec.output_names))

@@ -21,7 +21,6 @@ from inference.data.decoding import SEQUENCE_COLUMN
 from inference.io import tfrecord
 
 
-
 def check_features(specs: Sequence[ModelConfig], available: Iterable[str], source: str):
     """Model inputs must be available features: says which are not, up front."""
     available = set(available)
@@ -72,7 +71,7 @@ def check_sequence_examples(specs: Sequence[ModelConfig], schema,
 def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
     """The feature lists' names: from the schema's sequence STRUCT feature when there is
     a schema (TFX's SchemaGen writes one), else from the first record of the examples."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     if schema is not None:
         return {f.name for feature in schema.feature if feature.name == SEQUENCE_COLUMN
                 for f in feature.struct_domain.feature}
@@ -83,7 +82,7 @@ def _feature_lists(schema, splits: Mapping[str, Sequence[str]]) -> set:
 
 
 def _first_record(patterns: Sequence[str]) -> Optional[bytes]:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     for pattern in patterns:
         for path in sorted(tf.io.gfile.glob(pattern)):
             if tf.io.gfile.isdir(path):
@@ -97,5 +96,5 @@ def _first_record(patterns: Sequence[str]) -> Optional[bytes]:
 
 def transformed_features(transform_dir: str) -> List[str]:
     """The features a tf.Transform graph outputs (what a model behind it may read)."""
-    import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
+    import tensorflow_transform as tft
     return list(tft.TFTransformOutput(transform_dir).transformed_feature_spec())

@@ -146,7 +146,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
             return [(everything, None)]
         try:
             decoded = self._decoder(records)
-        except Exception:  # pylint: disable=broad-except  (`_infer` isolates the bad records)
+        except Exception:  # `_infer` isolates the bad records
             return [(everything, None)]
         column = decoded.get(self._spec.length_feature)
         if column is None:  # no record has it: the input mapping says so, per record

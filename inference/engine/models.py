@@ -7,10 +7,10 @@ import dataclasses
 from typing import Dict, Mapping, Optional
 
 from inference import frameworks
-from inference.data import decoding
-from inference.frameworks import trust
 from inference.config import ConfigError, InferenceConfig, ModelConfig
+from inference.data import decoding
 from inference.engine.handler import ExampleModelHandler
+from inference.frameworks import trust
 
 
 def create_handlers(config: InferenceConfig, model_uris: Optional[Mapping[str, str]] = None,
@@ -52,7 +52,7 @@ def create_handler(model: ModelConfig, uri: Optional[str] = None, schema=None,
     sequence_examples: the records are tf.SequenceExamples; models read their context
       features.
     """
-    from inference.frameworks import detection  # pylint: disable=import-outside-toplevel
+    from inference.frameworks import detection
     framework_name, path = detection.resolve(uri or model.uri, model.framework)
     spec = dataclasses.replace(model, framework=framework_name, uri=path)
     framework = frameworks.get(framework_name)

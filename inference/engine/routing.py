@@ -11,11 +11,11 @@ from typing import Dict, List
 import apache_beam as beam
 import numpy as np
 
-from inference.data import examples
-from inference.observe import metrics
 from inference.config import InferenceConfig
+from inference.data import examples
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import ChunkResult, describe, part_of
+from inference.observe import metrics
 
 
 def cumulative(config: InferenceConfig) -> List[float]:
@@ -35,7 +35,7 @@ def ab_index(record: bytes, num_models: int, bounds: List[float], feature: str) 
         try:
             value = examples.first_value(record, feature)
             key = (value if value is not None else "").encode()
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             pass
     point = int.from_bytes(hashlib.md5(key).digest()[:8], "big") / 2.0**64
     return min(bisect.bisect_right(bounds, point), num_models - 1)
@@ -80,7 +80,7 @@ class KeyRecords(beam.DoFn):
         for i, record in enumerate(records):
             try:
                 value = examples.first_value(record, self._feature)
-            except Exception as e:  # pylint: disable=broad-except
+            except Exception as e:
                 yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                     "routing", e, record, source=describe(origin, i)))
                 continue

@@ -13,14 +13,14 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Uni
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
 
-from inference.data import batching, results
-from inference.engine import routing as routing_lib
-from inference.observe import metrics
 from inference.config import InferenceConfig, ModelConfig
+from inference.data import batching, results
 from inference.data.failures import FAILURES_TAG, Failure
-from inference.io.dead_letters import DeadLetters
-from inference.engine.handler import ExampleModelHandler
 from inference.data.results import ChunkResult
+from inference.engine import routing as routing_lib
+from inference.engine.handler import ExampleModelHandler
+from inference.io.dead_letters import DeadLetters
+from inference.observe import metrics
 
 # Model name -> a file pattern to watch (Beam's WatchFilePattern), or a PCollection of
 # ModelMetadata: the side input RunInference swaps a model's versions from.
@@ -231,13 +231,13 @@ class _Encode(beam.DoFn):
             return
         try:
             encoded = self._encoder(result)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             encoded = []
             for i, record in enumerate(result.records):
                 one = result.take([i])
                 try:
                     encoded += self._encoder(one)
-                except Exception as e:  # pylint: disable=broad-except
+                except Exception as e:
                     yield from _dead_letter(Failure.from_exception(
                         "encoding", e, record, result.model, self._split,
                         results.describe(result.origin, i)), self._dead_letters)

@@ -55,7 +55,7 @@ def _serve(requests: queue.Queue):
         function, argument, reply = request
         try:
             reply.put((True, function(argument)))
-        except BaseException as e:  # pylint: disable=broad-except  (raised in the caller)
+        except BaseException as e:  # raised in the caller
             reply.put((False, e))
 
 

@@ -34,16 +34,15 @@ TensorRT, tfx_bsl's, a remote endpoint) to `load` + `predict`.
 """
 import importlib
 import types
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, \
-    Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
 from inference import config
-from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.data import columns
 
 
 class Framework(NamedTuple):
@@ -181,12 +180,12 @@ def _from_module_file(file_path: str, attr: str, what: str) -> Any:
         try:
             with FileSystems.open(file_path) as f:
                 source = f.read().decode("utf-8")
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
             raise ConfigError(f"cannot read the module file of {what}: {e}") from e
         namespace = {"__name__": f"user_module_{abs(hash(file_path))}",
                      "__file__": file_path}
         try:
-            exec(compile(source, file_path, "exec"), namespace)  # pylint: disable=exec-used
+            exec(compile(source, file_path, "exec"), namespace)
         except Exception as e:  # the user's module raised while it ran
             raise ConfigError(f"the module file of {what} failed to run: "
                               f"{type(e).__name__}: {e}") from e

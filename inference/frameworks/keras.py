@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from inference.config import ConfigError, ModelConfig
 from inference.data import columns
 from inference.frameworks import Framework, trust
-from inference.config import ConfigError, ModelConfig
 
 DEFAULT_SIGNATURE = "serving_default"
 _KERAS_FILES = (".keras", ".h5")
@@ -50,7 +50,7 @@ def load(path: str, spec: ModelConfig):
 
 
 def predict(model, inputs, spec: ModelConfig):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     device = "/GPU:0" if spec.device == "GPU" else "/CPU:0"
     size = len(next(iter(inputs.values()))) if isinstance(inputs, Mapping) else len(inputs)
     with tf.device(device):
@@ -62,21 +62,21 @@ def predict(model, inputs, spec: ModelConfig):
 
 
 def _load_keras_file(path: str, spec: ModelConfig):
-    import keras  # pylint: disable=import-outside-toplevel
+    import keras
     try:
         return keras.saving.load_model(path, safe_mode=not trust.trusted(spec))
-    except Exception as keras3_error:  # pylint: disable=broad-except
+    except Exception as keras3_error:
         if not path.lower().endswith(".h5"):
             raise
-        import tf_keras  # pylint: disable=import-outside-toplevel
+        import tf_keras
         try:
             return tf_keras.models.load_model(path)
-        except Exception:  # pylint: disable=broad-except
-            raise keras3_error  # pylint: disable=raise-missing-from
+        except Exception:
+            raise keras3_error from None
 
 
 def _load_signature(path: str, spec: ModelConfig) -> Signature:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     module = tf.saved_model.load(path, tags=_one(spec, "tag"))
     name = _one(spec, "signature_name") or DEFAULT_SIGNATURE
     if name not in module.signatures:
@@ -97,7 +97,7 @@ def _load_signature(path: str, spec: ModelConfig) -> Signature:
 
 
 def _call_signature(signature: Signature, inputs):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     if not isinstance(inputs, Mapping):
         inputs = {next(iter(signature.inputs)): inputs}
     feeds = {name: tf.convert_to_tensor(_as_dtype(value, signature.inputs[name].dtype))

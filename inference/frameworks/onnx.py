@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.data import columns
 from inference.frameworks import Framework
 
 if TYPE_CHECKING:
@@ -36,14 +36,14 @@ _ORT_DTYPES = {
 }
 
 
-def check(path: str, spec: ModelConfig):  # pylint: disable=unused-argument
+def check(path: str, spec: ModelConfig):
     session_options(spec)
 
 
 def load(path: str, spec: ModelConfig):
     providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if spec.device == "GPU"
                  else ["CPUExecutionProvider"])
-    from apache_beam.ml.inference import onnx_inference  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import onnx_inference
     return onnx_inference.OnnxModelHandlerNumpy(
         path, session_options=session_options(spec), providers=providers).load_model()
 
@@ -59,7 +59,7 @@ def session_options(spec: ModelConfig) -> Optional["onnxruntime.SessionOptions"]
     if not isinstance(settings, dict):
         raise ConfigError(f"{where} must map ONNX Runtime's SessionOptions settings to "
                           f"values, e.g. {{\"intra_op_num_threads\": 1}}; got {settings!r}")
-    import onnxruntime  # pylint: disable=import-outside-toplevel
+    import onnxruntime
     options = onnxruntime.SessionOptions()
     known = sorted(name for name in dir(options)
                    if not name.startswith("_") and not callable(getattr(options, name)))
@@ -79,7 +79,7 @@ def _setting(where: str, default, value):
             raise ConfigError(f"{where}={value!r}: choose one of {sorted(members)}")
         return members[value]
     kind = type(default)
-    if type(value) is not kind or (kind is int and value < 0):  # pylint: disable=unidiomatic-typecheck
+    if type(value) is not kind or (kind is int and value < 0):
         wanted = {bool: "true or false", int: "a count, 0 or more"}.get(kind, kind.__name__)
         raise ConfigError(f"{where}={value!r}: ONNX Runtime takes {wanted} for it")
     return value

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from apache_beam.ml.inference import pytorch_inference
 
-from inference.data import columns
-from inference.frameworks import trust
 from inference.config import ModelConfig
-from inference.frameworks import Framework, file_head, import_object
+from inference.data import columns
+from inference.frameworks import Framework, file_head, import_object, trust
 
 
 def _is_archive(path: str) -> bool:

@@ -13,7 +13,8 @@ import dataclasses
 
 from inference.config import ConfigError, ModelConfig
 from inference.frameworks import Framework
-from inference.remote import fanout, handlers, options as remote_options, probe, protocols
+from inference.remote import fanout, handlers, probe, protocols
+from inference.remote import options as remote_options
 
 FRAMEWORK = Framework(reads_files=False)  # the server loads the model
 

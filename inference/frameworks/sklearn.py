@@ -13,8 +13,8 @@ import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 
-from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.data import columns
 from inference.frameworks import Framework
 
 FRAMEWORK = Framework(suffixes=(".joblib", ".pkl", ".pickle", ".skops"))
@@ -37,12 +37,12 @@ def check(path: str, spec: ModelConfig):
 
 def load(path: str, spec: ModelConfig):
     if _is_skops(path):
-        import skops.io  # pylint: disable=import-outside-toplevel
+        import skops.io
         with FileSystems.open(path, "rb") as f:
             return skops.io.loads(f.read(), trusted=list(spec.options.get("trusted_types")
                                                          or []))
     # A pickle: the trust gate let it through only for a trusted model.
-    from apache_beam.ml.inference import sklearn_inference  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import sklearn_inference
     file_type = (sklearn_inference.ModelFileType.JOBLIB if path.endswith(_JOBLIB)
                  else sklearn_inference.ModelFileType.PICKLE)
     return sklearn_inference.SklearnModelHandlerNumpy(

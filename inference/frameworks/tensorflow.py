@@ -17,11 +17,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from inference.data import columns
 from inference.config import ModelConfig
-from inference.io.encoding import encode_signature_logs
-from inference.frameworks import BeamHandler, Framework, file_head
+from inference.data import columns
 from inference.data.columns import PREDICTION_LOG
+from inference.frameworks import BeamHandler, Framework, file_head
+from inference.io.encoding import encode_signature_logs
 
 # Packages whose custom ops a SavedModel may use; imported when present, as tfx_bsl does.
 _ADDON_OPS = ("tensorflow_text", "tensorflow_decision_forests", "struct2tensor")
@@ -33,7 +33,7 @@ def _takes_examples(folder: str, names: Sequence[str]) -> bool:
     from its saved_model.pb (read, not loaded)."""
     if "saved_model.pb" not in names:
         return False
-    from tensorflow.core.framework import types_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow.core.framework import types_pb2
     for meta_graph in _saved_model(folder).meta_graphs:
         signature = meta_graph.signature_def.get("serving_default")
         if signature is None and meta_graph.signature_def:
@@ -66,9 +66,9 @@ class PredictSignature:
 
 
 def load(path: str, spec: ModelConfig):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from tfx_bsl.public.beam.run_inference import CreateModelHandler  # pylint: disable=import-outside-toplevel
-    from tfx_bsl.public.proto import model_spec_pb2  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from tfx_bsl.public.beam.run_inference import CreateModelHandler
+    from tfx_bsl.public.proto import model_spec_pb2
     for package in _ADDON_OPS:
         try:
             importlib.import_module(package)
@@ -112,7 +112,7 @@ _DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATU
 
 
 def _saved_model(path: str):
-    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow.core.protobuf import saved_model_pb2
     return saved_model_pb2.SavedModel.FromString(
         file_head(posixpath.join(path, "saved_model.pb")))
 
@@ -132,7 +132,7 @@ def sequence_example_problems(path: str, spec: ModelConfig) -> List[str]:
 
 
 def _load_predict(path: str, tags: List[str], name: str) -> PredictSignature:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     session = tf.compat.v1.Session(graph=tf.compat.v1.Graph())
     signature = tf.compat.v1.saved_model.loader.load(session, tags, path).signature_def[name]
     if len(signature.inputs) != 1:

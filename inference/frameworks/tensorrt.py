@@ -49,9 +49,9 @@ def predict(model: BeamHandler, inputs, spec: ModelConfig):
 
 def _import_tensorrt(spec: ModelConfig):
     try:
-        import tensorrt  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-        from cuda import cuda  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-        from apache_beam.ml.inference import tensorrt_inference  # pylint: disable=import-outside-toplevel
+        import tensorrt  # noqa: F401
+        from apache_beam.ml.inference import tensorrt_inference
+        from cuda import cuda  # noqa: F401
     except ImportError as e:
         raise ConfigError(
             f"model {spec.name!r}: TensorRT needs an NVIDIA GPU with the `tensorrt` package "

@@ -170,7 +170,7 @@ def _is_weight_class(name: str) -> bool:
 
 def _hdf5_has_lambda_layers(path: str) -> bool:
     """From a Keras 2 HDF5 file's model config."""
-    import h5py  # pylint: disable=import-outside-toplevel
+    import h5py
     with FileSystems.open(path, compression_type="uncompressed") as raw, h5py.File(
             raw, "r") as f:
         config = f.attrs.get("model_config")

@@ -7,8 +7,8 @@ options:
 """
 import functools
 
-from inference.data import columns
 from inference.config import ConfigError, ModelConfig
+from inference.data import columns
 from inference.frameworks import Framework, file_head
 
 
@@ -44,8 +44,8 @@ def check(path: str, spec: ModelConfig):
 
 
 def load(path: str, spec: ModelConfig):
-    import xgboost  # pylint: disable=import-outside-toplevel
-    from apache_beam.ml.inference import xgboost_inference  # pylint: disable=import-outside-toplevel
+    import xgboost
+    from apache_beam.ml.inference import xgboost_inference
     kind = spec.options.get("model_class", "classifier")
     model_class = getattr(xgboost, MODEL_CLASSES[kind])
     if spec.device == "GPU":
@@ -57,7 +57,7 @@ def load(path: str, spec: ModelConfig):
 
 def predict(model, inputs, spec: ModelConfig):
     """One call on the whole batch (Beam's default calls predict once per element)."""
-    import xgboost  # pylint: disable=import-outside-toplevel
+    import xgboost
     if isinstance(model, xgboost.Booster):
         outputs = model.predict(xgboost.DMatrix(inputs))
     else:

@@ -13,7 +13,6 @@ from inference.data.results import FilePosition
 from inference.io.records import _matched_files
 from inference.observe import metrics
 
-
 IMAGE_FEATURE, FILE_FEATURE = "image", "file"
 MAX_IMAGE_FILE_BYTES = 64 << 20
 
@@ -44,7 +43,7 @@ class _ReadImageFile(beam.DoFn):
                                  f"{self._max_bytes} (raise it for bigger images)")
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read()
-        except Exception as e:  # pylint: disable=broad-except  (any filesystem's error)
+        except Exception as e:  # any filesystem's error
             yield beam.pvalue.TaggedOutput(FAILURES_TAG, Failure.from_exception(
                 "read", e, split=self._split, source=path))
             return

@@ -22,10 +22,10 @@ _lock = threading.Lock()
 
 def _client():
     """The process's Pub/Sub publisher (PUBSUB_EMULATOR_HOST is honoured)."""
-    global _publisher  # pylint: disable=global-statement
+    global _publisher
     with _lock:
         if _publisher is None:
-            from google.cloud import pubsub_v1  # pylint: disable=import-outside-toplevel
+            from google.cloud import pubsub_v1
             _publisher = pubsub_v1.PublisherClient()
         return _publisher
 

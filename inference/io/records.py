@@ -12,7 +12,7 @@ from typing import List, Sequence
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.io import fileio, filebasedsink, iobase
+from apache_beam.io import filebasedsink, fileio, iobase
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from inference.data import examples
 from inference.config import InferenceConfig
+from inference.data import examples
 from inference.data.results import ChunkResult
 
 TYPES = ("FLOAT", "INTEGER", "STRING", "BOOLEAN")
@@ -59,7 +59,7 @@ class Field:
         return cls(match.group("name"), match.group("type") or "FLOAT", False)
 
     def bigquery_field(self):
-        from apache_beam.io.gcp.internal.clients import bigquery  # pylint: disable=import-outside-toplevel
+        from apache_beam.io.gcp.internal.clients import bigquery
         field = bigquery.TableFieldSchema()
         field.name = self.name
         field.type = self.type
@@ -134,7 +134,7 @@ class RowSpec:
 
     def bigquery_schema(self):
         """The explicit BigQuery `TableSchema` of these rows."""
-        from apache_beam.io.gcp.internal.clients import bigquery  # pylint: disable=import-outside-toplevel
+        from apache_beam.io.gcp.internal.clients import bigquery
         schema = bigquery.TableSchema()
         model = bigquery.TableFieldSchema()
         model.name, model.type, model.mode = self.model_field, "STRING", "REQUIRED"
@@ -151,7 +151,7 @@ class RowSpec:
         """The pyarrow schema of these rows (Parquet files): FLOAT as float64, as
         BigQuery's FLOAT; REPEATED fields as lists; the event time as its ISO 8601 text,
         as in the JSON rows."""
-        import pyarrow as pa  # pylint: disable=import-outside-toplevel
+        import pyarrow as pa
         types = {"FLOAT": pa.float64(), "INTEGER": pa.int64(), "STRING": pa.string(),
                  "BOOLEAN": pa.bool_()}
         fields = [pa.field(self.model_field, pa.string(), nullable=False)]
@@ -231,7 +231,7 @@ def _iso(seconds: float) -> str:
 def _parse(record: bytes):
     try:
         return examples.parse(record)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         raise RowError(f"the record is not a serialized tf.Example: {e}") from e
 
 
@@ -246,7 +246,7 @@ def _outputs(result: ChunkResult) -> Mapping[str, np.ndarray]:
 
 def _predict_log(serialized: bytes):
     """The PredictLog of a serialized PredictionLog; RowError for another kind of log."""
-    from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_log_pb2
     log = prediction_log_pb2.PredictionLog.FromString(serialized)
     if log.WhichOneof("log_type") != "predict_log":
         raise RowError(f"cannot make rows of a {log.WhichOneof('log_type')}")
@@ -255,6 +255,6 @@ def _predict_log(serialized: bytes):
 
 def _log_outputs(predict_log) -> Dict[str, np.ndarray]:
     """A one-record PredictLog's outputs, without their batch dimension of 1."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     return {name: tf.make_ndarray(tensor)[0]
             for name, tensor in predict_log.response.outputs.items()}

@@ -19,8 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 
 from inference.data import columns, examples
-from inference.io import tfrecord
 from inference.data.results import ChunkResult
+from inference.io import tfrecord
 
 SAMPLE_SIZE = 2000
 _NO_HASH = 1 << 32  # above every crc32c

@@ -3,20 +3,21 @@ bounded sample (`inference.io.sampling`): nothing is read back from the run's ou
 nothing is added to the per-record path.
 
 Per model and output, the sample becomes a TFDV feature `<model>.<output>`, described by
-TFDV's statistics and compared by TFDV's drift comparators (`tfdv.validate_statistics`
-with `previous_statistics`): values (one float per record) by the Jensen-Shannon
-divergence of their histograms, classes (text, integers) by the L-infinity distance of
-their frequencies. A few scores per record (a classifier's probabilities or logits) are
-two features: the argmax, a class, and `<model>.<output>.max`, the top score, a value. An embedding (`EMBEDDING_MIN_WIDTH` floats
-or more per record) is described by its norms (a feature `<model>.<output>.norm`,
-compared as scores) and a summary kept in that feature's custom statistics: the sample's
-centroid, its spread and a 2-D PCA projection. TFDV has no distance between sets of
-vectors; its per-feature comparators would see 384 unrelated columns. The embedding's
-drift is the distance between the run's and the baseline's centroids in units of the
-baseline's spread (root mean squared distance of its vectors to their centroid): scale
-free (any model's embedding space), over every dimension rather than the two drawn,
-0 for the same sample, and about sqrt(2 / n) between two samples of n records of the
-same distribution (0.03 for 2,000), so a threshold of 0.25 is well above sampling noise.
+TFDV's statistics and compared by TFDV's drift comparators (`tfdv.validate_statistics` with
+`previous_statistics`): values (one float per record) by the Jensen-Shannon divergence of
+their histograms, classes (text, integers) by the L-infinity distance of their frequencies.
+A few scores per record (a classifier's probabilities or logits) are two features: the
+argmax, a class, and `<model>.<output>.max`, the top score, a value. An embedding
+(`EMBEDDING_MIN_WIDTH` floats or more per record) is described by its norms (a feature
+`<model>.<output>.norm`, compared as scores) and a summary kept in that feature's custom
+statistics: the sample's centroid, its spread and a 2-D PCA projection. TFDV has no
+distance between sets of vectors; its per-feature comparators would see 384 unrelated
+columns. The embedding's drift is the distance between the run's and the baseline's
+centroids in units of the baseline's spread (root mean squared distance of its vectors to
+their centroid): scale free (any model's embedding space), over every dimension rather than
+the two drawn, 0 for the same sample, and about sqrt(2 / n) between two samples of n
+records of the same distribution (0.03 for 2,000), so a threshold of 0.25 is well above
+sampling noise.
 """
 import dataclasses
 import json

@@ -5,9 +5,9 @@ The circuit opens when no request has succeeded for `outage_secs` while requests
 the endpoint unavailable (no answer, 502, 503, 504), or when `failed_requests_to_open`
 requests in a row failed after their retries. While it is open, requests are not sent:
 their records become dead letters (`EndpointDown`) whose message says since when the
-endpoint is down and the last error. Every `probe_interval_secs`, while requests keep coming, one probe checks the
-endpoint (a `probe` call off the request path, or, without one, a single request let
-through); an answer closes the circuit.
+endpoint is down and the last error. Every `probe_interval_secs`, while requests keep
+coming, one probe checks the endpoint (a `probe` call off the request path, or, without
+one, a single request let through); an answer closes the circuit.
 
 Written here because neither Beam (`RemoteModelHandler` only retries and throttles) nor
 `requests` has one, and the breaker has to see every request of the model in the process.
@@ -138,7 +138,7 @@ class CircuitBreaker:
     def _run_probe(self):
         try:
             answered = self._probe()
-        except Exception:  # pylint: disable=broad-except  (a probe that fails: still down)
+        except Exception:  # a probe that fails: still down
             answered = False
         with self._changed:
             self._probing = False

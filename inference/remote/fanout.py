@@ -21,12 +21,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from inference.data import columns
-from inference.observe import metrics
 from inference.data.results import PartialPredictions
+from inference.observe import metrics
 from inference.remote import backoff, protocols
 from inference.remote.breaker import CircuitBreaker, EndpointDown
-from inference.remote.handlers import RemoteInferenceError, overloaded, retryable, \
-    unavailable
+from inference.remote.handlers import RemoteInferenceError, overloaded, retryable, unavailable
 from inference.remote.options import RemoteOptions
 
 # Requests per slot in a batch: enough that a request waiting out its backoff at the end
@@ -106,7 +105,7 @@ class RemoteModel:
         except RemoteInferenceError as error:
             request.error = error
             return self._retry_in(request, error)
-        except Exception as e:  # pylint: disable=broad-except  (the rows' dead letters)
+        except Exception as e:  # the rows' dead letters
             request.error = RemoteInferenceError(f"{type(e).__name__}: {e}")
             return None
         request.error = None

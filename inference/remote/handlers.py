@@ -96,11 +96,11 @@ class SharedThrottler(ReactiveThrottler):
     `overload_ratio` times the successes over the window), shared by all of a model's
     requests in flight, counting an attempt when it ends (`ended`), and judging only from
     MIN_ATTEMPTS attempts in the window at least: client-side throttling is for clients
-    that send many requests a second (an endpoint that is down is the circuit breaker's). Beam's counts an attempt when it starts
-    and its success when it ends, so requests in flight at once would throttle each other
-    though none failed; and from a handful of attempts, a few failures (the first
-    answers of a run, a server's 429 with its own `Retry-After`) would hold every request
-    back for seconds."""
+    that send many requests a second (an endpoint that is down is the circuit breaker's).
+    Beam's counts an attempt when it starts and its success when it ends, so requests in
+    flight at once would throttle each other though none failed; and from a handful of
+    attempts, a few failures (the first answers of a run, a server's 429 with its own
+    `Retry-After`) would hold every request back for seconds."""
 
     MIN_ATTEMPTS = 20
 
@@ -260,9 +260,8 @@ def server_message(response: requests.Response, limit: int = 300) -> str:
 def _vertex_handler_class():
     """Beam's Vertex AI handler, subclassed; imported only for Vertex AI models
     (google-cloud-aiplatform takes seconds to import)."""
-    from apache_beam.ml.inference.vertex_ai_inference import \
-        VertexAIModelHandlerJSON  # pylint: disable=import-outside-toplevel
-    from google.api_core import exceptions as google_exceptions  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference.vertex_ai_inference import VertexAIModelHandlerJSON
+    from google.api_core import exceptions as google_exceptions
 
     class VertexModelHandler(_Tallied, VertexAIModelHandlerJSON):
         """Beam's VertexAIModelHandlerJSON, with credentials from a key file when the
@@ -309,10 +308,10 @@ def vertex_handler(options: RemoteOptions, output_names=()):
 def init_aiplatform(options: RemoteOptions):
     """Sets the Vertex AI SDK's credentials (from `credentials_file`; else Application
     Default Credentials) and API endpoint, where the options give them."""
-    from google.cloud import aiplatform  # pylint: disable=import-outside-toplevel
+    from google.cloud import aiplatform
     kwargs: Dict[str, Any] = {}
     if options.credentials_file:
-        from google.oauth2 import service_account  # pylint: disable=import-outside-toplevel
+        from google.oauth2 import service_account
         try:
             info = json.loads(read_secret_file(options.credentials_file))
             kwargs["credentials"] = service_account.Credentials.from_service_account_info(

@@ -104,7 +104,7 @@ class RemoteOptions:
     def token(self) -> Optional[str]:
         """The bearer token, read from where the options say, or None."""
         if self.token_env:
-            import os  # pylint: disable=import-outside-toplevel
+            import os
             value = os.environ.get(self.token_env)
             if not value:
                 raise ConfigError(f"options.token_env: the environment variable "
@@ -120,7 +120,7 @@ def read_secret_file(path: str) -> bytes:
     try:
         with FileSystems.open(path) as f:
             return f.read()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
         raise ConfigError(f"cannot read the credentials file {path!r}: "
                           f"{type(e).__name__}") from None
 

@@ -56,7 +56,7 @@ def test_the_whole_job_writes_the_logs_ours_writes(tmp_path):
 
 
 def _logs(pattern):
-    from inference.io import tfrecord  # pylint: disable=import-outside-toplevel
+    from inference.io import tfrecord
     logs = []
     for path in glob.glob(pattern):
         with open(path, "rb") as raw:
@@ -66,13 +66,14 @@ def _logs(pattern):
 
 
 def test_check_logs_fails_on_a_lost_record(tmp_path):
-    from benchmarks import cases, data  # pylint: disable=import-outside-toplevel
-    from inference.io import encoding, tfrecord  # pylint: disable=import-outside-toplevel
-    from inference.data.results import ChunkResult  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
+    import numpy as np
+
+    from benchmarks import cases, data
+    from inference.data.results import ChunkResult
+    from inference.io import encoding, tfrecord
     matrix = np.arange(24, dtype=np.float32).reshape(3, 8)
     data.write_examples(str(tmp_path / "data"), matrix, 1)
-    [records] = list(cases._read_all(data.record_files(str(tmp_path / "data"))[0]))  # pylint: disable=protected-access
+    [records] = list(cases._read_all(data.record_files(str(tmp_path / "data"))[0]))
 
     def write(kept):
         result = ChunkResult("m", None, kept, {"y": np.zeros((len(kept), 1), np.float32)}, [])

@@ -245,8 +245,9 @@ def test_the_drift_section_renders_in_a_browser(shifted, tmp_path):
 def test_previous_run_is_resolved_in_ml_metadata():
     from tfx.dsl.compiler import compiler
     from tfx.orchestration import pipeline as pipeline_lib
-    from components import BulkInferrer
     from tfx.types import channel_utils
+
+    from components import BulkInferrer
     examples = channel_utils.as_channel([standard_artifacts.Examples()])
     inferrer = BulkInferrer(examples=examples, baseline=drift.previous_run("Scorer"),
                             drift_config=DriftConfig(action="fail")).with_id("Scorer")

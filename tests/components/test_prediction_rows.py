@@ -10,9 +10,9 @@ from tfx.types import standard_artifacts
 
 from components.prediction_rows import executor, spec
 from components.prediction_rows.component import PredictionRows
-from inference.io import encoding
 from inference.data.results import ChunkResult, FilePosition
-from inference.io.rows import RowSpec, RowError
+from inference.io import encoding
+from inference.io.rows import RowError, RowSpec
 from tests import helpers
 
 FEATURES = "review_id:INTEGER,text:STRING"

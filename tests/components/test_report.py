@@ -195,10 +195,9 @@ def test_notebook_shows_the_report_and_samples_of_each_output(shadow, tmp_path):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
     from tfx import types
-    from tfx.orchestration.experimental.interactive.interactive_context import \
-        InteractiveContext
+    from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext
 
-    from components import BulkInferrer  # pylint: disable=unused-import  (as a notebook does)
+    from components import BulkInferrer  # noqa: F401  (as a notebook does)
     InteractiveShell.instance()
     context = InteractiveContext(pipeline_root=str(tmp_path / "root"))
     shown = {}

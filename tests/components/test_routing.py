@@ -8,8 +8,8 @@ from tfx import types
 from tfx.types import standard_artifacts
 
 from components.bulk_inferrer import component, spec
-from inference.engine import routing
 from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.engine import routing
 from tests import helpers
 from tests.components.faulty_models import Offset
 

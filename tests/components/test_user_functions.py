@@ -10,8 +10,8 @@ import torch
 
 from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.engine.models import create_handler
 from inference.data.results import FilePosition
+from inference.engine.models import create_handler
 from tests import helpers
 
 FEATURES = ["f0", "f1"]

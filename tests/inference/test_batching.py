@@ -1,8 +1,8 @@
 """Chunks and batches: sizes in records, whatever the element's shape."""
 import numpy as np
 
-from inference.data import batching
 from inference.config import ModelConfig
+from inference.data import batching
 from inference.data.results import FilePosition
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from inference import bounded
+from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.engine.models import create_handlers
 from inference.io import encoding
 from inference.io.dead_letters import read_failures
 from inference.observe import metrics
-from inference.config import InferenceConfig, InputSpec, ModelConfig
-from inference.engine.models import create_handlers
 from tests import helpers
 
 

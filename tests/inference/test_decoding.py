@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from inference.data import decoding
 from inference.config import InputSpec
+from inference.data import decoding
 from tests import helpers
 
 

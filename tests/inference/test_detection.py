@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from inference.frameworks import detection
 from inference.config import ConfigError
+from inference.frameworks import detection
 from tests import helpers
 
 

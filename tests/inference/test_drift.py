@@ -24,7 +24,8 @@ def _rows(rng, shift=0.0, flip=0.3, n=N):
     return {"m": rows}
 
 
-def _compare(current_rows, baseline_rows, config=DriftConfig()):
+def _compare(current_rows, baseline_rows, config=None):
+    config = config or DriftConfig()
     current = drift.statistics(current_rows)["eval"]
     baseline = drift.statistics(baseline_rows)["eval"] if baseline_rows else None
     anomalies, measured = drift.compare(current, baseline, config,

@@ -8,8 +8,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from inference.data import columns
-from inference.io import encoding
 from inference.data.results import ChunkResult, FilePosition
+from inference.io import encoding
 
 RECORD = tf.train.Example(features=tf.train.Features(feature={"a": tf.train.Feature(
     float_list=tf.train.FloatList(value=[1.5]))})).SerializeToString()

@@ -46,8 +46,8 @@ def _records():
 def _models(root: str):
     """Model name -> (path, ModelConfig keyword arguments)."""
     os.makedirs(root, exist_ok=True)
-    from sklearn.tree import DecisionTreeClassifier
     import joblib
+    from sklearn.tree import DecisionTreeClassifier
     _, values = _records()
     torch.jit.save(torch.jit.script(_Scale()), f"{root}/scale.pt")
     torch.jit.save(torch.jit.script(_Multi()), f"{root}/multi.pt")
@@ -87,8 +87,9 @@ def _outputs(tmp_path) -> list:
         written += [(b"log", name.encode(), r.numpy()) for r in
                     tf.data.TFRecordDataset(files, compression_type="GZIP")]
     output = helpers.output_artifact(standard_artifacts.Examples, str(tmp_path / "out"))
-    from components.bulk_inferrer import executor
     from tfx.utils import proto_utils
+
+    from components.bulk_inferrer import executor
     output_spec = bulk_inferrer_pb2.OutputExampleSpec(output_columns_spec=[
         bulk_inferrer_pb2.OutputColumnsSpec(predict_output=bulk_inferrer_pb2.PredictOutput(
             output_columns=[bulk_inferrer_pb2.PredictOutputCol(
@@ -129,8 +130,8 @@ def test_logs_and_output_examples_are_byte_for_byte_the_stored_ones(tmp_path):
 
 
 if __name__ == "__main__":
-    import tempfile
     import pathlib
+    import tempfile
     with tempfile.TemporaryDirectory() as folder:
         rows = _framed(_outputs(pathlib.Path(folder)))
     with tf.io.TFRecordWriter(EXPECTED, options="GZIP") as writer:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from inference.engine import worker_health
 from inference.config import InputSpec, ModelConfig
-from inference.engine.models import create_handler
 from inference.data.results import FilePosition
+from inference.engine import worker_health
+from inference.engine.models import create_handler
 from tests import helpers
 from tests.components import faulty_models
 
@@ -177,7 +177,7 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     model = ModelConfig(name="m", inputs=InputSpec(features=["a", "b"]),
                         options={"trusted": True})
     handler = create_handler(model, path)
-    built = handler._decoder._decoders  # pylint: disable=protected-access
+    built = handler._decoder._decoders
     assert not hasattr(built, "decoder")  # this thread's
 
     loaded = handler.load_model()

@@ -10,18 +10,25 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from inference.config import (
+    ConfigError,
+    ImageSpec,
+    InferenceConfig,
+    InputSpec,
+    LabelSpec,
+    ModelConfig,
+)
 from inference.data import decoding, images
-from inference.io import encoding, rows
-from inference.io.records import WriteRecordChunks
-from inference.io.dead_letters import WriteFailures, read_failures
-from inference.io.image_files import ReadImages, image_example
-from inference.observe import metrics
-from inference.config import (ConfigError, ImageSpec, InferenceConfig, InputSpec, LabelSpec,
-                              ModelConfig)
 from inference.data.failures import FAILURES_TAG
+from inference.data.results import FilePosition
 from inference.engine.models import create_handlers
 from inference.engine.transforms import Encode, InferExamples
-from inference.data.results import FilePosition
+from inference.io import encoding, rows
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.io.image_files import ReadImages, image_example
+from inference.io.records import WriteRecordChunks
+from inference.observe import metrics
 from tests import helpers
 
 SIZE = [16, 16]

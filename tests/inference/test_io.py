@@ -9,10 +9,10 @@ import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
-from inference.io.dead_letters import WriteFailures, read_failures
-from inference.observe import metrics
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.io.dead_letters import WriteFailures, read_failures
+from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
+from inference.observe import metrics
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -2,8 +2,8 @@
 record went missing, for every routing."""
 import apache_beam as beam
 
-from inference.observe import metrics
 from inference.config import ModelConfig
+from inference.observe import metrics
 
 
 def _figures(by_split_a, by_split_b=None, examples_in=10, routing_failures=0):

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from components.bulk_inferrer import spec
-from inference.observe import progress
 from inference.config import InferenceConfig, InputSpec, ModelConfig
+from inference.observe import progress
 from tests import helpers
 
 

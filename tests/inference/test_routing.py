@@ -4,10 +4,10 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference.engine import routing
 from inference.config import InferenceConfig, ModelConfig
 from inference.data.failures import FAILURES_TAG
 from inference.data.results import ChunkResult, FilePosition
+from inference.engine import routing
 from tests import helpers
 
 

@@ -8,8 +8,8 @@ from apache_beam.io.gcp import bigquery_tools
 from tensorflow_serving.apis import prediction_log_pb2
 
 from inference import streaming
-from inference.io import rows
 from inference.data.results import ChunkResult
+from inference.io import rows
 from tests import helpers
 
 

@@ -1,12 +1,11 @@
 """The pipeline's bounded sample of predictions: exactly the records whose input hashes
 lowest, whatever the bundles; the same records for every model; readable back."""
-import google_crc32c
-
 import apache_beam as beam
+import google_crc32c
 import numpy as np
 
-from inference.io import sampling, tfrecord
 from inference.data.results import ChunkResult, FilePosition
+from inference.io import sampling, tfrecord
 
 
 def _results(model, records, offset=0.0):

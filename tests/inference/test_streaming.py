@@ -10,14 +10,14 @@ import torch
 from apache_beam import Pipeline, window
 from apache_beam.ml.inference.base import ModelMetadata
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.pipeline import PipelineVisitor
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
-from apache_beam.pipeline import PipelineVisitor
 from apache_beam.transforms import WindowInto, util
 
 from inference import streaming
-from inference.io import rows
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.io import rows
 from tests import helpers
 from tests.components import faulty_models
 
@@ -262,10 +262,10 @@ def _same_records():
 
 def _batch_run(tmp_path, config, records):
     from inference import bounded
+    from inference.engine.models import create_handlers
     from inference.io import encoding
     from inference.io.dead_letters import read_failures
     from inference.observe import metrics
-    from inference.engine.models import create_handlers
     handlers = create_handlers(config)
     path = str(tmp_path / "data.gz")
     helpers.write_tfrecords(path, records)

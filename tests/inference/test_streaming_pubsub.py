@@ -9,17 +9,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import torch
 
 from inference import streaming
-from inference.data import examples
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.data import examples
 from tests import helpers, pubsub_emulator
 from tests.inference.test_streaming import Constant, _save
 

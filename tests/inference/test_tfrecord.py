@@ -52,7 +52,7 @@ def test_writes_what_tensorflow_reads(tmp_path):
 def test_a_gzip_writer_writes_its_chunks_in_order_as_one_gzip_stream(tmp_path):
     chunks = [tfrecord.frame(RECORDS[i:i + 7]) for i in range(0, len(RECORDS), 7)]
     path = tmp_path / "out.gz"
-    writer = tfrecord.GzipWriter(open(path, "wb"))  # pylint: disable=consider-using-with
+    writer = tfrecord.GzipWriter(open(path, "wb"))
     for chunk in chunks:
         writer.write(chunk)
     writer.close()

@@ -7,14 +7,13 @@ import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
-from inference.observe import metrics
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from inference.data.failures import Failure
+from inference.data.results import ChunkResult, FilePosition
 from inference.engine.models import create_handlers
-from inference.data.results import ChunkResult
-from inference.io.dead_letters import CountFailures
 from inference.engine.transforms import Encode, InferExamples
-from inference.data.results import FilePosition
+from inference.io.dead_letters import CountFailures
+from inference.observe import metrics
 from tests import helpers
 
 
@@ -62,7 +61,7 @@ def test_sequence_feeds_the_next_model_the_previous_outputs(tmp_path):
 
 def test_chunks_larger_than_the_smallest_batch_are_inferred_whole(tmp_path):
     """Chunks of more records than min_batch_size, to a model that refuses 0 rows."""
-    from sklearn.linear_model import LinearRegression  # pylint: disable=import-outside-toplevel
+    from sklearn.linear_model import LinearRegression
     x = np.arange(20, dtype=np.float32).reshape(20, 1)
     joblib.dump(LinearRegression().fit(x, 2 * x[:, 0]), str(tmp_path / "m.joblib"))
     config = InferenceConfig(models=[ModelConfig(
@@ -108,7 +107,8 @@ def _encode_output_0(result: ChunkResult):
 def test_encode_counts_what_it_writes_and_fails_only_what_it_cannot(tmp_path):
     column = np.empty(3, dtype=object)
     column[:] = [np.float32(1.0), np.complex64(1 + 1j), np.float32(3.0)]
-    result = ChunkResult("m", FilePosition("f.gz", 0), [b"r0", b"r1", b"r2"], {"output_0": column}, [])
+    result = ChunkResult("m", FilePosition("f.gz", 0), [b"r0", b"r1", b"r2"],
+                         {"output_0": column}, [])
     with beam.Pipeline() as pipeline:
         encoded = pipeline | beam.Create([result]) | Encode(_encode_output_0, "eval")
         assert_that(encoded.main, equal_to([[b"1", b"3"]]), label="encoded")

@@ -8,9 +8,8 @@ import pytest
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
-from components import BulkInferrer
+from components import BulkInferrer, run_summary
 from components.bulk_inferrer import drift
-from components import run_summary
 from inference.observe.drift import DriftConfig
 from template import config
 from tests.components import test_drift

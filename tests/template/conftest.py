@@ -12,14 +12,12 @@ import types
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.runners.portability.fn_api_runner import fn_runner
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
-from tensorflow_transform.tf_metadata import metadata_io
-from tensorflow_transform.tf_metadata import schema_utils
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from template import preprocessing
 

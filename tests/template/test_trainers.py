@@ -5,20 +5,15 @@ import os
 import joblib
 import numpy as np
 import pytest
-from sklearn import metrics
 import tensorflow as tf
 import tensorflow_transform as tft
 import torch
-from tfx import v1 as tfx
 import xgboost
+from sklearn import metrics
+from tfx import v1 as tfx
 
-from template import features
-from template import preprocessing
-from template.trainers import data
-from template.trainers import keras_trainer
-from template.trainers import sklearn_trainer
-from template.trainers import torch_trainer
-from template.trainers import xgboost_trainer
+from template import features, preprocessing
+from template.trainers import data, keras_trainer, sklearn_trainer, torch_trainer, xgboost_trainer
 
 # A model that learnt nothing neither ranks well nor beats the log loss of
 # always predicting the base rate (a random MLP can reach an AUC of 0.85).

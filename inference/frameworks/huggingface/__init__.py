@@ -39,8 +39,8 @@ Weights load from safetensors files; pickle-based weights (`.bin`) need `trusted
 does `trust_remote_code` (code shipped in the model's folder). Nothing is downloaded:
 everything loads from the folder.
 """
-from inference.config import ConfigError, ModelConfig
 from inference import frameworks
+from inference.config import ConfigError, ModelConfig
 from inference.frameworks import Framework, trust
 from inference.frameworks.huggingface import pipeline, tensors, text
 

@@ -7,7 +7,7 @@ from inference.frameworks.huggingface import common
 
 
 def load(path: str, spec: ModelConfig) -> BeamHandler:
-    from apache_beam.ml.inference import huggingface_inference  # pylint: disable=import-outside-toplevel
+    from apache_beam.ml.inference import huggingface_inference
     return BeamHandler.load(huggingface_inference.HuggingFacePipelineModelHandler(
         task=spec.options["task"], model=path, device=spec.device,
         load_pipeline_args=dict(spec.options.get("pipeline_args") or {})))

@@ -14,7 +14,7 @@ from inference.frameworks.huggingface import common
 DEFAULT_MODEL_CLASS = "transformers.AutoModel"
 
 
-def check(path: str, spec: ModelConfig):  # pylint: disable=unused-argument
+def check(path: str, spec: ModelConfig):
     _model_class(spec)
 
 
@@ -23,7 +23,7 @@ def load(path: str, spec: ModelConfig):
     return model.to(common.device(spec)).eval()
 
 
-def predict(model, inputs, spec: ModelConfig):  # pylint: disable=unused-argument
+def predict(model, inputs, spec: ModelConfig):
     device = next(model.parameters()).device
     with torch.no_grad():
         if isinstance(inputs, dict):

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from inference.data import batching, columns, labels
 from inference.config import ConfigError, LabelSpec, ModelConfig
+from inference.data import batching, columns, labels
 from inference.frameworks import import_object
 from inference.frameworks.huggingface import common
 
@@ -48,7 +48,7 @@ def load(path: str, spec: ModelConfig) -> "TextModel":
     return TextModel.load(path, spec)
 
 
-def predict(model: "TextModel", inputs, spec: ModelConfig):  # pylint: disable=unused-argument
+def predict(model: "TextModel", inputs, spec: ModelConfig):
     return model.predict(inputs)
 
 
@@ -96,7 +96,7 @@ class TextModel:
 
     @classmethod
     def load(cls, path: str, spec: ModelConfig) -> "TextModel":
-        import transformers  # pylint: disable=import-outside-toplevel
+        import transformers
         options, task = spec.options, spec.options["task"]
         args = common.load_args(spec)
         tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -189,7 +189,7 @@ class TextModel:
         return {"embedding": pooled.cpu().numpy()}
 
     def _classes(self, logits: np.ndarray) -> Dict[str, np.ndarray]:
-        from transformers.pipelines import text_classification  # pylint: disable=import-outside-toplevel
+        from transformers.pipelines import text_classification
         function = self.spec.options.get("function_to_apply") or _default_function(
             self.model.config)
         scores = {"softmax": text_classification.softmax,
@@ -200,7 +200,7 @@ class TextModel:
     def _entities(self, logits, real, positions, encoded, texts) -> Dict[str, np.ndarray]:
         """Each text's entities, from the transformers pipeline's own postprocessing of
         its logits (its real tokens only: what the pipeline computes for the text alone)."""
-        from transformers.pipelines.token_classification import AggregationStrategy  # pylint: disable=import-outside-toplevel
+        from transformers.pipelines.token_classification import AggregationStrategy
         strategy = AggregationStrategy[
             (self.spec.options.get("aggregation_strategy") or "none").upper()]
         offsets = encoded.get("offset_mapping")
@@ -253,7 +253,7 @@ def _folder_config(path: str, spec: ModelConfig):
     """The folder's model config as `load` will see it (options.load_model_args applied),
     or None when AutoConfig cannot read it (e.g. the own config type of a custom
     model_class): such a model's labels are checked where it loads."""
-    import transformers  # pylint: disable=import-outside-toplevel
+    import transformers
     args = {k: v for k, v in common.load_args(spec).items() if k != "use_safetensors"}
     try:
         config, _ = transformers.AutoConfig.from_pretrained(path, return_unused_kwargs=True,

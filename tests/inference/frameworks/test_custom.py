@@ -1,10 +1,9 @@
 """Any Beam ModelHandler, named by import path, through the executor."""
 import os
 
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-
 import numpy as np
 import pytest
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from inference.config import ConfigError, InputSpec, ModelConfig
 from inference.engine.models import create_handler

@@ -14,13 +14,11 @@ import torch
 
 from components.bulk_inferrer import spec
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
-from inference.engine.models import create_handler
 from inference.data.results import FilePosition
+from inference.engine.models import create_handler
 from tests import helpers
 from tests.inference.frameworks import common
-from tests.inference.frameworks.common import (_assert_equal, Data, _padded, _run, _serving,
-                                               TOKENS)
-
+from tests.inference.frameworks.common import TOKENS, Data, _assert_equal, _padded, _run, _serving
 
 TEXT = InputSpec(features=["text"], dtype="bytes")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -62,7 +60,7 @@ def _tiny_bert(folder, model_class, labels):
     config = transformers.BertConfig(
         vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, max_position_embeddings=64,
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     model_class(config).save_pretrained(folder)
     return folder
 
@@ -189,7 +187,7 @@ def test_text_classification_labels_from_id2label(outputs, classifier):
         by_label = {p["label"]: p["score"] for p in want}
         assert row["label"] == want[0]["label"].encode()
         np.testing.assert_allclose(row["score"], want[0]["score"], **TOL)
-        np.testing.assert_allclose(row["scores"], [by_label[l] for l in
+        np.testing.assert_allclose(row["scores"], [by_label[name] for name in
                                                    ("negative", "neutral", "positive")],
                                    **TOL)
         assert list(row["top_k_labels"]) == [p["label"].encode() for p in want[:2]]

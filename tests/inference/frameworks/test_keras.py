@@ -4,9 +4,10 @@ import os
 import pytest
 
 from inference import frameworks
-from inference.frameworks import detection
 from inference.config import ConfigError, InputSpec, ModelConfig
+from inference.frameworks import detection
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run
+
 
 def test_keras_file_and_saved_model(tmp_path, tmp_path_factory, tabular):
     import keras

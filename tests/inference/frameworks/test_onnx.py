@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from inference.frameworks import detection
 from inference.config import ConfigError, InputSpec, ModelConfig
-from inference.frameworks import onnx
-from tests.inference.frameworks.common import (_assert_equal, FEATURES, _Mlp, _ort_run, _run,
-                                               _serving, _TwoInputs)
-
+from inference.frameworks import detection, onnx
+from tests.inference.frameworks.common import (
+    FEATURES,
+    _assert_equal,
+    _Mlp,
+    _ort_run,
+    _run,
+    _serving,
+    _TwoInputs,
+)
 
 
 def test_onnx_from_sklearn(tmp_path, tmp_path_factory, tabular, logistic):

@@ -3,10 +3,19 @@
 import numpy as np
 import torch
 
-from inference.frameworks import detection
 from inference.config import InputSpec, ModelConfig
-from tests.inference.frameworks.common import (_assert_equal, FEATURES, _Mlp, _ort_run,
-                                               _padded, results_of, _run, VOCAB)
+from inference.frameworks import detection
+from tests.inference.frameworks.common import (
+    FEATURES,
+    VOCAB,
+    _assert_equal,
+    _Mlp,
+    _ort_run,
+    _padded,
+    _run,
+    results_of,
+)
+
 
 def test_pytorch_state_dict_and_torchscript_on_the_device_the_weights_are_on(
         tmp_path, tmp_path_factory, tabular):

@@ -3,15 +3,15 @@ import importlib.util
 import os
 
 import joblib
-
 import pytest
 
 from components.bulk_inferrer import spec
-from inference.frameworks import detection
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
 from inference.engine.models import create_handler
+from inference.frameworks import detection
 from tests import helpers
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run, _serving
+
 
 def test_sklearn_joblib(tmp_path, tmp_path_factory, tabular, logistic):
     artifact, folder = _serving(tmp_path_factory, "sklearn")

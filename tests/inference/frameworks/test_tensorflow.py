@@ -12,8 +12,8 @@ from tfx_bsl.public.proto import model_spec_pb2
 
 from inference import frameworks
 from inference.config import ModelConfig
-from inference.frameworks import BeamHandler
 from inference.data.columns import PREDICTION_LOG
+from inference.frameworks import BeamHandler
 from tests import helpers
 
 FEATURES = ["f0", "f1", "f2"]

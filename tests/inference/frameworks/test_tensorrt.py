@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from components.bulk_inferrer import spec
-from inference.frameworks import detection
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.frameworks import detection
 from tests import helpers
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _Mlp, _run
 

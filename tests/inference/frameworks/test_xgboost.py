@@ -1,9 +1,10 @@
 """XGBoost JSON and UBJ through the executor."""
 
 
-from inference.frameworks import detection
 from inference.config import InputSpec, ModelConfig
+from inference.frameworks import detection
 from tests.inference.frameworks.common import FEATURES, _assert_equal, _run
+
 
 def test_xgboost_json_and_ubj(tmp_path, tmp_path_factory, tabular):
     import xgboost

@@ -11,9 +11,8 @@ request with HTTP 500 (KServe's own answer to an error in `predict`); `--throttl
 answers every N-th with 429 and `Retry-After: S`.
 """
 import argparse
-import json
-
 import itertools
+import json
 
 import fastapi
 import kserve

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inference.engine import models
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.engine import models
 from tests import helpers
 from tests.inference.remote import servers
 from tests.inference.remote.conftest import FEATURES, MODEL_NAME, start

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.data.results import FilePosition
 from inference.engine.models import create_handler
 from inference.remote import protocols
 from inference.remote.fanout import request_bounds
-from inference.data.results import FilePosition
 from tests import helpers
 from tests.inference.remote.servers import free_port
 

@@ -12,10 +12,9 @@ import pytest
 from components.bulk_inferrer import spec
 from tests import helpers
 from tests.inference.remote import servers
-from tests.inference.remote.conftest import FEATURES, MODEL_NAME, start
+from tests.inference.remote.conftest import MODEL_NAME, start
 from tests.inference.remote.proxy import FaultProxy, kill_at
-from tests.inference.remote.test_model_server import (assert_match_local, predictions,
-                                                      remote_config)
+from tests.inference.remote.test_model_server import assert_match_local, predictions, remote_config
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
