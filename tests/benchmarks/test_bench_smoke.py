@@ -159,8 +159,9 @@ def test_worker_scaling_runs_every_worker_count_in_the_compared_mode():
     models = {"pytorch": {"path": "m", "artifact_uri": "a"}}
     cases = run.plan(args, {args.n: "d", 1000: "d1"}, models, "out")
 
+    # The first two: ours, and ours without the drift check.
     assert [(c["n"], c["workers"], c["mode"]) for c in cases] == [
-        (args.n, 1, "in_memory"), (args.n, 1, "multi_processing"),
+        (args.n, 1, "in_memory"), (args.n, 1, "in_memory"), (args.n, 1, "multi_processing"),
         (args.n, 2, "multi_processing"), (1000, 1, "in_memory"),
         (1000, 1, "multi_processing"), (1000, 2, "multi_processing")]
     assert len({c["name"] for c in cases}) == len(cases)
