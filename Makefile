@@ -43,7 +43,7 @@ lint: $(STAMP)
 
 # README.md and docs/ as a site in outputs/site (mkdocs.yml; --strict: warnings fail).
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict -q -d outputs/site
+	$(VENV)/bin/mkdocs build --strict -d outputs/site
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
