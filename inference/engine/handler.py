@@ -151,8 +151,10 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         column = decoded.get(self._spec.length_feature)
         if column is None:  # no record has it: the input mapping says so, per record
             return [(everything, decoded)]
+        # Each group's positions in batch order: results are put back by position.
         return [(positions, decoding.take(decoded, positions))
-                for positions in batching.length_buckets(column.lengths, self._buckets)]
+                for positions in map(np.sort, batching.length_buckets(column.lengths,
+                                                                      self._buckets))]
 
     def _slices(self, groups):
         """The groups, each cut into parts of at most max_batch_size records: chunks are

@@ -13,6 +13,7 @@ import numpy as np
 
 from inference.config import InferenceConfig
 from inference.data import examples
+from inference.data.columns import PREDICTION_LOG
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import ChunkResult, describe, part_of
 from inference.observe import metrics
@@ -110,10 +111,13 @@ def rechunk(keyed_chunks, size: int):
 
 def enrich(result: ChunkResult):
     """A chunk's predicted records, each with the model's outputs added as features named
-    `<model>_<output>`: the next model of a sequence reads them."""
-    names = list(result.outputs)
+    `<model>_<output>` (and a TensorFlow signature's own PredictionLog as
+    `<model>_prediction_log`): the next model of a sequence reads them."""
+    columns = dict(result.outputs)
+    if result.prediction_logs is not None:
+        columns[PREDICTION_LOG] = result.prediction_logs
     records = [examples.with_features(record, {
-        f"{result.model}_{name}": result.outputs[name][i] for name in names})
+        f"{result.model}_{name}": column[i] for name, column in columns.items()})
         for i, record in enumerate(result.records)]
     origin = result.origin if not result.failures else part_of(result.origin)
     return origin, records

@@ -27,7 +27,7 @@ class DeadLetters:
         self._counters = {}
 
     def __getstate__(self):  # counters are made where the failures are, on the worker
-        return {"_encoder": self._encoder, "_counters": {}}
+        return {**self.__dict__, "_counters": {}}
 
     def __call__(self, failure: Failure) -> Any:
         name = (metrics.FAILURES, failure.model, failure.split, failure.stage)

@@ -41,7 +41,7 @@ class PublishDeadLetters(DeadLetters):
         self._pending = []
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_topic": self._topic, "_pending": []}
+        return {**super().__getstate__(), "_pending": []}
 
     def __call__(self, failure: Failure) -> Any:
         self._pending.append(_client().publish(self._topic, super().__call__(failure)))

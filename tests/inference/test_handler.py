@@ -96,6 +96,23 @@ def test_length_buckets_pad_each_bucket_to_its_own_longest(tmp_path):
     assert result.outputs["output_0"][:, 0].tolist() == [2.0, 6.0, 2.0, 6.0]
 
 
+def test_one_length_bucket_keeps_each_output_with_its_record(tmp_path):
+    """Records of lengths out of order, all in one bucket: each output is its own
+    record's (the bucket's records are ordered by length to batch them)."""
+    class Sum(torch.nn.Module):
+        def forward(self, ids):
+            return ids.sum(dim=1, keepdim=True).float()
+    path = str(tmp_path / "sum.pt")
+    torch.jit.save(torch.jit.script(Sum()), path)
+    handler = create_handler(ModelConfig(
+        name="s", inputs=InputSpec(features=["ids"], dtype="int64", padding="longest"),
+        length_feature="ids", length_buckets=[100]), path)
+    records = [helpers.example({"ids": ids}) for ids in ([1, 2, 3], [1], [1, 2])]
+    [result] = handler.run_inference([(None, records)], handler.load_model())
+    assert result.records == records
+    assert result.outputs["output_0"][:, 0].tolist() == [6.0, 1.0, 3.0]
+
+
 def test_postprocess_runs_on_each_prediction_and_its_failures_are_its_own(tmp_path,
                                                                           sum_model):
     module = tmp_path / "post.py"

@@ -70,6 +70,14 @@ def test_the_next_model_reads_the_previous_outputs_as_features():
     assert list(feature["id"].int64_list.value) == [1]
 
 
+def test_the_next_model_reads_a_signatures_own_prediction_log():
+    result = ChunkResult("tf", FilePosition("f.gz", 0), _records(2), {}, [],
+                         prediction_logs=[b"log-0", b"log-1"])
+    _, enriched = routing.enrich(result)
+    feature = tf.train.Example.FromString(enriched[1]).features.feature
+    assert list(feature["tf_prediction_log"].bytes_list.value) == [b"log-1"]
+
+
 def test_in_a_pipeline_every_record_reaches_one_model():
     config = InferenceConfig(models=[ModelConfig(name="a"), ModelConfig(name="b")],
                              routing="ab")
