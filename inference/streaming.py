@@ -17,14 +17,13 @@ BulkInferrer takes, and it means the same here: routing (shadow, ab, keyed, sequ
 fractions, keys, timeouts, dead letters and counts go through the same transform; an
 option streaming cannot honour is refused before the pipeline is built.
 
-Model updates without a restart: with `--model_pattern`, Beam's `WatchFilePattern` polls
-the pattern and RunInference swaps to the newest matching file (a side input of
-`ModelMetadata`); `ExampleModelHandler.update_model_path` takes the new path, and the
-trust gate checks the new file as it loads. Upload each new version under a new file name.
-Windows (`--window_secs`) are what the side input is read per, so a new model serves from
-the next window on (Dataflow: Beam's DirectRunner cannot run WatchFilePattern in
-streaming, so the pattern is refused there). `max_batch_duration_secs` in a model's config
-batches across bundles.
+Model updates without a restart: with `--model_pattern`, the newest file matching the
+pattern serves, and every `--model_check_secs` each worker looks for a newer one, loads it
+through the trust gate and serves it from its next batch on; a version that cannot load is
+logged and counted (`model_version_failures`) while the one serving goes on (see
+`inference.engine.model_versions`). Upload each new version under a new file name, or
+write it elsewhere and move it in. `max_batch_duration_secs` in a model's config batches
+across bundles.
 
 `--attributes_to_row request_id,...` copies message attributes into each record (string
 features) and so into its row and any dead letter: what joins a prediction back to its
@@ -45,7 +44,6 @@ import threading
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.transforms import window
 
@@ -54,6 +52,7 @@ from inference.config import ConfigError, InferenceConfig
 from inference.data import examples
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import EventTime
+from inference.engine import model_versions
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
 from inference.engine.transforms import Encode, InferExamples, ModelUpdates
@@ -63,7 +62,7 @@ from inference.io.pubsub import PublishDeadLetters
 
 INPUT_FORMATS = ("auto", "example", "json")
 DEFAULT_WINDOW_SECS = 60
-DEFAULT_MODEL_CHECK_SECS = 300
+DEFAULT_MODEL_CHECK_SECS = 60
 STOP_TIMEOUT_SECS = 10
 
 
@@ -201,9 +200,8 @@ def build_pipeline(messages: beam.PCollection,
       `row_spec` names them).
     handlers: model name -> handler; by default built from `config` (each model's `uri`).
     model_updates: see `inference.engine.transforms.ModelUpdates`.
-    window_secs: fixed event-time windows, applied with model updates or group_by_key
-      (None: the global window, no model updates on runners that read side inputs per
-      window).
+    window_secs: fixed event-time windows, applied with group_by_key or model updates from
+      a side input (None: the global window; runners read side inputs per window).
     encode_row: what `rows` holds instead of the rows (e.g. their JSON for Pub/Sub),
       encoded in the step that makes them.
     dead_letters: what the steps that make failures do with them (see `DeadLetters`; e.g.
@@ -217,10 +215,12 @@ def build_pipeline(messages: beam.PCollection,
     if unknown:
         problems.append(f"model updates for unknown model(s) {unknown}; models: "
                         f"{sorted(handlers)}")
-    if model_updates and config.routing == "keyed":
-        problems.append("model updates with routing='keyed': Beam's KeyedModelHandler takes "
-                        "per-key paths (KeyModelPathMapping), which this entry point does not "
-                        "watch; run one pipeline per model or drop --model_pattern")
+    side_inputs = [name for name, update in model_updates.items()
+                   if not isinstance(update, str)]
+    if side_inputs and config.routing == "keyed":
+        problems.append("model updates from a side input with routing='keyed': Beam's "
+                        "KeyedModelHandler takes per-key paths (KeyModelPathMapping); watch "
+                        "a file pattern per model instead")
     if config.group_by_key and not window_secs:
         problems.append("group_by_key needs windows (--window_secs): in the global window a "
                         "GroupByKey never fires on a stream")
@@ -228,9 +228,9 @@ def build_pipeline(messages: beam.PCollection,
         raise ConfigError("Invalid streaming configuration:\n  - " + "\n  - ".join(problems))
     row_spec = row_spec or rows_lib.RowSpec.for_config(config)
 
-    # Windows are what model updates (a side input) and group_by_key are read per; without
-    # them a window step is one more step per bundle and changes no output.
-    if window_secs and (model_updates or config.group_by_key):
+    # Windows are what side inputs and group_by_key are read per; without them a window
+    # step is one more step per bundle and changes no output.
+    if window_secs and (side_inputs or config.group_by_key):
         messages = messages | "Window" >> beam.WindowInto(window.FixedWindows(window_secs))
     # The local runner runs every step once per bundle of a few messages, empty or not, so
     # failures are counted and encoded where they are made, and each model's results are
@@ -272,14 +272,6 @@ def _flatten(pcolls: List[beam.PCollection], label: str, pipeline) -> beam.PColl
         pipeline=pipeline)
 
 
-def latest_model(pattern: str) -> str:
-    """The newest file matching `pattern` (what WatchFilePattern starts from)."""
-    found = FileSystems.match([pattern])[0].metadata_list
-    if not found:
-        raise ConfigError(f"no model file matches {pattern!r}")
-    return max(found, key=lambda m: (m.last_updated_in_seconds, m.path)).path
-
-
 def bigquery_sink(table: str, spec: rows_lib.RowSpec,
                   method: str = "STREAMING_INSERTS") -> beam.io.WriteToBigQuery:
     """WriteToBigQuery of the rows, with their explicit TableSchema; the table is created
@@ -317,7 +309,8 @@ def parse_args(argv: Optional[List[str]] = None):
     arguments.add_config(parser, "the BulkInferrer's configuration")
     parser.add_argument("--model_pattern", action="append", default=[],
                         help="file pattern of model versions to watch: PATTERN, or "
-                             "NAME=PATTERN per model; the newest file serves")
+                             "NAME=PATTERN per model; the newest file serves, and a newer "
+                             "one from each worker's next check on")
     parser.add_argument("--model_check_secs", type=float, default=DEFAULT_MODEL_CHECK_SECS)
     parser.add_argument("--output_topic", help="projects/P/topics/T: JSON rows")
     parser.add_argument("--bigquery_table", help="PROJECT:DATASET.TABLE: typed rows")
@@ -351,7 +344,7 @@ def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
     args, beam_args = parse_args(argv)
     config = arguments.read_config(args.inference_config, bounded=False)
     patterns = _model_patterns(args.model_pattern, config)
-    handlers = create_handlers(config, {name: latest_model(pattern)
+    handlers = create_handlers(config, {name: model_versions.newest_path(pattern)
                                         for name, pattern in patterns.items()})
     spec = arguments.row_spec(args, config)
     options = PipelineOptions(beam_args)
@@ -361,11 +354,6 @@ def build(argv: Optional[List[str]] = None, save_main_session: bool = False):
         if args.bigquery_table else None  # builds (and checks) the schema before starting
 
     pipeline = beam.Pipeline(options=options)
-    if patterns and _is_direct(pipeline):
-        raise ConfigError(
-            "--model_pattern on Beam's DirectRunner: it cannot run WatchFilePattern (a "
-            "splittable DoFn) in streaming mode; watch model files on Dataflow, or restart "
-            "the local pipeline on a new model (its uri in --inference_config)")
     messages = pipeline | "ReadFromPubSub" >> pubsub_source(
         args, _is_dataflow(pipeline), type(pipeline.runner).__name__)
     # Rows go as JSON to Pub/Sub alone, as dicts where BigQuery takes them.
@@ -448,13 +436,6 @@ def cancel(result, timeout_secs: float = STOP_TIMEOUT_SECS):
     stopper = threading.Thread(target=result.cancel, name="cancel-pipeline", daemon=True)
     stopper.start()
     stopper.join(timeout_secs)
-
-
-def _is_direct(pipeline: beam.Pipeline) -> bool:
-    """Whether the pipeline runs on Beam's DirectRunner (the default, local runner)."""
-    from apache_beam.runners.direct import direct_runner
-    return isinstance(pipeline.runner, (direct_runner.SwitchingDirectRunner,
-                                        direct_runner.BundleBasedDirectRunner))
 
 
 def _is_dataflow(pipeline: beam.Pipeline) -> bool:

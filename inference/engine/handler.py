@@ -7,9 +7,11 @@ for each record that failed. The handler composes like any Beam handler
 It loads the model (through the trust gate, timed) and cuts each batch into the parts the
 model runs on; `BatchRun` (`inference.engine.batch_run`) runs them, isolating failures.
 """
+import copy
+import functools
 import itertools
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
@@ -20,28 +22,61 @@ from inference.data import batching, decoding
 from inference.data.results import ChunkResult
 from inference.engine import worker_health
 from inference.engine.batch_run import BatchRun, Element
+from inference.engine.model_versions import ModelVersions, VersionWatch
 from inference.frameworks import trust
 from inference.observe import metrics
 
 
+def load_file(spec: ModelConfig, path: str) -> Tuple[Any, float]:
+    """The model at `path` through the trust gate, and the seconds its load took."""
+    framework = frameworks.get(spec.framework)
+    trust.check(spec, path)
+    started = time.time()
+    try:
+        model = framework.load(path, spec)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise RuntimeError(
+            f"model {spec.name!r} ({spec.framework}) could not be loaded from {path}: "
+            f"{type(e).__name__}: {e}") from e
+    return model, time.time() - started
+
+
 class LoadedModel:
-    """A model as a worker holds it. `predict` is all the handler calls on it, so Beam can
-    serve it from another process (`large_model`) through a proxy."""
+    """A model as a worker holds it. `refresh` and `predict` are all the handler calls on
+    it, so Beam can serve it from another process (`large_model`) through a proxy.
+
+    watch: the model's versions, when they are watched; `refresh` then swaps in a newer
+      one, loaded by `load(path)`."""
 
     def __init__(self, framework_name: str, model: Any, spec: ModelConfig,
-                 load_seconds: Tuple[float, Optional[float]]):
+                 load_seconds: Tuple[float, Optional[float]],
+                 watch: Optional[VersionWatch] = None,
+                 load: Optional[Callable[[str], Tuple[Any, float]]] = None):
         self._framework = frameworks.get(framework_name)
         self._model = model
         self._spec = spec
         self._load_seconds: Optional[Tuple[float, Optional[float]]] = load_seconds
+        self._watch = watch
+        self._load = load
+
+    def refresh(self) -> None:
+        """Serves the newest version from the next batch on, once one appeared."""
+        if self._watch is None or not self._watch.due():
+            return
+        loaded = self._watch.next(self._load, self._spec.name)
+        if loaded is not None:
+            self._model, seconds = loaded
+            self._load_seconds = (seconds, None)
 
     def predict(self, inputs) -> Dict[str, np.ndarray]:
         return dict(self._framework.predict(self._model, inputs, self._spec))
 
     def take_load_seconds(self) -> Optional[Tuple[float, Optional[float]]]:
         """How long the model, and its tf.Transform graph (None without one), took to
-        load, the first time it is asked; then None. (Beam loads models where metrics are
-        not reported; the first batch reports the load.)"""
+        load, the first time it is asked after a load; then None. (Beam loads models where
+        metrics are not reported; the first batch reports the load.)"""
         seconds, self._load_seconds = self._load_seconds, None
         return seconds
 
@@ -68,6 +103,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         self._buckets = list(spec.length_buckets or batching.DEFAULT_LENGTH_BUCKETS)
         self._breadcrumbs = breadcrumbs
         self._run = BatchRun(spec, decoder, timeout_secs, breadcrumbs)
+        self._versions: Optional[ModelVersions] = None
 
     @property
     def model_name(self) -> str:
@@ -77,25 +113,27 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
     def spec(self) -> ModelConfig:
         return self._spec
 
+    def watching(self, versions: ModelVersions) -> "ExampleModelHandler":
+        """This handler serving the newest of `versions`: at load, then a newer one as soon
+        as a worker's check finds it (see `inference.engine.model_versions`)."""
+        watched = copy.copy(self)
+        watched._versions = versions
+        return watched
+
     def load_model(self) -> LoadedModel:
-        framework = frameworks.get(self._spec.framework)
-        trust.check(self._spec, self._path)
-        started = time.time()
-        try:
-            model = framework.load(self._path, self._spec)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise RuntimeError(
-                f"model {self.model_name!r} ({self._spec.framework}) could not be loaded "
-                f"from {self._path}: {type(e).__name__}: {e}") from e
-        model_seconds = time.time() - started
+        load = functools.partial(load_file, self._spec)
+        if self._versions:
+            (model, model_seconds), version = self._versions.load_newest(load,
+                                                                         self.model_name)
+        else:
+            model, model_seconds = load(self._path)
         transform_seconds = self._load_decoder()
         if self._breadcrumbs:
             worker_health.enable_fault_reports(self._breadcrumbs)
         worker_health.freeze_long_lived_objects()
+        watch = self._versions.watch(version) if self._versions else None
         return LoadedModel(self._spec.framework, model, self._spec,
-                           (model_seconds, transform_seconds))
+                           (model_seconds, transform_seconds), watch, load)
 
     def _load_decoder(self) -> Optional[float]:
         """Builds the decoder with the model rather than in the first batch (and its
@@ -110,7 +148,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         return time.time() - started if new_graph else None
 
     def update_model_path(self, model_path: Optional[str] = None):
-        """A new version of the model (streaming model updates): loaded at the next load."""
+        """A new version of the model from RunInference's side input of ModelMetadata:
+        loaded at the next load."""
         if model_path:
             self._path = model_path
 
@@ -131,6 +170,8 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
             # BatchElements closes its open batch, even an empty one, before an element
             # larger than its target (a chunk of more records than min_batch_size).
             return []
+        if self._versions:
+            model.refresh()
         load_seconds = model.take_load_seconds()
         if load_seconds is not None:
             metrics.record_load(self.model_name, *load_seconds)

@@ -19,11 +19,13 @@ from inference.data.failures import FAILURES_TAG, Failure
 from inference.data.results import ChunkResult
 from inference.engine import routing as routing_lib
 from inference.engine.handler import ExampleModelHandler
+from inference.engine.model_versions import ModelVersions
 from inference.io.dead_letters import DeadLetters
 from inference.observe import metrics
 
-# Model name -> a file pattern to watch (Beam's WatchFilePattern), or a PCollection of
-# ModelMetadata: the side input RunInference swaps a model's versions from.
+# Model name -> a file pattern whose newest file serves (each worker watches it, see
+# `inference.engine.model_versions`), or a PCollection of ModelMetadata: the side input
+# RunInference swaps a model's versions from.
 ModelUpdates = Mapping[str, Union[str, beam.PCollection]]
 
 
@@ -39,8 +41,8 @@ class InferExamples(beam.PTransform):
     that fails (routing, decode, input mapping, inference, timeout, postprocess) becomes a
     Failure, stamped with `split`; none is dropped.
 
-    model_updates: see ModelUpdates (streaming); model_check_secs: how often a watched
-      pattern is matched.
+    model_updates: see ModelUpdates (streaming); model_check_secs: how often each worker
+      matches a watched pattern.
     split_failures: False leaves each ChunkResult's failures in it (its records may then be
       none), for a consumer that takes them out where it encodes the results, as
       `Encode` does: one step less per bundle, for one consumer per model (streaming).
@@ -51,12 +53,16 @@ class InferExamples(beam.PTransform):
                  model_updates: Optional[ModelUpdates] = None,
                  model_check_secs: float = 300, split_failures: bool = True):
         super().__init__()
-        self._handlers = dict(handlers)
+        updates = dict(model_updates or {})
+        self._handlers = {
+            name: handler.watching(ModelVersions(updates[name], model_check_secs))
+            if isinstance(updates.get(name), str) else handler
+            for name, handler in handlers.items()}
         self._config = config or InferenceConfig(
             models=[ModelConfig(name=name) for name in handlers])
         self._split_name = split
-        self._updates = dict(model_updates or {})
-        self._check_secs = model_check_secs
+        self._side_inputs = {name: update for name, update in updates.items()
+                             if not isinstance(update, str)}
         self._split_failures = split_failures
 
     def expand(self, chunks):
@@ -89,14 +95,8 @@ class InferExamples(beam.PTransform):
             pipeline=chunks.pipeline))
 
     def _run(self, chunks, name: str):
-        update = self._updates.get(name)
-        kwargs: Dict[str, Any] = {}
-        if isinstance(update, str):
-            kwargs = {"watch_model_pattern": update, "interval": self._check_secs}
-        elif update is not None:
-            kwargs = {"model_metadata_pcoll": update}
-        return chunks | f"RunInference[{name}]" >> RunInference(self._handlers[name],
-                                                                 **kwargs)
+        return chunks | f"RunInference[{name}]" >> RunInference(
+            self._handlers[name], model_metadata_pcoll=self._side_inputs.get(name))
 
     def _split(self, outcomes, name: str, failures: List[beam.PCollection]):
         """A model's ChunkResults -> those with predictions, failures aside."""

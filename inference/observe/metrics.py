@@ -27,6 +27,8 @@ UNREAD_BYTES = "unread_bytes"  # |split: the bytes of both past the damage
 UNREADABLE_BYTES = "unreadable_bytes"  # |split: the bytes of files of which nothing was read
 BYTES_READ = "bytes_read"  # |split: the bytes of the files read without damage
 TIMEOUTS = "timeouts"  # |model: batches or records that ran over timeout_secs
+MODEL_VERSIONS = "model_versions_loaded"  # |model: newer versions a worker swapped in
+MODEL_VERSION_FAILURES = "model_version_failures"  # |model: versions that did not load
 ROUTED = "routed"  # |split|key: records keyed routing sent to a key's model
 # Distributions, per model.
 BATCH_RECORDS = "batch_records"

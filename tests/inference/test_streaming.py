@@ -202,24 +202,30 @@ def test_length_buckets_in_streaming(tmp_path):
     assert held
 
 
-def test_watch_model_pattern_builds_the_watching_side_input(tmp_path):
-    """`--model_pattern` wires Beam's WatchFilePattern in as RunInference's side input (an
-    unbounded source: built and checked here, not run)."""
-    _save(Constant(1.0), tmp_path / "model_v1.pt")
-    latest = _save(Constant(2.0), tmp_path / "model_v2.pt")
-    pattern = str(tmp_path / "*.pt")
-    assert streaming.latest_model(pattern) == latest
-    config = _config("")
-    handlers = streaming.create_handlers(config, {"clf": streaming.latest_model(pattern)})
+def test_a_watched_pattern_needs_no_side_input_and_no_windows(tmp_path):
+    """`--model_pattern` is watched by each worker (`model_versions`), under any routing:
+    no WatchFilePattern, no side input, no window step."""
+    uri = _save(Constant(1.0), tmp_path / "model_v1.pt")
+    keyed = InferenceConfig(routing="keyed", routing_feature="g", models=[
+        ModelConfig(name=name, uri=uri, inputs=InputSpec(features=["x"]), keys=[name])
+        for name in ("a", "b")])
     pipeline = _streaming_pipeline()
-    streaming.build_pipeline(pipeline | TestStream().add_elements([b"{}"]), config, handlers,
-                             model_updates={"clf": pattern}, model_check_secs=5)
-    names = [t.unique_name for t in
-             pipeline.to_runner_api().components.transforms.values()]
-    assert any("WatchFilePattern" in n and n.endswith("MatchContinuously") for n in names)
-    assert any(n.endswith("RunInference[clf]/BeamML_RunInference") for n in names)
+    streaming.build_pipeline(pipeline | TestStream().add_elements([b"{}"]), keyed,
+                             model_updates={name: str(tmp_path / "*.pt") for name in "ab"},
+                             window_secs=WINDOW, model_check_secs=5)
+    transforms = pipeline.to_runner_api().components.transforms.values()
+    names = [t.unique_name for t in transforms]
+    assert any(n.endswith("RunInference[keyed]/BeamML_RunInference") for n in names)
+    assert not [n for n in names if "WatchFilePattern" in n or n.endswith("/Window")
+                or n == "Window"]
+    assert not [t.unique_name for t in transforms if t.spec.urn == "beam:transform:pardo:v1"
+                and "RunInference" in t.unique_name and _side_inputs(t)]
 
 
+def _side_inputs(transform) -> dict:
+    from apache_beam.portability.api import beam_runner_api_pb2
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+    return dict(payload.side_inputs)
 
 
 def test_json_messages_become_examples():
@@ -356,9 +362,9 @@ def test_options_streaming_cannot_honour_are_refused_before_the_pipeline_is_buil
         ModelConfig(name="m", uri=uri, inputs=InputSpec(features=["x"]), keys=["a"])])
     pipeline = _streaming_pipeline()
     messages = pipeline | TestStream().add_elements([b"{}"])
-    with pytest.raises(ConfigError, match=r"(?s)model updates with routing='keyed'.*"
-                                          r"group_by_key needs windows"):
-        streaming.build_pipeline(messages, keyed, model_updates={"m": str(tmp_path / "*.pt")},
+    with pytest.raises(ConfigError, match=r"(?s)model updates from a side input with "
+                                          r"routing='keyed'.*group_by_key needs windows"):
+        streaming.build_pipeline(messages, keyed, model_updates={"m": messages},
                                  window_secs=None)
     skipping = _config(uri)
     skipping.skip_unreadable_files = True

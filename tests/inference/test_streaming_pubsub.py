@@ -5,6 +5,7 @@ it is not installed the tests are skipped with the reason."""
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from inference import streaming
-from inference.config import ConfigError, InferenceConfig, InputSpec, ModelConfig
+from inference.config import InferenceConfig, InputSpec, ModelConfig
 from inference.data import examples
 from tests import helpers, pubsub_emulator
 from tests.inference.test_streaming import Constant, _save
@@ -123,21 +124,44 @@ def test_ab_routing_on_json_and_example_messages_with_request_ids(emulator, tmp_
     assert "also features of the message" in by_source['{"request_id": "r-31"}']["message"]
 
 
-def test_model_pattern_is_refused_on_the_local_runner(tmp_path):
-    """Beam's DirectRunner cannot run WatchFilePattern in streaming (Beam raises "was not
-    replaced as expected" once the pipeline runs): refused with the way out, before the
-    pipeline starts. `test_streaming.py` swaps a model mid-stream through the same side
-    input on a TestStream."""
+def test_a_model_swapped_while_messages_flow(emulator, tmp_path, caplog):
+    """`--model_pattern` on the local runner: messages published before a new model file
+    appears are scored by the old version, those after the next check by the new one; a
+    version that cannot load (a half-written file) is logged once and the one before
+    serves. No message is lost or scored twice, none is a dead letter."""
+    topics = Topics(emulator)
     folder = tmp_path / "models"
     folder.mkdir()
-    config = InferenceConfig(models=[ModelConfig(
-        name="clf", uri=_save(Constant(1.0), folder / "model-v1.pt"),
-        inputs=InputSpec(features=["x"]))])
-    with pytest.raises(ConfigError, match="--model_pattern on Beam's DirectRunner"):
-        streaming.build(["--input_subscription", "projects/p/subscriptions/s",
-                         "--output_topic", "projects/p/topics/t", "--inference_config",
-                         _config_file(tmp_path, config), "--model_pattern",
-                         str(folder / "*.pt")])
+    v1 = _save(Constant(1.0), folder / "model-v1.pt")
+    os.utime(v1, (time.time() - 60,) * 2)
+    config = InferenceConfig(models=[ModelConfig(name="clf", uri=v1,
+                                                 inputs=InputSpec(features=["x"]))])
+    check_secs = 1.0
+    n = 20
+
+    def publish_and_pull(step: int) -> list:
+        emulator.publish(topics.requests, [json.dumps({"x": float(step * n + i)}).encode()
+                                           for i in range(n)])
+        return topics.rows(n, settle_secs=0.5)
+
+    with caplog.at_level(logging.INFO), running(topics.args() + [
+            "--inference_config", _config_file(tmp_path, config), "--model_pattern",
+            str(folder / "*.pt"), "--model_check_secs", str(check_secs)]):
+        before = publish_and_pull(0)
+        _save(Constant(2.0), folder / "model-v2.pt")
+        time.sleep(check_secs * 1.5)
+        after = publish_and_pull(1)
+        (folder / "model-v3.pt").write_bytes(b"half an upload")
+        time.sleep(check_secs * 1.5)
+        broken = publish_and_pull(2)
+        dead = topics.dead(1, timeout_secs=3)
+    for step, rows, output in ((0, before, 1.0), (1, after, 2.0), (2, broken, 2.0)):
+        assert sorted(row["x"] for row in rows) == [float(step * n + i) for i in range(n)]
+        assert {row["output_0"] for row in rows} == {output}, step
+    assert dead == []
+    failed = [r.getMessage() for r in caplog.records if "could not be loaded" in
+              r.getMessage()]
+    assert len(failed) == 1 and "model-v3.pt" in failed[0]
 
 
 def _request_id(dead_letter) -> str:
