@@ -208,7 +208,8 @@ def build_pipeline(messages: beam.PCollection,
       `pubsub.PublishDeadLetters`); by default they count them, for `dead_letters`.
     """
     config.validate(bounded=False)
-    handlers = dict(handlers) if handlers is not None else create_handlers(config)
+    handlers = {name: handler.held() for name, handler in (
+        handlers if handlers is not None else create_handlers(config)).items()}
     model_updates = dict(model_updates or {})
     problems = []
     unknown = sorted(set(model_updates) - set(handlers))

@@ -11,6 +11,7 @@ import copy
 import functools
 import itertools
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +26,10 @@ from inference.engine.batch_run import BatchRun, Element
 from inference.engine.model_versions import ModelVersions, VersionWatch
 from inference.frameworks import trust
 from inference.observe import metrics
+
+# The last model each held handler loaded, for the process's life (see
+# `ExampleModelHandler.held`).
+_held: Dict[str, "LoadedModel"] = {}
 
 
 def load_file(spec: ModelConfig, path: str) -> Tuple[Any, float]:
@@ -104,6 +109,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         self._breadcrumbs = breadcrumbs
         self._run = BatchRun(spec, decoder, timeout_secs, breadcrumbs)
         self._versions: Optional[ModelVersions] = None
+        self._held_as: Optional[str] = None
 
     @property
     def model_name(self) -> str:
@@ -120,6 +126,18 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         watched._versions = versions
         return watched
 
+    def held(self) -> "ExampleModelHandler":
+        """This handler keeping the last model it loaded in each worker process until it
+        loads another, for a process that runs one pipeline (streaming).
+
+        Beam keeps a loaded model alive only while a DoFn holds it or while it is the last
+        shared object the process acquired. The local streaming runner sets its DoFns up
+        again for every bundle, and RunInference acquires another shared object (its model
+        status) before the model, so every bundle would load the model again."""
+        held = copy.copy(self)
+        held._held_as = uuid.uuid4().hex
+        return held
+
     def load_model(self) -> LoadedModel:
         load = functools.partial(load_file, self._spec)
         if self._versions:
@@ -132,8 +150,11 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
             worker_health.enable_fault_reports(self._breadcrumbs)
         worker_health.freeze_long_lived_objects()
         watch = self._versions.watch(version) if self._versions else None
-        return LoadedModel(self._spec.framework, model, self._spec,
-                           (model_seconds, transform_seconds), watch, load)
+        loaded = LoadedModel(self._spec.framework, model, self._spec,
+                             (model_seconds, transform_seconds), watch, load)
+        if self._held_as:
+            _held[self._held_as] = loaded
+        return loaded
 
     def _load_decoder(self) -> Optional[float]:
         """Builds the decoder with the model rather than in the first batch (and its

@@ -203,3 +203,31 @@ def test_model_handler_builds_its_decoder_with_the_model(tmp_path):
     [result] = handler.run_inference([(None, [helpers.example({"a": [1.0], "b": [0.0]})])],
                                      loaded)
     assert result.outputs["output_0"][0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_held_handler_keeps_its_model_between_setups(sum_model):
+    """Beam keeps a shared model alive only while a DoFn holds it or while it is the last
+    shared object acquired; the local streaming runner sets RunInference up for every
+    bundle, acquiring its model status first. A held handler's model survives that."""
+    from apache_beam.utils import shared
+
+    class Status:
+        pass
+
+    def setups(handler) -> int:
+        loads = []
+        handle = shared.Shared()
+
+        def load():
+            loads.append(1)
+            return handler.load_model()
+
+        for bundle in range(3):
+            shared.Shared().acquire(Status, tag=f"status-{bundle}")
+            model = handle.acquire(load, tag="model")
+            assert handler.run_inference([(None, _records([[1, 2, 3]]))], model)
+            del model  # the bundle's DoFn is dropped
+        return len(loads)
+
+    assert setups(_handler(sum_model)) == 3
+    assert setups(_handler(sum_model).held()) == 1

@@ -370,3 +370,4 @@ def test_options_streaming_cannot_honour_are_refused_before_the_pipeline_is_buil
     skipping.skip_unreadable_files = True
     with pytest.raises(ConfigError, match="skip_unreadable_files is for bounded runs"):
         streaming.build_pipeline(messages, skipping)
+
