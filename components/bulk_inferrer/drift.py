@@ -76,19 +76,17 @@ def config(exec_properties: Mapping[str, Any]) -> DriftConfig:
     return DriftConfig.from_json(text) if text else DriftConfig()
 
 
-def check(input_dict, output_dict, exec_properties, sample_paths: Mapping[str, str],
-          predictions: Mapping[str, int]) -> Optional[Result]:
-    """Describes the run's sampled predictions (model -> sample file, `sample_paths`; its
-    count of `predictions`), compares them with the baseline's and the inputs with the
-    training statistics, writes the outputs and records the figures; logs what it found.
-    None when the component has neither output (a pipeline compiled before they were)."""
+def check(input_dict, output_dict, exec_properties,
+          taken: Mapping[str, samples.ModelSample]) -> Optional[Result]:
+    """Describes the run's sampled predictions (model -> its sample, `taken`), compares
+    them with the baseline's and the inputs with the training statistics, writes the
+    outputs and records the figures; logs what it found. None when the component has
+    neither output (a pipeline compiled before they were)."""
     stats_out = _single(output_dict, spec.PREDICTION_STATISTICS_KEY)
     anomalies_out = _single(output_dict, spec.ANOMALIES_KEY)
     if stats_out is None and anomalies_out is None:
         return None
     settings = config(exec_properties)
-    taken = {name: samples.from_run(path, predictions.get(name, 0))
-             for name, path in sample_paths.items()}
     rows = {name: [drift.Row(h, p.split, p.outputs) for h, p in sample.predictions.items()]
             for name, sample in taken.items()}
     current = drift.statistics(rows)

@@ -19,7 +19,7 @@ from tfx.proto import bulk_inferrer_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from components.bulk_inferrer import drift, payloads, report, spec
+from components.bulk_inferrer import drift, payloads, report, samples, spec
 from inference import bounded, frameworks, replay
 from inference.config import ConfigError, InferenceConfig
 from inference.engine.worker_health import worker_deaths
@@ -124,30 +124,29 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 _record_figures(artifact, figures)
         for name, f in figures.models.items():
             logging.info("BulkInferrer model %r: %s", name, dataclasses.asdict(f))
-        checked = drift.check(input_dict, output_dict, exec_properties,
-                              {m.name: plan.samples_path(m.name) for m in config.models},
-                              {n: f.predictions for n, f in figures.models.items()})
-        self._write_report(plan, figures, output_dict, failures_uri, checked)
+        taken = {m.name: samples.from_run(plan.samples_path(m.name),
+                                          figures.models[m.name].predictions)
+                 for m in config.models}
+        checked = drift.check(input_dict, output_dict, exec_properties, taken)
+        self._write_report(plan, figures, output_dict, failures_uri, taken, checked)
         bounded.verdict(figures, config, plan.splits, _max_failure_fraction(exec_properties),
                         plan.failures_prefix, who="BulkInferrer",
                         fail_on_empty_input=fail_on_empty_input)
         drift.gate(checked)
 
     def _write_report(self, plan: bounded.Plan, figures, output_dict, failures_uri: str,
-                      checked=None):
+                      taken: Dict[str, samples.ModelSample], checked=None):
         """The run report, linked from every output artifact (custom property `report`);
         a report that cannot be written is logged, and does not fail the run."""
         inference_result = _single(output_dict, spec.INFERENCE_RESULT_KEY)
         outputs = [a for a in (inference_result, _single(output_dict, spec.OUTPUT_EXAMPLES_KEY),
                                _single(output_dict, spec.FAILURES_KEY)) if a]
-        config = plan.config
-        sample_paths = {model.name: plan.samples_path(model.name) for model in config.models}
         node = getattr(self._context, "pipeline_node", None)
         title = f"{node.node_info.id if node else 'BulkInferrer'}: run report"
         try:
             path = report.write_run_report(
-                config, figures, title, outputs[0].uri if outputs else failures_uri,
-                sample_paths, failures_uri, _single(output_dict, spec.REPORT_KEY), checked)
+                plan.config, figures, title, outputs[0].uri if outputs else failures_uri,
+                taken, failures_uri, _single(output_dict, spec.REPORT_KEY), checked)
         except Exception:
             logging.exception("The run report could not be written.")
             return

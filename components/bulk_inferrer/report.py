@@ -47,11 +47,11 @@ class Inputs:
 
 
 def collect(title: str, config: InferenceConfig, figures: metrics.RunFigures,
-            sample_paths: Mapping[str, str], failures_uri: str, checked=None) -> Inputs:
-    """Reads the bounded samples: each model's sample the pipeline took (`sample_paths`,
-    model -> file), and the dead letters in `failures_uri`."""
-    predictions = {name: samples.from_run(path, figures.models[name].predictions)
-                   for name, path in sample_paths.items()}
+            taken: Mapping[str, samples.ModelSample], failures_uri: str,
+            checked=None) -> Inputs:
+    """The report's inputs: each model's sample the pipeline took (`taken`, see
+    `samples.from_run`), and a bounded sample of the dead letters in `failures_uri`."""
+    predictions = dict(taken)
     failures = samples.read_failures(tf.io.gfile.glob(os.path.join(failures_uri, "*.gz")))
     return Inputs(title, config, figures, predictions, failures, failures_uri, checked)
 
@@ -636,12 +636,12 @@ def _mean_max(values: Mapping[str, tuple], title: str, unit: str) -> Figure:
 
 
 def write_run_report(config: InferenceConfig, figures: metrics.RunFigures, title: str,
-                     folder: str, sample_paths: Mapping[str, str], failures_uri: str,
-                     html_artifact=None, checked=None) -> str:
+                     folder: str, taken: Mapping[str, samples.ModelSample],
+                     failures_uri: str, html_artifact=None, checked=None) -> str:
     """Writes the run's report as `<folder>/report.html` and, when given, into the HTML
     artifact; returns the report's path. checked: the run's drift check
     (`components.bulk_inferrer.drift.Result`), drawn in the Drift section."""
-    page = render(collect(title, config, figures, sample_paths, failures_uri, checked))
+    page = render(collect(title, config, figures, taken, failures_uri, checked))
     path = os.path.join(folder, REPORT_FILE_NAME)
     write(path, page)
     if html_artifact is not None:

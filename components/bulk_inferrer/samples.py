@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from inference.data.columns import PREDICTION_LOG
@@ -120,7 +121,7 @@ def outputs(log: prediction_log_pb2.PredictionLog) -> Dict[str, np.ndarray]:
     """The record's outputs by name, each flattened to 1-D."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
-        return {name: tf.make_ndarray(tensor).reshape(-1)
+        return {name: _flat(tensor)
                 for name, tensor in sorted(log.predict_log.response.outputs.items())}
     if kind == "classify_log":
         classes = log.classify_log.response.result.classifications[0].classes
@@ -129,6 +130,31 @@ def outputs(log: prediction_log_pb2.PredictionLog) -> Dict[str, np.ndarray]:
     if kind == "regress_log":
         return {"value": np.array([log.regress_log.response.result.regressions[0].value])}
     return {}
+
+
+# A numeric TensorProto's values field, by dtype: read without `tf.make_ndarray`, whose
+# per-call work is most of reading a sample of small outputs (one per record).
+_VALUES = {types_pb2.DT_FLOAT: ("float_val", np.float32),
+           types_pb2.DT_DOUBLE: ("double_val", np.float64),
+           types_pb2.DT_INT32: ("int_val", np.int32),
+           types_pb2.DT_INT64: ("int64_val", np.int64)}
+
+
+def _flat(tensor) -> np.ndarray:
+    """A TensorProto's values, flattened: `tf.make_ndarray(tensor).reshape(-1)`."""
+    known = _VALUES.get(tensor.dtype)
+    if known is None:
+        return tf.make_ndarray(tensor).reshape(-1)
+    field, dtype = known
+    if tensor.tensor_content:
+        return np.frombuffer(tensor.tensor_content, dtype)
+    size = 1
+    for dim in tensor.tensor_shape.dim:
+        size *= dim.size
+    values = np.asarray(getattr(tensor, field), dtype)
+    if len(values) == size:
+        return values
+    return tf.make_ndarray(tensor).reshape(-1)  # a repeated last value fills the shape
 
 
 def only_split(examples_in: Mapping[str, int]) -> str:

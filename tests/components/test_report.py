@@ -218,3 +218,27 @@ def test_notebook_shows_the_report_and_samples_of_each_output(shadow, tmp_path):
     assert predictions.count("<tr><td>b</td><td>eval</td>") == 10
     dead_letters = shown[spec.FAILURES_KEY].split("</iframe>", 1)[1]
     assert dead_letters.count("<td>preprocess</td>") == 2 and "f2" in dead_letters
+
+
+@pytest.mark.parametrize("value", [
+    np.array([[0.25]], np.float32), np.arange(6, dtype=np.float32).reshape(2, 3),
+    np.array([1.5, -2.0]), np.array([[7]], np.int64), np.array([3, 4], np.int32),
+    np.array([b"a", b"b"]), np.array(True)])
+def test_a_sampled_output_reads_as_tf_make_ndarray_reads_it(value):
+    """Sampled PredictionLogs' outputs are read without tf.make_ndarray's per-call work,
+    to the same values: packed or as a typed list, or a filled shape."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    tensors = [tf.make_tensor_proto(value)]
+    filled = tf.make_tensor_proto(value)
+    if filled.tensor_content and value.dtype in (np.float32, np.int64):
+        filled.ClearField("tensor_content")  # one value, standing for the whole shape
+        getattr(filled, "float_val" if value.dtype == np.float32 else "int64_val").append(
+            value.ravel()[0].item())
+        tensors.append(filled)
+    for tensor in tensors:
+        log = prediction_log_pb2.PredictionLog()
+        log.predict_log.response.outputs["y"].CopyFrom(tensor)
+        got = samples.outputs(log)["y"]
+        want = tf.make_ndarray(tensor).reshape(-1)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
