@@ -55,7 +55,7 @@ from inference.data.results import EventTime
 from inference.engine import model_versions
 from inference.engine.handler import ExampleModelHandler
 from inference.engine.models import create_handlers
-from inference.engine.transforms import Encode, InferExamples, ModelUpdates
+from inference.engine.transforms import Encode, InferExamples, ModelUpdates, flatten
 from inference.io import rows as rows_lib
 from inference.io.dead_letters import CountFailures, DeadLetters
 from inference.io.pubsub import PublishDeadLetters
@@ -254,8 +254,8 @@ def build_pipeline(messages: beam.PCollection,
         rows.append(encoded.main)
         dead.append(encoded[FAILURES_TAG])
     pipeline = messages.pipeline
-    return StreamOutputs(inferred.predictions, _flatten(rows, "FlattenRows", pipeline),
-                         _flatten(dead, "FlattenDeadLetters", pipeline))
+    return StreamOutputs(inferred.predictions, flatten(rows, "FlattenRows", pipeline),
+                         flatten(dead, "FlattenDeadLetters", pipeline))
 
 
 def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], Any]],
@@ -265,12 +265,6 @@ def _rows(spec: rows_lib.RowSpec, encode: Optional[Callable[[Dict[str, Any]], An
     made = spec.to_rows(result, timestamp=origin.seconds if isinstance(origin, EventTime)
                         else None)
     return made if encode is None else [encode(row) for row in made]
-
-
-def _flatten(pcolls: List[beam.PCollection], label: str, pipeline) -> beam.PCollection:
-    """The one PCollection of `pcolls`, without a Flatten step (run per bundle) for one."""
-    return pcolls[0] if len(pcolls) == 1 else pcolls | label >> beam.Flatten(
-        pipeline=pipeline)
 
 
 def bigquery_sink(table: str, spec: rows_lib.RowSpec,

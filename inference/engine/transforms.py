@@ -91,8 +91,8 @@ class InferExamples(beam.PTransform):
         else:
             for name in self._handlers:
                 predictions[name] = self._split(self._run(chunks, name), name, failures)
-        return InferenceOutputs(predictions, failures | "FlattenFailures" >> beam.Flatten(
-            pipeline=chunks.pipeline))
+        return InferenceOutputs(predictions, flatten(failures, "FlattenFailures",
+                                                     chunks.pipeline))
 
     def _run(self, chunks, name: str):
         return chunks | f"RunInference[{name}]" >> RunInference(
@@ -129,6 +129,13 @@ class InferExamples(beam.PTransform):
         unrouted = keyed[FAILURES_TAG] | "StampUnrouted" >> beam.Map(
             Failure.with_split, self._split_name)
         return {name: parts[i] for i, name in enumerate(names)}, unrouted
+
+
+def flatten(pcolls: List[beam.PCollection], label: str, pipeline) -> beam.PCollection:
+    """The one PCollection of `pcolls`, without a Flatten step (each step costs a runner
+    time per bundle, and a pipeline its start-up) when there is one."""
+    return pcolls[0] if len(pcolls) == 1 else pcolls | label >> beam.Flatten(
+        pipeline=pipeline)
 
 
 class KeyedChunks(KeyedModelHandler):

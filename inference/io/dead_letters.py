@@ -3,7 +3,7 @@
 Every stage's failures meet in `CountFailures`, the one place they are counted (per model,
 split and stage), before a sink: `WriteFailures` for files, a Pub/Sub topic in streaming.
 """
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -67,9 +67,13 @@ class WriteFailures(beam.PTransform):
 
     def expand(self, failures):
         return (failures
-                | "Count" >> beam.ParDo(CountFailures())
-                | "ToExamples" >> beam.Map(lambda failure: [failure.to_example()])
+                | "Count" >> beam.ParDo(CountFailures(_as_chunk))
                 | "Write" >> WriteRecordChunks(self._prefix))
+
+
+def _as_chunk(failure: Failure) -> List[bytes]:
+    """A dead letter as a chunk of one record, as WriteRecordChunks takes them."""
+    return [failure.to_example()]
 
 
 def read_failures(pattern: str) -> Iterator[Failure]:

@@ -136,7 +136,8 @@ class SamplePredictions(beam.PTransform):
     def expand(self, by_split):
         parts = [results | f"BottomK[{split}]" >> beam.ParDo(_BundleBottomK(self._size, split))
                  for split, results in sorted(by_split.items())]
-        return (parts | "Splits" >> beam.Flatten()
+        merged = parts[0] if len(parts) == 1 else parts | "Splits" >> beam.Flatten()
+        return (merged
                 | "Merge" >> beam.CombineGlobally(_MergeBottomK(self._size)).without_defaults()
                 | "Write" >> beam.Map(lambda kept: write_samples(kept, self._path)))
 
