@@ -18,7 +18,7 @@ WRITE = "write (TFRecord framing + crc + gzip)"
 # (category, path fragments): a Python function's own time goes to the first category one
 # of whose fragments is in its file's path.
 _FILE_RULES: List[Tuple[str, Tuple[str, ...]]] = [
-    (READ, ("inference/io.py", "filebasedsource.py")),
+    (READ, ("inference/io/tfrecord.py", "inference/io/records.py", "filebasedsource.py")),
     (WRITE, ("tfrecordio.py", "apache_beam/io/filesystem.py", "localfilesystem.py",
              "filebasedsink.py", "apache_beam/io/iobase.py", "google_crc32c", "gzip.py")),
     ("decode (tfx_bsl -> numpy)", ("inference/data/decoding.py", "tfx_bsl/coders", "pyarrow")),
@@ -45,7 +45,10 @@ _FILE_RULES: List[Tuple[str, Tuple[str, ...]]] = [
 ]
 # Functions of a file whose other functions fall in another category: (category, file
 # fragment, function names), checked before the file rules.
-_FUNCTION_RULES = [(WRITE, "inference/io.py", ("write_record", "write", "open", "close"))]
+_FUNCTION_RULES = [
+    (WRITE, "inference/io/tfrecord.py", ("frame", "_head", "masked_crc", "write", "close")),
+    (WRITE, "inference/io/records.py", ("write_record", "open", "close", "pre_finalize")),
+]
 _BUILTIN_RULES = [  # C functions recognised by name, before their caller decides
     (READ, ("decompress' of 'zlib",)),  # before WRITE: "decompress" holds "compress"
     (WRITE, ("compress' of 'zlib", "flush' of 'zlib")),
