@@ -208,8 +208,9 @@ def build_pipeline(messages: beam.PCollection,
       `pubsub.PublishDeadLetters`); by default they count them, for `dead_letters`.
     """
     config.validate(bounded=False)
-    handlers = {name: handler.held() for name, handler in (
-        handlers if handlers is not None else create_handlers(config)).items()}
+    handlers = dict(handlers) if handlers is not None else create_handlers(config)
+    if not config.max_models_per_worker_hint:  # with it, Beam's model manager evicts them
+        handlers = {name: handler.held() for name, handler in handlers.items()}
     model_updates = dict(model_updates or {})
     problems = []
     unknown = sorted(set(model_updates) - set(handlers))
