@@ -11,7 +11,6 @@ import copy
 import functools
 import itertools
 import time
-import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,8 +26,7 @@ from inference.engine.model_versions import ModelVersions, VersionWatch
 from inference.frameworks import trust
 from inference.observe import metrics
 
-# The last model each held handler loaded, for the process's life (see
-# `ExampleModelHandler.held`).
+# The last model each held handler loaded, by model name (see `ExampleModelHandler.held`).
 _held: Dict[str, "LoadedModel"] = {}
 
 
@@ -109,7 +107,7 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         self._breadcrumbs = breadcrumbs
         self._run = BatchRun(spec, decoder, timeout_secs, breadcrumbs)
         self._versions: Optional[ModelVersions] = None
-        self._held_as: Optional[str] = None
+        self._held = False
 
     @property
     def model_name(self) -> str:
@@ -128,14 +126,15 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
 
     def held(self) -> "ExampleModelHandler":
         """This handler keeping the last model it loaded in each worker process until it
-        loads another, for a process that runs one pipeline (streaming).
+        loads another (or a held handler of a model of the same name does), for a process
+        that runs one pipeline (streaming).
 
         Beam keeps a loaded model alive only while a DoFn holds it or while it is the last
         shared object the process acquired. The local streaming runner sets its DoFns up
         again for every bundle, and RunInference acquires another shared object (its model
         status) before the model, so every bundle would load the model again."""
         held = copy.copy(self)
-        held._held_as = uuid.uuid4().hex
+        held._held = True
         return held
 
     def load_model(self) -> LoadedModel:
@@ -148,12 +147,13 @@ class ExampleModelHandler(ModelHandler[Element, ChunkResult, LoadedModel]):
         transform_seconds = self._load_decoder()
         if self._breadcrumbs:
             worker_health.enable_fault_reports(self._breadcrumbs)
-        worker_health.freeze_long_lived_objects()
+        if not self._versions:  # a version swapped out must stay collectable
+            worker_health.freeze_long_lived_objects()
         watch = self._versions.watch(version) if self._versions else None
         loaded = LoadedModel(self._spec.framework, model, self._spec,
                              (model_seconds, transform_seconds), watch, load)
-        if self._held_as:
-            _held[self._held_as] = loaded
+        if self._held:
+            _held[self.model_name] = loaded
         return loaded
 
     def _load_decoder(self) -> Optional[float]:

@@ -36,6 +36,10 @@ def newest_path(pattern: str) -> str:
     return version[0]
 
 
+def _older(version: Version, than: Version) -> bool:
+    return (version[1], version[0]) < (than[1], than[0])
+
+
 def _newest_first(pattern: str) -> List[Version]:
     found = FileSystems.match([pattern])[0].metadata_list
     return [(m.path, m.last_updated_in_seconds) for m in
@@ -59,16 +63,16 @@ class ModelVersions:
         self.pattern = pattern
         self.check_secs = check_secs
 
-    def candidates(self) -> List[Version]:
-        """The versions not known to fail here, newest first."""
+    def loadable(self, listed: List[Version]) -> List[Version]:
+        """The versions of `listed` not known to fail here."""
         with _failed_lock:
             failed = set(_failed.get(self.pattern, ()))
-        return [v for v in _newest_first(self.pattern) if v not in failed]
+        return [v for v in listed if v not in failed]
 
     def load_newest(self, load: Callable[[str], T], model_name: str) -> Tuple[T, Version]:
         """What `load(path)` makes of the newest version that loads, and that version.
         Raises the oldest's error when none loads."""
-        candidates = self.candidates()
+        candidates = self.loadable(_newest_first(self.pattern))
         if not candidates:
             raise ConfigError(f"model {model_name!r}: no model file matches "
                               f"{self.pattern!r} that loads")
@@ -96,8 +100,9 @@ class ModelVersions:
 
 class VersionWatch:
     """One worker's watch, from the version it serves: `due()` says when to look again,
-    `next(load)` loads the newest version when it is not the one serving and returns what
-    `load` made of it.
+    `next(load)` loads the newest loadable version when it is newer than the one serving,
+    or when the serving one's file is gone (a rollback), and returns what `load` made of
+    it.
 
     Thread-safe: the threads of a worker process share their model."""
 
@@ -119,13 +124,17 @@ class VersionWatch:
                 return None
             self._next_check = time.monotonic() + self._versions.check_secs
             try:
-                candidates = self._versions.candidates()
+                listed = _newest_first(self._versions.pattern)
             except Exception as e:  # a storage hiccup: the next check tries again
                 logging.warning("model %r: could not list %s: %s", model_name,
                                 self._versions.pattern, e)
                 return None
+            candidates = self._versions.loadable(listed)
             if not candidates or candidates[0] == self._serving:
                 return None
+            if _older(candidates[0], self._serving) and any(
+                    path == self._serving[0] for path, _ in listed):
+                return None  # a newer version failed (the serving file rewritten, say)
             version = candidates[0]
             try:
                 loaded = load(version[0])

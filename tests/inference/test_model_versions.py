@@ -91,3 +91,20 @@ def test_a_version_that_cannot_load_is_skipped_until_rewritten(tmp_path, caplog)
 def test_check_secs_must_be_positive():
     with pytest.raises(ConfigError, match="check_secs must be > 0"):
         ModelVersions("*.pt", 0)
+
+
+def test_the_serving_file_rewritten_badly_keeps_it_serving_and_deleted_rolls_back(tmp_path):
+    """A bad rewrite of the serving version's file does not send the worker back to an
+    older version; deleting the file does."""
+    _write(tmp_path, "model-v1.pt", 1.0, age_secs=60)
+    v2 = _write(tmp_path, "model-v2.pt", 2.0, age_secs=30)
+    handler = _watched(tmp_path, v2)
+    model = handler.load_model()
+    assert _outputs(handler, model) == [2.0]
+    with open(v2, "wb") as f:
+        f.write(b"half an upload")
+    time.sleep(CHECK_SECS * 1.5)
+    assert _outputs(handler, model) == [2.0]
+    os.remove(v2)
+    time.sleep(CHECK_SECS * 1.5)
+    assert _outputs(handler, model) == [1.0]
