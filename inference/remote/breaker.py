@@ -73,9 +73,15 @@ class CircuitBreaker:
                          name=f"probe-{self._endpoint}").start()
         return False
 
-    def succeeded(self):
-        """The endpoint answered (any answer but a retryable error): the circuit closes."""
+    def succeeded(self, sent_at: Optional[float] = None):
+        """The endpoint answered (any answer but a retryable error) a request sent at
+        `sent_at` (on the breaker's clock; None: now): the circuit closes. An answer to a
+        request sent before the outage's first failure (one in flight as the endpoint went
+        down) says nothing of the endpoint since, and changes nothing."""
         with self._changed:
+            if (sent_at is not None and self._failing_since is not None
+                    and sent_at < self._failing_since):
+                return
             self._failing_since = None
             self._failed_requests = 0
             if self._opened_at is not None:
@@ -136,6 +142,7 @@ class CircuitBreaker:
             self._changed.notify_all()
 
     def _run_probe(self):
+        started = self._clock()
         try:
             answered = self._probe()
         except Exception:  # a probe that fails: still down
@@ -143,4 +150,4 @@ class CircuitBreaker:
         with self._changed:
             self._probing = False
         if answered:
-            self.succeeded()
+            self.succeeded(started)

@@ -97,6 +97,7 @@ class RemoteModel:
         request.attempts += 1
         try:
             with self._slots:
+                sent_at = time.monotonic()
                 try:
                     request.outputs = self._handler.run_inference(
                         request.inputs, self._client, inference_args)
@@ -104,15 +105,16 @@ class RemoteModel:
                     self._handler.throttler.ended(succeeded=request.outputs is not None)
         except RemoteInferenceError as error:
             request.error = error
-            return self._retry_in(request, error)
+            return self._retry_in(request, error, sent_at)
         except Exception as e:  # the rows' dead letters
             request.error = RemoteInferenceError(f"{type(e).__name__}: {e}")
             return None
         request.error = None
-        breaker.succeeded()
+        breaker.succeeded(sent_at)
         return None
 
-    def _retry_in(self, request: _Request, error: RemoteInferenceError) -> Optional[float]:
+    def _retry_in(self, request: _Request, error: RemoteInferenceError,
+                  sent_at: float) -> Optional[float]:
         """The wait before `request`'s next attempt after `error`; None: it is done. A
         server that answers (429, 500) is alive: it keeps the circuit closed. The endpoint
         unavailable (no answer, 502-504) counts toward the circuit's outage, and the
@@ -120,7 +122,7 @@ class RemoteModel:
         failed for outage_secs."""
         breaker, now = self.breaker, time.monotonic()
         if not retryable(error):
-            breaker.succeeded()
+            breaker.succeeded(sent_at)
             return None
         if request.failing_since is None:
             request.failing_since = now

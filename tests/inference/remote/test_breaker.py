@@ -49,6 +49,25 @@ def test_a_success_within_the_window_keeps_it_closed():
     assert not circuit.is_open
 
 
+def test_an_answer_to_a_request_sent_before_the_outage_began_keeps_its_clock():
+    """A request in flight as the server died may be answered after a later request found
+    it gone: that answer does not restart the outage window."""
+    clock = Clock()
+    circuit = breaker(clock)
+    sent_before = clock.now
+    clock.now += 1
+    circuit.failed(RemoteInferenceError("no answer"))
+    clock.now += 1
+    circuit.succeeded(sent_before)
+    clock.now += 29
+    circuit.failed(RemoteInferenceError("no answer"))
+    assert circuit.is_open
+    circuit.succeeded(sent_before)
+    assert circuit.is_open
+    circuit.succeeded(clock.now)
+    assert not circuit.is_open
+
+
 def test_requests_failed_after_their_retries_in_a_row_open_it():
     clock = Clock()
     circuit = breaker(clock)
