@@ -3,7 +3,8 @@ the verdict on a finished run. The BulkInferrer executor maps its artifacts to a
 a Beam user can build one by hand, and calls `check` after `pipeline.run()`.
 
     per split: ReadRecords -> InferExamples -> per model and output: Encode -> WriteRecordChunks
-    outputs that share a prefix (e.g. every split's logs of a model): PublishShards
+    outputs that share a prefix (e.g. every split's logs of a model): StageRecordChunks per
+      split -> one PublishShards
     every stage's Failures -> WriteFailures (counted there)
 """
 import dataclasses
@@ -24,7 +25,7 @@ from inference.engine.models import create_handlers
 from inference.engine.transforms import Encode, InferExamples
 from inference.io import publish, sampling
 from inference.io.dead_letters import WriteFailures, read_failures
-from inference.io.records import ReadRecords, WriteRecordChunks
+from inference.io.records import ReadRecords, StageRecordChunks, WriteRecordChunks
 from inference.observe import metrics
 
 Encoder = Callable[[ChunkResult], List[bytes]]
@@ -37,8 +38,8 @@ DEFAULT_MAX_FAILURE_FRACTION = 0.01
 class Output:
     """A model's predictions of one split, encoded by `encoder`, written by `write(prefix)`
     (by default TFRecord files `<prefix>-SSSSS-of-NNNNN.gz`); `kind` names its steps (e.g.
-    "PredictionLogs"). Outputs that share a prefix are one file set, numbered across them
-    (see `inference.io.publish`)."""
+    "PredictionLogs"). Outputs that share a prefix are one file set of TFRecords, numbered
+    across them (see `inference.io.publish`); they keep the default `write`."""
     model: str
     split: str
     prefix: str
@@ -75,6 +76,11 @@ class Plan:
         staging = {prefix: publish.staging_folder(prefix) for prefix in set(prefixes)
                    if prefixes.count(prefix) > 1}
         staged = {prefix: [] for prefix in staging}
+        custom = sorted({o.prefix for o in self.outputs
+                         if o.prefix in staging and o.write is not WriteRecordChunks})
+        if custom:
+            raise ValueError(f"outputs that share a prefix are one TFRecord file set and "
+                             f"keep the default `write`: {', '.join(custom)}")
         predictions = {name: {} for name in self.handlers}  # model -> split -> ChunkResults
         for split, patterns in sorted(self.splits.items()):
             read = pipeline | f"ReadData[{split}]" >> self.read(patterns, split, chunk_size)
@@ -89,12 +95,12 @@ class Plan:
                 label = f"{output.kind}[{output.model}][{split}]"
                 encoded = inferred.predictions[output.model] | f"Encode{label}" >> Encode(
                     output.encoder, split)
-                prefix = output.prefix
-                if prefix in staging:
-                    prefix = posixpath.join(staging[prefix], split, posixpath.basename(prefix))
-                files = encoded.main | f"Write{label}" >> output.write(prefix)
-                if output.prefix in staged:
-                    staged[output.prefix].append(files)
+                if output.prefix in staging:
+                    staged[output.prefix].append(
+                        encoded.main | f"Stage{label}" >> StageRecordChunks(
+                            posixpath.join(staging[output.prefix], split)))
+                else:
+                    _ = encoded.main | f"Write{label}" >> output.write(output.prefix)
                 dead_letters.append(encoded[FAILURES_TAG])
         for output in self.outputs:
             if output.prefix in staged:

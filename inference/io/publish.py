@@ -1,12 +1,12 @@
-"""Several sinks' files published as one file set, as one sink would have written them.
+"""Staged files published as one numbered file set, as one sink would have written them.
 
-Beam numbers each sink's shards on their own (`<prefix>-SSSSS-of-NNNNN`). Writing several
-PCollections (e.g. an input's splits) as one file set would take a Flatten ahead of one
-sink, which Beam's portable DirectRunner materialises: memory would grow with the input.
-Instead each PCollection keeps its own sink, writing into a staging folder
-(`staging_folder`), and `PublishShards`, a step on the finished files' names only,
-renames them into one numbering. Plain Beam (FileSystems): it runs on Beam workers,
-locally or on GCS alike.
+The engine's record writers stage their files, one per bundle, in a staging folder
+(`staging_folder`, see `inference.io.records.StageRecordChunks`), and `PublishShards`, one
+step on the staged files' names, renames them to `<prefix>-SSSSS-of-NNNNN<suffix>`. Several
+PCollections (e.g. an input's splits) become one file set by staging into one folder:
+only their files' names are flattened, not the records, which Beam's portable
+DirectRunner would materialise (memory growing with the input). Plain Beam (FileSystems):
+it runs on Beam workers, locally or on GCS alike.
 """
 import logging
 import posixpath
@@ -28,18 +28,19 @@ def staging_folder(prefix: str) -> str:
     return posixpath.join(folder, f"beam-temp-{name}-staging-{uuid.uuid4().hex}")
 
 
-def empty_file_set(prefix: str) -> List[str]:
-    """One empty shard, `<prefix>-00000-of-00001.gz`: what one sink writes on empty input."""
-    path = f"{prefix}-00000-of-00001{SUFFIX}"
+def empty_file_set(prefix: str, suffix: str = SUFFIX) -> List[str]:
+    """One empty shard, `<prefix>-00000-of-00001<suffix>` (an empty gzip stream for `.gz`):
+    what one sink writes on empty input."""
+    path = f"{prefix}-00000-of-00001{suffix}"
     FileSystems.create(path).close()
     return [path]
 
 
 class PublishShards(beam.PTransform):
-    """The names of the (gzipped) files that sinks wrote into the folder `staging` -> the
-    files renamed to `<prefix>-SSSSS-of-NNNNN.gz`, numbered in the order of their staging
-    paths, as one sink would have written them, and `staging` deleted; returns the
-    published paths.
+    """The paths of the files staged in the folder `staging` -> the files renamed to
+    `<prefix>-SSSSS-of-NNNNN<suffix>`, numbered in the order of their staging paths, and
+    `staging` deleted; returns the published paths. The step runs once, when every staged
+    path is known (a side input of one impulse), whether any file was staged or none.
 
     Shards that hold no record are dropped, as one sink writes none, unless every shard
     is empty: one empty shard is kept (written when there is none), as one sink writes on
@@ -48,34 +49,41 @@ class PublishShards(beam.PTransform):
     left to the same names.
     """
 
-    def __init__(self, prefix: str, staging: str):
+    def __init__(self, prefix: str, staging: str, suffix: str = SUFFIX):
         super().__init__()
         self._prefix = prefix
         self._staging = staging
+        self._suffix = suffix
 
     def expand(self, file_names):
-        return (file_names
-                | "ToList" >> beam.combiners.ToList()
-                | "Rename" >> beam.FlatMap(publish_shards, self._prefix, self._staging))
+        return (file_names.pipeline
+                | "Once" >> beam.Impulse()
+                | "Rename" >> beam.FlatMap(_publish, beam.pvalue.AsList(file_names),
+                                           self._prefix, self._staging, self._suffix))
 
 
-def publish_shards(staged: List[str], prefix: str, staging: str) -> List[str]:
+def _publish(_, staged: List[str], prefix: str, staging: str, suffix: str) -> List[str]:
+    return publish_shards(staged, prefix, staging, suffix)
+
+
+def publish_shards(staged: List[str], prefix: str, staging: str,
+                   suffix: str = SUFFIX) -> List[str]:
     """`PublishShards`' step: renames the `staged` files, returns the published paths."""
     # A staged file that is gone was renamed by an earlier attempt: it held records.
     present = {p: FileSystems.exists(p) for p in sorted(staged)}
-    kept = [p for p, here in present.items() if not here or _holds_records(p)] or sorted(
-        staged)[:1]
-    published = [f"{prefix}-{i:05d}-of-{len(kept):05d}{SUFFIX}" for i in range(len(kept))]
-    delete_earlier_shards(prefix, SUFFIX, keep=published)
+    kept = [p for p, here in present.items() if not here or _holds_records(p, suffix)] or \
+        sorted(staged)[:1]
+    published = [f"{prefix}-{i:05d}-of-{len(kept):05d}{suffix}" for i in range(len(kept))]
+    delete_earlier_shards(prefix, suffix, keep=published)
     for source, target in zip(kept, published):
         if present[source]:
             FileSystems.rename([source], [target])
-    if not kept:  # no sink wrote anything
-        published = empty_file_set(prefix)
+    if not kept:  # no file was staged
+        published = empty_file_set(prefix, suffix)
     try:
         FileSystems.delete([staging])  # as Beam's sinks delete their temporary folders
     except IOError:
-        pass  # deleted by an earlier attempt, or never made (no sink wrote into it)
+        pass  # deleted by an earlier attempt, or never made (no file was staged)
     return published
 
 
@@ -90,9 +98,11 @@ def delete_earlier_shards(prefix: str, suffix: str, keep: Collection[str] = ()):
         FileSystems.delete(stale)
 
 
-def _holds_records(path: str) -> bool:
-    """Whether the gzipped file holds any byte, from its head only (Beam's decompressing
-    reader would inflate megabytes to return one byte)."""
+def _holds_records(path: str, suffix: str) -> bool:
+    """Whether the file holds any byte (once inflated, for `.gz`), from its head only
+    (Beam's decompressing reader would inflate megabytes to return one byte)."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         head = f.read(1 << 16)
+    if not suffix.endswith(".gz"):
+        return bool(head)
     return bool(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1))

@@ -8,13 +8,16 @@ chunk's first record), and `WriteRecordChunks` writes chunks back as TFRecords, 
 in between pays Beam's per-element cost per record.
 """
 import logging
+import posixpath
+import uuid
 from typing import List, Sequence
 
 import apache_beam as beam
-from apache_beam import coders
-from apache_beam.io import filebasedsink, fileio, iobase
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
 
 from inference.data.batching import CHUNK_RECORDS, records_per_chunk
 from inference.data.failures import FAILURES_TAG, Failure
@@ -118,46 +121,69 @@ def _matched_files(pbegin, patterns: Sequence[str]):
             | "Distribute" >> beam.Reshuffle())
 
 
-class _TFRecordChunkSink(filebasedsink.FileBasedSink):
-    """Beam's file sink, writing a chunk of records per element in TFRecord framing
-    (`.gz` files gzipped at tfrecord.GZIP_LEVEL), the chunk framed in one call.
+class _StageChunks(beam.DoFn):
+    """Writes each bundle's chunks, in TFRecord framing (gzipped at tfrecord.GZIP_LEVEL
+    for a `.gz` suffix), into a new file of the folder `staging`, opened at the bundle's
+    first chunk; yields its path when the bundle ends."""
 
-    A run writes its prefix as if new: files of an earlier run under the same prefix
-    (`<prefix>-?????-of-?????<suffix>`, whatever their count) are deleted when this run's
-    files are finalized, so a glob never counts both.
-    """
+    def __init__(self, staging: str, suffix: str):
+        self._staging = staging
+        self._suffix = suffix
+        self._file = self._path = None
 
-    def __init__(self, file_path_prefix: str, file_name_suffix: str):
-        super().__init__(file_path_prefix, coder=coders.BytesCoder(),
-                         file_name_suffix=file_name_suffix,
-                         mime_type="application/octet-stream",
-                         compression_type=CompressionTypes.UNCOMPRESSED)
-        self._gzip = file_name_suffix.endswith(".gz")
-        self._earlier = (file_path_prefix, file_name_suffix)
+    def process(self, records: Sequence[bytes]):
+        if self._file is None:
+            self._path = posixpath.join(self._staging, f"{uuid.uuid4().hex}{self._suffix}")
+            raw = FileSystems.create(self._path, mime_type="application/octet-stream",
+                                     compression_type=CompressionTypes.UNCOMPRESSED)
+            self._file = tfrecord.GzipWriter(raw) if self._suffix.endswith(".gz") else raw
+        self._file.write(tfrecord.frame(records))
 
-    def open(self, temp_path):
-        raw = super().open(temp_path)
-        return tfrecord.GzipWriter(raw) if self._gzip else raw
+    def finish_bundle(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            yield WindowedValue(self._path, window.GlobalWindow().max_timestamp(),
+                                [window.GlobalWindow()])
 
-    def close(self, file_handle):
-        file_handle.close()
+    def teardown(self):  # a failed bundle's file: closed, and left to the staging folder
+        if self._file is not None:
+            self._file.close()
 
-    def write_record(self, file_handle, value: Sequence[bytes]):
-        file_handle.write(tfrecord.frame(value))
 
-    def pre_finalize(self, init_result, writer_results):
-        publish.delete_earlier_shards(*self._earlier)
-        return super().pre_finalize(init_result, writer_results)
+class StageRecordChunks(beam.PTransform):
+    """Chunks of serialized records -> files in the folder `staging` (one per bundle that
+    held a chunk), for `publish.PublishShards` to number; their paths."""
+
+    def __init__(self, staging: str, file_name_suffix: str = publish.SUFFIX):
+        super().__init__()
+        self._staging = staging
+        self._suffix = file_name_suffix
+
+    def expand(self, chunks):
+        return chunks | "Stage" >> beam.ParDo(_StageChunks(self._staging, self._suffix))
 
 
 class WriteRecordChunks(beam.PTransform):
     """Chunks of serialized records -> TFRecord files `<prefix>-SSSSS-of-NNNNN<suffix>`, as
-    `beam.io.WriteToTFRecord` writes them (gzipped for a `.gz` suffix)."""
+    `beam.io.WriteToTFRecord` writes them (gzipped for a `.gz` suffix; one empty shard for
+    no record); the files' paths.
 
-    def __init__(self, file_prefix: str, file_name_suffix: str = ".gz"):
+    The files are staged by the steps that make the chunks, one per bundle, and published
+    by one step (see `inference.io.publish`), not by Beam's `iobase.Write`, which adds
+    four stages of its own to every file set (initialize, group, pre-finalize, finalize):
+    most of a small run's fixed cost. The guarantee is the same: only the files of the
+    bundles Beam committed are published; a retried bundle's file goes with the staging
+    folder.
+    """
+
+    def __init__(self, file_prefix: str, file_name_suffix: str = publish.SUFFIX):
         super().__init__()
         self._prefix = file_prefix
         self._suffix = file_name_suffix
 
     def expand(self, chunks):
-        return chunks | iobase.Write(_TFRecordChunkSink(self._prefix, self._suffix))
+        staging = publish.staging_folder(self._prefix)
+        return (chunks
+                | "Stage" >> StageRecordChunks(staging, self._suffix)
+                | "Publish" >> publish.PublishShards(self._prefix, staging, self._suffix))

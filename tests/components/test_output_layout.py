@@ -94,13 +94,13 @@ def test_every_split_lands_in_one_tfx_file_set(tmp_path, examples, models):
     result = outputs[spec.INFERENCE_RESULT_KEY][0]
 
     names = _tfx_file_set(result.uri)
-    assert len(names) >= 2  # two splits with records, each written by its own sink
+    assert len(names) >= 2  # two splits with records, each staging its own files
     logs = helpers.read_prediction_logs(f"{result.uri}/prediction_logs-?????-of-?????.gz")
     assert len(logs) == sum(SPLITS.values())
     assert result.get_int_custom_property("examples_in") == sum(SPLITS.values())
 
     # The splits' predictions are never flattened (Beam's portable DirectRunner would
-    # materialise them): the Flatten ahead of the logs gathers the sinks' file names.
+    # materialise them): the Flatten ahead of the logs gathers the staged files' names.
     proto = pipelines[0].to_runner_api()
     transforms = proto.components.transforms
     producers = {pcoll: t.unique_name for t in transforms.values() if not t.subtransforms
@@ -109,7 +109,7 @@ def test_every_split_lands_in_one_tfx_file_set(tmp_path, examples, models):
     assert len(gathers) == 1
     sources = sorted(producers[pcoll] for pcoll in gathers[0].inputs.values())
     assert len(sources) == len(SPLITS)
-    assert all(re.fullmatch(r"WritePredictionLogs\[a\]\[\w+\]/.*FinalizeWrite", s)
+    assert all(re.fullmatch(r"StagePredictionLogs\[a\]\[\w+\]/Stage", s)
                for s in sources), sources
 
 
