@@ -131,6 +131,9 @@ class _StageChunks(beam.DoFn):
         self._suffix = suffix
         self._file = self._path = None
 
+    def start_bundle(self):
+        self.teardown()  # a failed bundle's file, were this DoFn kept: it stays unpublished
+
     def process(self, records: Sequence[bytes]):
         if self._file is None:
             self._path = posixpath.join(self._staging, f"{uuid.uuid4().hex}{self._suffix}")
@@ -148,7 +151,8 @@ class _StageChunks(beam.DoFn):
 
     def teardown(self):  # a failed bundle's file: closed, and left to the staging folder
         if self._file is not None:
-            self._file.close()
+            file, self._file = self._file, None
+            file.close()
 
 
 class StageRecordChunks(beam.PTransform):

@@ -1,6 +1,7 @@
 """Sources and sinks: chunks carry where their records came from, damaged and mislabelled
 files lose nothing silently, a prefix is written as if new, dead letters round-trip."""
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
 from inference.data.failures import FAILURES_TAG, Failure
+from inference.io import records as records_lib
 from inference.io.dead_letters import WriteFailures, read_failures
 from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
 from inference.observe import metrics
@@ -120,6 +122,36 @@ def test_a_prefix_is_written_as_if_new(tmp_path):
     assert sorted(records) == [b"a", b"b", b"c"]
 
 
+def test_no_chunk_writes_one_empty_shard_and_no_staging_folder_is_left(tmp_path):
+    _write(str(tmp_path / "logs"), [])
+    assert os.listdir(tmp_path) == ["logs-00000-of-00001.gz"]
+    assert list(tf.data.TFRecordDataset(str(tmp_path / "logs-00000-of-00001.gz"),
+                                        compression_type="GZIP")) == []
+
+
+def test_a_suffix_without_gz_writes_uncompressed_tfrecords(tmp_path):
+    with beam.Pipeline() as pipeline:
+        _ = (pipeline | beam.Create([[b"a"], [b"b", b"c"]])
+             | WriteRecordChunks(str(tmp_path / "out"), ".tfrecord"))
+    files = sorted(tf.io.gfile.glob(str(tmp_path / "out-*.tfrecord")))
+    assert files and all(re.fullmatch(r"out-\d{5}-of-\d{5}\.tfrecord", os.path.basename(f))
+                         for f in files)
+    assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files)) == [b"a", b"b", b"c"]
+
+
+def test_a_failed_bundles_file_is_never_yielded(tmp_path):
+    """A DoFn kept after its bundle failed starts the next bundle in a new file: the failed
+    one's stays in the staging folder, which publishing deletes."""
+    stage = records_lib._StageChunks(str(tmp_path / "staging"), ".gz")
+    stage.start_bundle()
+    stage.process([b"lost"])  # the bundle fails here: no finish_bundle
+    stage.start_bundle()
+    stage.process([b"kept"])
+    (staged,) = [value.value for value in stage.finish_bundle()]
+    assert len(os.listdir(tmp_path / "staging")) == 2
+    assert [r.numpy() for r in tf.data.TFRecordDataset(staged, "GZIP")] == [b"kept"]
+
+
 def test_dead_letters_round_trip_and_are_counted(tmp_path):
     failures = [Failure("decode", "DecodeError", "bad bytes", b"\xff", "m", "eval",
                         "f.gz:record 3"),
@@ -146,6 +178,7 @@ from inference import bounded
 from inference.data import examples
 from inference.io import tfrecord, encoding
 from inference.io.records import ReadRecords, WriteRecordChunks, estimate_lost
+from inference.io import records as records_lib
 from inference.io.dead_letters import WriteFailures, read_failures
 from inference.config import InferenceConfig, InputSpec, ModelConfig
 from inference.engine.models import create_handlers
