@@ -42,7 +42,8 @@ class CircuitBreaker:
         self._probe = probe
         self._clock = clock
         self._changed = threading.Condition()
-        self._failing_since: Optional[float] = None
+        self._failing_since: Optional[float] = None  # when the outage was first seen
+        self._failed_sent_at: Optional[float] = None  # when its first failed request went
         self._failed_requests = 0
         self._last_error = ""
         self._opened_at: Optional[float] = None
@@ -73,16 +74,20 @@ class CircuitBreaker:
                          name=f"probe-{self._endpoint}").start()
         return False
 
+    def now(self) -> float:
+        """The breaker's clock, on which requests' `sent_at` times are given."""
+        return self._clock()
+
     def succeeded(self, sent_at: Optional[float] = None):
         """The endpoint answered (any answer but a retryable error) a request sent at
-        `sent_at` (on the breaker's clock; None: now): the circuit closes. An answer to a
-        request sent before the outage's first failure (one in flight as the endpoint went
-        down) says nothing of the endpoint since, and changes nothing."""
+        `sent_at` (None: now): the circuit closes. An answer to a request sent before the
+        outage's first failed request was (one in flight as the endpoint went down) says
+        nothing of the endpoint since, and changes nothing."""
         with self._changed:
-            if (sent_at is not None and self._failing_since is not None
-                    and sent_at < self._failing_since):
+            if (sent_at is not None and self._failed_sent_at is not None
+                    and sent_at < self._failed_sent_at):
                 return
-            self._failing_since = None
+            self._failing_since = self._failed_sent_at = None
             self._failed_requests = 0
             if self._opened_at is not None:
                 self._open_seconds += self._clock() - max(self._opened_at,
@@ -90,14 +95,15 @@ class CircuitBreaker:
                 self._opened_at = self._opened_wall = None
                 self._changed.notify_all()
 
-    def failed(self, error: Exception):
-        """An attempt found the endpoint unavailable: opens the circuit once nothing has
-        succeeded for `outage_secs`."""
+    def failed(self, error: Exception, sent_at: Optional[float] = None):
+        """An attempt, sent at `sent_at` (None: now), found the endpoint unavailable:
+        opens the circuit once nothing has succeeded for `outage_secs`."""
         with self._changed:
             now = self._clock()
             self._last_error = str(error)
             if self._failing_since is None:
                 self._failing_since = now
+                self._failed_sent_at = now if sent_at is None else sent_at
             if now - self._failing_since >= self._outage_secs:
                 self._open(now)
 

@@ -97,7 +97,7 @@ class RemoteModel:
         request.attempts += 1
         try:
             with self._slots:
-                sent_at = time.monotonic()
+                sent_at = breaker.now()
                 try:
                     request.outputs = self._handler.run_inference(
                         request.inputs, self._client, inference_args)
@@ -128,7 +128,7 @@ class RemoteModel:
             request.failing_since = now
         down = unavailable(error)
         if down:
-            breaker.failed(error)
+            breaker.failed(error, sent_at)
             if breaker.is_open:
                 request.error = breaker.down_error(error)
                 return None

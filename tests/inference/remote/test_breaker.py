@@ -68,6 +68,22 @@ def test_an_answer_to_a_request_sent_before_the_outage_began_keeps_its_clock():
     assert not circuit.is_open
 
 
+def test_an_answer_to_a_request_sent_after_the_first_failed_one_restarts_its_clock():
+    """A timeout is seen long after its request went: answers to requests sent since then
+    show the endpoint up, though they come after the timeout was seen."""
+    clock = Clock()
+    circuit = breaker(clock)
+    timed_out_sent = clock.now
+    clock.now += 20
+    answered_sent = clock.now
+    clock.now += 40
+    circuit.failed(RemoteInferenceError("no answer within 60 s"), timed_out_sent)
+    circuit.succeeded(answered_sent)
+    clock.now += 31  # past the outage window, counted from the first timeout seen
+    circuit.failed(RemoteInferenceError("no answer within 60 s"), clock.now - 60)
+    assert not circuit.is_open
+
+
 def test_requests_failed_after_their_retries_in_a_row_open_it():
     clock = Clock()
     circuit = breaker(clock)
