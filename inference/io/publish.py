@@ -32,7 +32,8 @@ def empty_file_set(prefix: str, suffix: str = SUFFIX) -> List[str]:
     """One empty shard, `<prefix>-00000-of-00001<suffix>` (an empty gzip stream for `.gz`):
     what one sink writes on empty input."""
     path = f"{prefix}-00000-of-00001{suffix}"
-    FileSystems.create(path).close()
+    FileSystems.create(path, compression_type=CompressionTypes.GZIP if suffix.endswith(
+        ".gz") else CompressionTypes.UNCOMPRESSED).close()
     return [path]
 
 
@@ -69,22 +70,32 @@ def _publish(_, staged: List[str], prefix: str, staging: str, suffix: str) -> Li
 def publish_shards(staged: List[str], prefix: str, staging: str,
                    suffix: str = SUFFIX) -> List[str]:
     """`PublishShards`' step: renames the `staged` files, returns the published paths."""
-    # A staged file that is gone was renamed by an earlier attempt: it held records.
-    present = {p: FileSystems.exists(p) for p in sorted(staged)}
-    kept = [p for p, here in present.items() if not here or _holds_records(p, suffix)] or \
-        sorted(staged)[:1]
+    staged = sorted(staged)
+    # One listing of every staged file (a batch on GCS). A staged file that is gone was
+    # renamed by an earlier attempt: it held records.
+    sizes = {m.path: m.size_in_bytes for result in (FileSystems.match(staged) if staged
+                                                       else []) for m in result.metadata_list}
+    kept = [p for p in staged if p not in sizes or _holds_records(p, sizes[p], suffix)] \
+        or staged[:1]
     published = [f"{prefix}-{i:05d}-of-{len(kept):05d}{suffix}" for i in range(len(kept))]
     delete_earlier_shards(prefix, suffix, keep=published)
-    for source, target in zip(kept, published):
-        if present[source]:
-            FileSystems.rename([source], [target])
+    moves = [(source, target) for source, target in zip(kept, published) if source in sizes]
+    if moves:
+        FileSystems.rename(*map(list, zip(*moves)))
     if not kept:  # no file was staged
         published = empty_file_set(prefix, suffix)
-    try:
-        FileSystems.delete([staging])  # as Beam's sinks delete their temporary folders
-    except IOError:
-        pass  # deleted by an earlier attempt, or never made (no file was staged)
+    _delete_folder(staging)  # with what failed bundles left in it
     return published
+
+
+def _delete_folder(folder: str):
+    """Deletes `folder` and what it holds, where it is: Beam's local filesystem takes the
+    folder's path, GCS a path ending in "/" (without one it deletes a file of that name)."""
+    for path in (folder, folder.rstrip("/") + "/"):
+        try:
+            FileSystems.delete([path])
+        except IOError:
+            pass  # gone already (an earlier attempt), or never made (nothing staged)
 
 
 def delete_earlier_shards(prefix: str, suffix: str, keep: Collection[str] = ()):
@@ -98,11 +109,17 @@ def delete_earlier_shards(prefix: str, suffix: str, keep: Collection[str] = ()):
         FileSystems.delete(stale)
 
 
-def _holds_records(path: str, suffix: str) -> bool:
-    """Whether the file holds any byte (once inflated, for `.gz`), from its head only
-    (Beam's decompressing reader would inflate megabytes to return one byte)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        head = f.read(1 << 16)
+# Below this size a staged file may hold no record (an empty gzip stream is 20 bytes),
+# so its head is read; the engine's stager never writes one, other writers may.
+_SMALL_FILE_BYTES = 1024
+
+
+def _holds_records(path: str, size: int, suffix: str) -> bool:
+    """Whether the file of `size` bytes holds any byte (once inflated, for `.gz`)."""
     if not suffix.endswith(".gz"):
-        return bool(head)
+        return size > 0
+    if size >= _SMALL_FILE_BYTES:
+        return True
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        head = f.read()
     return bool(zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1))

@@ -135,6 +135,8 @@ class _StageChunks(beam.DoFn):
         self.teardown()  # a failed bundle's file, were this DoFn kept: it stays unpublished
 
     def process(self, records: Sequence[bytes]):
+        if not records:  # a staged file holds records: publishing reads none of them
+            return
         if self._file is None:
             self._path = posixpath.join(self._staging, f"{uuid.uuid4().hex}{self._suffix}")
             raw = FileSystems.create(self._path, mime_type="application/octet-stream",
@@ -156,8 +158,9 @@ class _StageChunks(beam.DoFn):
 
 
 class StageRecordChunks(beam.PTransform):
-    """Chunks of serialized records -> files in the folder `staging` (one per bundle that
-    held a chunk), for `publish.PublishShards` to number; their paths."""
+    """Chunks of serialized records (a bounded PCollection) -> files in the folder
+    `staging` (one per bundle that held a record), for `publish.PublishShards` to number;
+    their paths, in the global window."""
 
     def __init__(self, staging: str, file_name_suffix: str = publish.SUFFIX):
         super().__init__()
@@ -165,6 +168,11 @@ class StageRecordChunks(beam.PTransform):
         self._suffix = file_name_suffix
 
     def expand(self, chunks):
+        if not chunks.is_bounded:
+            raise ValueError("record files are written from a bounded PCollection: an "
+                             "unbounded one would never be published")
+        if not isinstance(chunks.windowing.windowfn, window.GlobalWindows):
+            chunks = chunks | "Unwindowed" >> beam.WindowInto(window.GlobalWindows())
         return chunks | "Stage" >> beam.ParDo(_StageChunks(self._staging, self._suffix))
 
 
@@ -178,7 +186,9 @@ class WriteRecordChunks(beam.PTransform):
     four stages of its own to every file set (initialize, group, pre-finalize, finalize):
     most of a small run's fixed cost. The guarantee is the same: only the files of the
     bundles Beam committed are published; a retried bundle's file goes with the staging
-    folder.
+    folder. The staging folder is named when the pipeline is built, so one Dataflow
+    classic template must not run twice at once into the same prefix (a flex template
+    builds its pipeline at each launch).
     """
 
     def __init__(self, file_prefix: str, file_name_suffix: str = publish.SUFFIX):

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import apache_beam as beam
+import pytest
 import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import window
 
 from inference.data.failures import FAILURES_TAG, Failure
 from inference.io import records as records_lib
@@ -137,6 +139,26 @@ def test_a_suffix_without_gz_writes_uncompressed_tfrecords(tmp_path):
     assert files and all(re.fullmatch(r"out-\d{5}-of-\d{5}\.tfrecord", os.path.basename(f))
                          for f in files)
     assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files)) == [b"a", b"b", b"c"]
+
+
+def test_windowed_chunks_are_all_written_into_one_file_set(tmp_path):
+    with beam.Pipeline() as pipeline:
+        _ = (pipeline
+             | beam.Create([(0, [b"a"]), (30, [b"b", b"c"]), (90, [])])
+             | beam.MapTuple(lambda second, chunk: window.TimestampedValue(chunk, second))
+             | beam.WindowInto(window.FixedWindows(10))
+             | WriteRecordChunks(str(tmp_path / "out")))
+    files = tf.io.gfile.glob(str(tmp_path / "out-*.gz"))
+    assert sorted(r.numpy() for r in tf.data.TFRecordDataset(files, "GZIP")) == [
+        b"a", b"b", b"c"]
+
+
+def test_an_unbounded_input_is_refused_when_the_pipeline_is_built(tmp_path):
+    pipeline = beam.Pipeline()
+    chunks = pipeline | beam.Create([[b"a"]])
+    chunks.is_bounded = False
+    with pytest.raises(ValueError, match="bounded PCollection"):
+        _ = chunks | WriteRecordChunks(str(tmp_path / "out"))
 
 
 def test_a_failed_bundles_file_is_never_yielded(tmp_path):
