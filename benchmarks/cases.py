@@ -25,6 +25,9 @@ kinds:
                  (`remote_url`), `in_flight` requests at once; with `fault`, served by
                  KServe failing or throttling every 5th request
   ray_data       Ray Data in its own virtualenv (`benchmarks.ray_data`)
+  worker_start   what a worker process (`--direct_running_mode multi_processing`, as a
+                 Dataflow worker) spends before its first record: a fresh interpreter
+                 importing Beam's SDK worker, the engine and the model's framework (`n` 0)
 
 A new kind: its runner in KINDS, its label in `report.KIND_LABELS`, its cases in
 `run.plan`, its targets (if any) in `report.TARGETS`.
@@ -32,6 +35,7 @@ A new kind: its runner in KINDS, its label in `report.KIND_LABELS`, its cases in
 import glob
 import json
 import os
+import subprocess
 import sys
 from typing import Any, Callable, Dict, List
 
@@ -512,10 +516,19 @@ def _core(case):
                         "active_seconds": figures.active_seconds, **figures.remote}}
 
 
+def _worker_start(case):
+    modules = ("apache_beam.runners.worker.sdk_worker_main", "inference.bounded",
+               f"inference.frameworks.{case['model']}")
+    clock = Clock()
+    subprocess.run([sys.executable, "-c", "import " + ", ".join(modules)], check=True)
+    seconds, cpu_seconds = clock.stop()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "records_out": 0}
+
+
 KINDS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "raw": _raw, "raw_encode": _raw, "whole_job": _whole_job, "plain_beam": _plain_beam,
     "tfx": _tfx, "ours": _ours, "core": _core, "remote": _core,
-    "ray_data": ray_data.run_case}
+    "ray_data": ray_data.run_case, "worker_start": _worker_start}
 
 
 def main(argv):

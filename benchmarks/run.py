@@ -32,7 +32,7 @@ DEFAULT_N = 200_000
 QUICK_N = 20_000
 MICRO_N = 256
 KINDS = ("raw", "raw_encode", "whole_job", "plain_beam", "tfx", "ours", "core", "ray_data",
-         "remote")
+         "remote", "worker_start")
 NAMED_ONLY = ("remote",)  # kinds left out unless --kinds names them
 SIZED_KINDS = ("raw", "whole_job", "ours")  # the kinds run again at each of --sizes
 
@@ -188,7 +188,7 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
             name += "-nodrift"
         if extra.get("small"):
             name += "-small"
-        cases.append(make_case(args, kind, model, n, data_roots[n], models[model],
+        cases.append(make_case(args, kind, model, n, data_roots.get(n), models[model],
                                os.path.join(folder, "cases", name), workers, mode,
                                name=name, **extra))
 
@@ -234,6 +234,8 @@ def plan(args, data_roots: Dict[int, str], models: Dict[str, Dict[str, str]],
     for size in args.sizes:  # worker scaling at every size: start-up weighs less on more
         if size != args.n:
             add_scaling(size)
+    if any(case["mode"] != "in_memory" for case in cases):  # what each worker pays first
+        add("worker_start", "pytorch", n=0)
     for in_flight in args.remote_in_flight:
         add("remote", "sklearn", in_flight=in_flight,
             remote_url=getattr(args, "remote_url", None))

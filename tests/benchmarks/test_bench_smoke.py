@@ -264,3 +264,49 @@ def test_cost_targets_compare_records_per_cpu_second():
     assert (worker["measured"], worker["passed"]) == (0.5, False)
     small = items["ours >= 1x TFX BulkInferrer at N=2,000 (keras SavedModel, median)"]
     assert (small["measured"], small["passed"]) == (0.8, False)
+    assert not [name for name in items if "start-up aside" in name]  # not measured: no row
+
+
+def test_a_worker_start_up_splits_the_worker_targets():
+    """The start-up, measured apart, bounds the worker targets and is set aside in one."""
+    def row(kind, n, seconds, cpu, workers=1, mode="in_memory"):
+        return dict(kind=kind, model="pytorch", n=n, workers=workers, mode=mode,
+                    seconds=seconds, cpu_seconds=cpu, records_out=n)
+
+    rows = [row("ours", 1_000_000, 12.0, 11.0),
+            row("ours", 1_000_000, 20.0, 22.0, mode="multi_processing"),
+            row("ours", 1_000_000, 15.0, 36.0, workers=2, mode="multi_processing"),
+            row("worker_start", 0, 7.0, 6.0)]
+    report.add_ratios(rows)
+    items = report.targets(rows, 1_000_000)
+    by_name = {t["target"]: t for t in items}
+
+    judged = by_name["a worker process >= 0.8x the in-process worker per CPU-second (ours, "
+                     "pytorch, 1 worker)"]
+    assert (judged["measured"], judged["passed"]) == (0.5, False)
+    assert judged["detail"] == "at most 0.65 with a start-up of 6.0 CPU-s"  # 11 / (11 + 6)
+    aside = by_name["a worker process, its start-up aside, >= 0.8x the in-process worker "
+                    "per CPU-second"]
+    assert (aside["measured"], report.verdict(aside)) == (0.688, "indicative")  # 11 / 16
+    two = [t for t in items if t["target"].startswith("2 workers")][0]
+    best = 12.0 / ((11.0 + 2 * 6.0) / os.cpu_count())
+    assert two["detail"] == (f"vs 1 worker in_memory; at most {best:.2f} on {os.cpu_count()} "
+                             f"cores: 11.0 CPU-s in-process plus 2 start-ups of 6.0")
+    assert report.examples_per_sec(rows[-1]) is None  # a row of its own, not a throughput
+
+
+def test_a_worker_start_up_is_measured_where_worker_processes_run():
+    from benchmarks import cases
+    models = {"pytorch": {"path": "m", "artifact_uri": "a"}}
+
+    def planned(argv):
+        args = run.parse_args(argv)
+        return [c for c in run.plan(args, {n: "d" for n in run.data_sizes(args)}, models,
+                                    "out") if c["kind"] == "worker_start"]
+
+    assert [c["n"] for c in planned(["--models", "pytorch", "--direct_num_workers", "1", "2"]
+                                    )] == [0]
+    assert planned(["--models", "pytorch", "--direct_num_workers", "1"]) == []
+    start = cases.run_case(dict(planned(["--models", "pytorch", "--direct_num_workers", "2"])[0],
+                                threads=0))
+    assert start["records_out"] == 0 and start["cpu_seconds"] > start["seconds"] / 4 > 0
