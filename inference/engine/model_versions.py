@@ -5,12 +5,13 @@ Beam's own way is `WatchFilePattern` as RunInference's side input. The local str
 runner cannot run it (a splittable DoFn), and it blocks a side input until its watermark
 passes the main input's window, so a new version would wait a window. Watching in the
 worker is one path on every runner, needs no windows, and lets a version that cannot load
-be skipped while an older one serves.
+be skipped while an older one serves, and tried again later.
 """
+import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -46,9 +47,23 @@ def _newest_first(pattern: str) -> List[Version]:
             sorted(found, key=lambda m: (m.last_updated_in_seconds, m.path), reverse=True)]
 
 
+# A failed version waits this long before its first retry, in checks (`check_secs`); each
+# failure doubles the wait, up to RETRY_MAX_SECS.
+RETRY_FIRST_CHECKS = 2
+RETRY_MAX_SECS = 3600.0
+
+
+@dataclasses.dataclass
+class _Failure:
+    retry_at: float  # time.monotonic()
+    wait: float
+
+
 # Versions that failed to load in this process, by pattern: skipped by every later load
-# and check here (a worker may load its model again at any time), until rewritten.
-_failed: Dict[str, Set[Version]] = {}
+# and check here (a worker may load its model again at any time) until their wait ends,
+# then tried again (a storage hiccup passes; a broken file fails again and waits twice as
+# long); a rewritten file is a new version, tried at once.
+_failed: Dict[str, Dict[Version, _Failure]] = {}
 _failed_lock = threading.Lock()
 
 
@@ -64,10 +79,19 @@ class ModelVersions:
         self.check_secs = check_secs
 
     def loadable(self, listed: List[Version]) -> List[Version]:
-        """The versions of `listed` not known to fail here."""
+        """The versions of `listed` not failed here, or due to be tried again."""
+        now = time.monotonic()
         with _failed_lock:
-            failed = set(_failed.get(self.pattern, ()))
-        return [v for v in listed if v not in failed]
+            waiting = {version for version, failure in _failed.get(self.pattern, {}).items()
+                       if failure.retry_at > now}
+        return [v for v in listed if v not in waiting]
+
+    def load_version(self, load: Callable[[str], T], version: Version) -> T:
+        """What `load` makes of `version`; a version that loads is no longer failed."""
+        loaded = load(version[0])
+        with _failed_lock:
+            _failed.get(self.pattern, {}).pop(version, None)
+        return loaded
 
     def load_newest(self, load: Callable[[str], T], model_name: str) -> Tuple[T, Version]:
         """What `load(path)` makes of the newest version that loads, and that version.
@@ -78,20 +102,27 @@ class ModelVersions:
                               f"{self.pattern!r} that loads")
         for version in candidates[:-1]:
             try:
-                return load(version[0]), version
+                return self.load_version(load, version), version
             except Exception as e:
                 self.failed(version, e, model_name)
-        return load(candidates[-1][0]), candidates[-1]
+        return self.load_version(load, candidates[-1]), candidates[-1]
 
     def failed(self, version: Version, error: Exception, model_name: str) -> None:
-        """Notes a version that did not load: logged and counted once per process."""
+        """Notes a version that did not load, to be tried again after a wait: logged as an
+        error and counted when it first fails here, its retries that fail again logged as
+        warnings."""
         with _failed_lock:
-            known = _failed.setdefault(self.pattern, set())
-            if version in known:
-                return
-            known.add(version)
-        logging.error("model %r: version %s could not be loaded, an older one serves: %s",
-                      model_name, version[0], error)
+            known = _failed.setdefault(self.pattern, {})
+            before = known.get(version)
+            wait = (min(before.wait * 2, RETRY_MAX_SECS) if before else
+                    min(self.check_secs * RETRY_FIRST_CHECKS, RETRY_MAX_SECS))
+            known[version] = _Failure(time.monotonic() + wait, wait)
+        if before:
+            logging.warning("model %r: version %s still could not be loaded (tried again in "
+                            "%g s): %s", model_name, version[0], wait, error)
+            return
+        logging.error("model %r: version %s could not be loaded, an older one serves (tried "
+                      "again in %g s): %s", model_name, version[0], wait, error)
         metrics.counter(metrics.MODEL_VERSION_FAILURES, model_name).inc()
 
     def watch(self, serving: Version) -> "VersionWatch":
@@ -137,7 +168,7 @@ class VersionWatch:
                 return None  # a newer version failed (the serving file rewritten, say)
             version = candidates[0]
             try:
-                loaded = load(version[0])
+                loaded = self._versions.load_version(load, version)
             except Exception as e:
                 self._versions.failed(version, e, model_name)
                 return None

@@ -108,3 +108,48 @@ def test_the_serving_file_rewritten_badly_keeps_it_serving_and_deleted_rolls_bac
     os.remove(v2)
     time.sleep(CHECK_SECS * 1.5)
     assert _outputs(handler, model) == [1.0]
+
+
+def test_a_version_that_failed_is_tried_again_after_a_wait_that_doubles(monkeypatch, caplog):
+    now = [100.0]
+    monkeypatch.setattr(model_versions.time, "monotonic", lambda: now[0])
+    versions = ModelVersions("gs://bucket/retried-*.pt", check_secs=10)
+    version = ("gs://bucket/retried-1.pt", 5.0)
+    with caplog.at_level(logging.WARNING):
+        versions.failed(version, OSError("503"), "clf")
+        assert versions.loadable([version]) == []
+        now[0] += 10 * model_versions.RETRY_FIRST_CHECKS
+        assert versions.loadable([version]) == [version]
+        versions.failed(version, OSError("503"), "clf")  # again: twice the wait
+        now[0] += 10 * model_versions.RETRY_FIRST_CHECKS
+        assert versions.loadable([version]) == []
+        now[0] += 10 * model_versions.RETRY_FIRST_CHECKS
+        assert versions.loadable([version]) == [version]
+        for _ in range(20):
+            versions.failed(version, OSError("503"), "clf")
+        now[0] += model_versions.RETRY_MAX_SECS
+        assert versions.loadable([version]) == [version]  # the wait stops growing
+    levels = [r.levelname for r in caplog.records if "could not be loaded" in r.getMessage()]
+    assert levels == ["ERROR"] + ["WARNING"] * 21
+    assert versions.load_version(lambda path: path, version) == version[0]
+    versions.failed(version, OSError("503"), "clf")  # failed anew after a load: logged anew
+    assert caplog.records[-1].levelname == "ERROR"
+
+
+def test_a_file_that_could_not_be_read_serves_once_it_can(tmp_path, caplog):
+    """A storage hiccup: the same file, its modification time unchanged, loads on a later
+    check."""
+    v1 = _write(tmp_path, "model-v1.pt", 1.0, age_secs=60)
+    handler = _watched(tmp_path, v1)
+    model = handler.load_model()
+    v2 = tmp_path / "model-v2.pt"
+    v2.write_bytes(b"not readable yet")
+    written = os.stat(v2).st_mtime_ns
+    time.sleep(CHECK_SECS * 1.5)
+    with caplog.at_level(logging.ERROR):
+        assert _outputs(handler, model) == [1.0]
+    assert [r for r in caplog.records if str(v2) in r.getMessage()]
+    _save(Constant(2.0), v2)
+    os.utime(v2, ns=(written, written))  # the same version, readable now
+    time.sleep(CHECK_SECS * (model_versions.RETRY_FIRST_CHECKS + 0.5))
+    assert _outputs(handler, model) == [2.0]
