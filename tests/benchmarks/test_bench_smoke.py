@@ -284,14 +284,10 @@ def test_a_worker_start_up_splits_the_worker_targets():
     judged = by_name["a worker process >= 0.8x the in-process worker per CPU-second (ours, "
                      "pytorch, 1 worker)"]
     assert (judged["measured"], judged["passed"]) == (0.5, False)
-    assert judged["detail"] == "at most 0.65 with a start-up of 6.0 CPU-s"  # 11 / (11 + 6)
+    assert judged["detail"] == "about 0.65 at best with a start-up of 6.0 CPU-s"  # 11 / 17
     aside = by_name["a worker process, its start-up aside, >= 0.8x the in-process worker "
                     "per CPU-second"]
     assert (aside["measured"], report.verdict(aside)) == (0.688, "indicative")  # 11 / 16
-    two = [t for t in items if t["target"].startswith("2 workers")][0]
-    best = 12.0 / ((11.0 + 2 * 6.0) / os.cpu_count())
-    assert two["detail"] == (f"vs 1 worker in_memory; at most {best:.2f} on {os.cpu_count()} "
-                             f"cores: 11.0 CPU-s in-process plus 2 start-ups of 6.0")
     assert report.examples_per_sec(rows[-1]) is None  # a row of its own, not a throughput
 
 
